@@ -1,0 +1,28 @@
+"""Clusters: one root node and N-1 workers, with a latency proxy on every root<->worker link.
+
+:class:`edgelab.cluster.base.Cluster` is the contract; ``local`` starts nodes as
+processes on this host, ``docker`` as containers. :func:`open_cluster` picks one.
+"""
+
+from __future__ import annotations
+
+from edgelab.cluster.base import Cluster, ClusterError, NodeFailure
+from edgelab.cluster.spec import ClusterSpec
+
+
+def open_cluster(spec: ClusterSpec, work_dir: str, model_path: str) -> Cluster:
+    """A not-yet-started cluster for ``spec`` on the backend it names."""
+    from pathlib import Path
+
+    if spec.backend == "local":
+        from edgelab.cluster.local import LocalCluster
+
+        return LocalCluster(spec, Path(work_dir), Path(model_path))
+    if spec.backend == "docker":
+        from edgelab.cluster.docker import DockerCluster
+
+        return DockerCluster(spec, Path(work_dir), Path(model_path))
+    raise ClusterError(f"unknown backend {spec.backend!r}; known backends: local, docker")
+
+
+__all__ = ["Cluster", "ClusterError", "ClusterSpec", "NodeFailure", "open_cluster"]

@@ -1,0 +1,62 @@
+"""The contract every engine implements.
+
+A cluster is one root node plus ``nodes - 1`` worker nodes. The cluster backend
+(local processes or Docker containers) starts the processes that an engine
+describes here, puts a latency proxy in front of every worker, and then talks to
+the root only through the root API (:mod:`edgelab.engines.rootapi`).
+
+Commands are argument vectors *without* the Python interpreter or container
+entrypoint, so the same description runs as a local process
+(``[sys.executable, "-m", *argv]``) and inside an image.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class EngineError(RuntimeError):
+    """An engine cannot run as asked (missing binary, bad topology, ...)."""
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """How to start one worker node listening on ``host:port`` with ``threads`` threads."""
+
+    argv: list[str]
+    # A line the worker prints on stdout/stderr once it accepts connections.
+    ready_marker: str | None = None
+
+
+@dataclass(frozen=True)
+class RootLaunch:
+    """How to start a root node whose root API listens on ``host:port``."""
+
+    argv: list[str]
+
+
+class Engine(ABC):
+    """One inference engine (llama.cpp, distributed-llama)."""
+
+    name: str
+
+    @abstractmethod
+    def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
+        """Describe the worker node process."""
+
+    @abstractmethod
+    def root_launch(
+        self,
+        host: str,
+        port: int,
+        model_path: Path,
+        workers: list[str],
+        threads: int,
+    ) -> RootLaunch:
+        """Describe the root node process; ``workers`` are ``host:port`` strings (proxies)."""
+
+    @abstractmethod
+    def check_available(self) -> None:
+        """Raise ``EngineError`` with a how-to-fix message if the engine cannot run here."""

@@ -1,0 +1,111 @@
+"""The one settings object of edgelab, read from ``EDGELAB_*`` environment variables.
+
+Every process (CLI, web app, Celery worker, node processes) builds its settings
+here, so a value means the same thing everywhere. Defaults are safe for a laptop:
+SQLite under ``./var``, an embedded Redis-compatible server, the local backend,
+and a web bind on loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Backend = Literal["local", "docker"]
+BACKENDS: tuple[Backend, ...] = ("local", "docker")
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    # Empty means "start the embedded server" (``edgelab up``); anything else is used as is.
+    redis_url: str = ""
+    models_dir: Path = Path("var/models")
+    backend: Backend = "local"
+    bind: str = "127.0.0.1:8080"
+    api_token: str = ""
+    dllama_bin: str = ""
+    max_sweep_cells: int = 1000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            db = (self.data_dir / "edgelab.db").resolve()
+            object.__setattr__(self, "database_url", f"sqlite:///{db}")
+
+    @property
+    def bind_host(self) -> str:
+        return self.bind.rsplit(":", 1)[0]
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.models_dir / "catalog.json"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; raise ``SettingsError`` naming a bad variable."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(f"EDGELAB_{name}", default).strip()
+
+        data_dir = Path(get("DATA_DIR", "var"))
+        models_dir = Path(get("MODELS_DIR") or str(data_dir / "models"))
+
+        database_url = get("DATABASE_URL")
+        if database_url and not database_url.startswith(("sqlite:", "postgresql")):
+            raise SettingsError(
+                "EDGELAB_DATABASE_URL must start with sqlite:/// or postgresql://, "
+                f"got {database_url!r}"
+            )
+        if database_url.startswith("postgresql://"):
+            # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+
+        redis_url = get("REDIS_URL")
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"EDGELAB_REDIS_URL must be a redis:// or unix:// URL, got {redis_url!r}"
+            )
+
+        backend = get("BACKEND", "local")
+        if backend not in BACKENDS:
+            raise SettingsError(
+                f"EDGELAB_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
+
+        bind = get("BIND", "127.0.0.1:8080")
+        host, sep, port = bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"EDGELAB_BIND must be HOST:PORT (e.g. 127.0.0.1:8080), got {bind!r}")
+
+        cells = get("MAX_SWEEP_CELLS", "1000")
+        if not cells.isdigit() or int(cells) < 1:
+            raise SettingsError(f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}")
+
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            models_dir=models_dir,
+            backend=backend,  # type: ignore[arg-type]
+            bind=bind,
+            api_token=get("API_TOKEN"),
+            dllama_bin=get("DLLAMA_BIN"),
+            max_sweep_cells=int(cells),
+        )
