@@ -1,0 +1,510 @@
+"""A TCP proxy that behaves like one network link between root and a worker.
+
+Every byte between the root and one worker crosses one :class:`LinkProxy`.
+Each accepted connection gets its own upstream connection and, per direction,
+a reader thread (timestamps chunks as they arrive) and a writer thread
+(releases them at ``arrival + sampled delay``, in order). Threads rather than
+asyncio because the event loop's epoll timeout is rounded to whole
+milliseconds, which alone would blow the 0.2 ms accuracy budget; a blocked
+thread instead sleeps to within tens of microseconds (see
+:func:`edgelab.netem.schedule.sleep_until`).
+
+With a pass-through profile (0 ms, no bandwidth cap) and nothing queued, the
+reader forwards directly from a preallocated buffer, so the proxy costs two
+extra kernel copies and no Python allocation per chunk.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any
+
+from edgelab.netem.profile import DIRECTIONS, DelaySampler, LatencyProfile
+from edgelab.netem.schedule import ReleaseSchedule, TokenBucket, sleep_until, tighten_timer_slack
+
+log = logging.getLogger(__name__)
+
+# Pass-through reads: big enough that a 4 MiB message crosses in a few syscalls.
+FAST_BUFFER_BYTES = 1 << 20
+# Delayed reads: one chunk is one delay sample, so keep chunks moderate.
+DELAYED_CHUNK_BYTES = 256 << 10
+# Bytes a direction may hold before its reader stops reading and TCP pushes back.
+MAX_QUEUED_BYTES = 64 << 20
+CONNECT_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 5.0
+
+_EOF = b""  # queued marker: propagate the half-close once earlier chunks are out
+
+
+@dataclass
+class DirectionStats:
+    """Counters for one direction of a link, summed over its connections."""
+
+    bytes: int = 0
+    chunks: int = 0
+    delay_total_s: float = 0.0
+    delay_max_s: float = 0.0
+    queue_depth: int = 0  # chunks waiting for their release time right now
+    queued_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LinkStats:
+    """A snapshot of a link: "up" is client -> upstream (root -> worker)."""
+
+    name: str
+    profile: str
+    up: DirectionStats = field(default_factory=DirectionStats)
+    down: DirectionStats = field(default_factory=DirectionStats)
+    connections_open: int = 0
+    connections_total: int = 0
+    connect_errors: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "up": self.up.to_dict(),
+            "down": self.down.to_dict(),
+            "connections_open": self.connections_open,
+            "connections_total": self.connections_total,
+            "connect_errors": self.connect_errors,
+        }
+
+    def link_stat_fields(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`edgelab.models.LinkStat` (minus ``run_id``)."""
+        return {
+            "link": self.name,
+            "bytes_up": self.up.bytes,
+            "bytes_down": self.down.bytes,
+            "chunks_up": self.up.chunks,
+            "chunks_down": self.down.chunks,
+            "delay_total_ms_up": self.up.delay_total_s * 1000.0,
+            "delay_total_ms_down": self.down.delay_total_s * 1000.0,
+            "delay_max_ms": max(self.up.delay_max_s, self.down.delay_max_s) * 1000.0,
+        }
+
+
+class _LinkState:
+    """Profile and pacing that change together on ``set_profile``."""
+
+    def __init__(self, profile: LatencyProfile, version: int) -> None:
+        self.profile = profile
+        self.version = version
+        self.passthrough = {d: _is_passthrough(profile.direction(d)) for d in DIRECTIONS}
+        self.buckets: dict[str, TokenBucket | None] = {}
+        self.chunk_bytes: dict[str, int] = {}
+        for d in DIRECTIONS:
+            rate = profile.direction(d).bandwidth_bps
+            if rate is None:
+                self.buckets[d] = None
+                self.chunk_bytes[d] = DELAYED_CHUNK_BYTES
+            else:
+                # ~1 ms of traffic per chunk keeps pacing smooth at any rate.
+                self.buckets[d] = TokenBucket(rate)
+                self.chunk_bytes[d] = min(DELAYED_CHUNK_BYTES, max(1448, rate // 8 // 1000))
+
+
+def _is_passthrough(one_way: LatencyProfile) -> bool:
+    return one_way.kind == "fixed" and one_way.delay_ms == 0 and one_way.bandwidth_bps is None
+
+
+class _Pipe:
+    """One direction of one connection: a reader, a release queue and a writer."""
+
+    def __init__(self, conn: _Connection, direction: str, src: socket.socket, dst: socket.socket):
+        self.conn = conn
+        self.link = conn.link
+        self.direction = direction
+        self.src = src
+        self.dst = dst
+        self.queue: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        self.queued_bytes = 0
+        self.cond = threading.Condition()
+        self.schedule = ReleaseSchedule()
+        self._sampler: DelaySampler | None = None
+        self._sampler_version = -1
+
+    # -- reader -------------------------------------------------------------------------------
+
+    def read_loop(self) -> None:
+        buf = bytearray(FAST_BUFFER_BYTES)
+        view = memoryview(buf)
+        stats = self.link._stats[self.direction]
+        try:
+            while not self.conn.closed.is_set():
+                state = self.link._state
+                if state.passthrough[self.direction] and not self.queue:
+                    n = self.src.recv_into(buf)
+                    if n == 0:
+                        self._enqueue(_EOF, time.perf_counter())
+                        return
+                    if self.link._state.passthrough[self.direction] and not self.queue:
+                        self.dst.sendall(view[:n])
+                        self.link._count(stats, n, 0.0)
+                    else:  # the profile changed while we were blocked in recv
+                        self._enqueue(bytes(view[:n]), time.perf_counter())
+                else:
+                    data = self.src.recv(state.chunk_bytes[self.direction])
+                    self._enqueue(data, time.perf_counter())
+                    if not data:
+                        return
+        except OSError as exc:
+            self.conn.abort(f"{self.direction} read/forward failed: {exc}")
+        finally:
+            view.release()
+            self.conn.thread_done()
+
+    def _enqueue(self, data: bytes, arrival: float) -> None:
+        state = self.link._state
+        if self._sampler_version != state.version:
+            self._sampler = state.profile.sampler(self.direction, stream=self.conn.index)
+            self._sampler_version = state.version
+        assert self._sampler is not None
+        delay = self._sampler.next_delay_s()
+        bucket = state.buckets[self.direction]
+        ready = bucket.reserve(len(data), arrival) if bucket is not None and data else arrival
+        release = self.schedule.release_at(ready, delay)
+        stats = self.link._stats[self.direction]
+        with self.cond:
+            while self.queued_bytes > MAX_QUEUED_BYTES and not self.conn.closed.is_set():
+                self.cond.wait(0.5)
+            self.queue.append((release, arrival, data))
+            self.queued_bytes += len(data)
+            if data:
+                with self.link._lock:
+                    stats.queue_depth += 1
+                    stats.queued_bytes += len(data)
+            self.cond.notify_all()
+
+    # -- writer -------------------------------------------------------------------------------
+
+    def write_loop(self) -> None:
+        tighten_timer_slack()
+        stats = self.link._stats[self.direction]
+        closed = self.conn.closed
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue and not closed.is_set():
+                        self.cond.wait()
+                    if closed.is_set():
+                        return
+                    release, arrival, data = self.queue[0]
+                if not sleep_until(release, closed):
+                    return
+                if not data:
+                    self.dst.shutdown(socket.SHUT_WR)
+                    self.conn.half_closed(self.direction)
+                    return
+                sent_at = time.perf_counter()
+                self.dst.sendall(data)
+                # Popped only after sending, so the reader's fast path can trust
+                # "queue empty" to mean "nothing older is still on its way".
+                with self.cond:
+                    if closed.is_set():
+                        return  # abort() discards the queue and its counts
+                    self.queue.popleft()
+                    self.queued_bytes -= len(data)
+                    self.cond.notify_all()
+                    with self.link._lock:
+                        stats.queue_depth -= 1
+                        stats.queued_bytes -= len(data)
+                self.link._count(stats, len(data), sent_at - arrival)
+        except OSError as exc:
+            self.conn.abort(f"{self.direction} write failed: {exc}")
+        finally:
+            self.conn.thread_done()
+
+    def discard(self) -> None:
+        """Forget queued chunks of a dead connection (and their queue-depth counts)."""
+        with self.cond:
+            dropped = [d for _, _, d in self.queue if d]
+            self.queue.clear()
+            self.queued_bytes = 0
+            with self.link._lock:
+                stats = self.link._stats[self.direction]
+                stats.queue_depth -= len(dropped)
+                stats.queued_bytes -= sum(len(d) for d in dropped)
+            self.cond.notify_all()
+
+
+class _Connection:
+    """A client connection, its upstream connection and the four threads between them."""
+
+    def __init__(self, link: LinkProxy, client: socket.socket, index: int) -> None:
+        self.link = link
+        self.client = client
+        self.index = index
+        self.upstream: socket.socket | None = None
+        self.closed = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.pipes: list[_Pipe] = []
+        self._lock = threading.Lock()
+        self._half_closed: set[str] = set()
+        self._running = 0
+        self._sockets_closed = False
+
+    def start(self) -> None:
+        self._running = 1
+        t = threading.Thread(
+            target=self._connect_and_run,
+            name=f"netem-{self.link.name}-{self.index}-connect",
+            daemon=True,
+        )
+        self.threads.append(t)
+        t.start()
+
+    def _connect_and_run(self) -> None:
+        try:
+            try:
+                upstream = socket.create_connection(self.link.upstream, timeout=CONNECT_TIMEOUT_S)
+            except OSError as exc:
+                self.link._connect_failed(exc)
+                self.abort(f"cannot connect to upstream {self.link.upstream}: {exc}")
+                return
+            upstream.settimeout(None)
+            _tune(upstream)
+            with self._lock:
+                self.upstream = upstream
+                if self.closed.is_set():  # the link closed while we were connecting
+                    return
+                up = _Pipe(self, "up", self.client, upstream)
+                down = _Pipe(self, "down", upstream, self.client)
+                self.pipes = [up, down]
+                targets = [
+                    (up.read_loop, "up-read"),
+                    (up.write_loop, "up-write"),
+                    (down.read_loop, "down-read"),
+                    (down.write_loop, "down-write"),
+                ]
+                self._running += len(targets)
+                for target, role in targets:
+                    t = threading.Thread(
+                        target=target,
+                        name=f"netem-{self.link.name}-{self.index}-{role}",
+                        daemon=True,
+                    )
+                    self.threads.append(t)
+                    t.start()
+        finally:
+            self.thread_done()
+
+    def half_closed(self, direction: str) -> None:
+        with self._lock:
+            self._half_closed.add(direction)
+            both = len(self._half_closed) == len(DIRECTIONS)
+        if both:
+            self.abort(None)
+
+    def abort(self, reason: str | None) -> None:
+        """Stop both directions now; the last thread out closes the sockets."""
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self.closed.set()
+            sockets = [s for s in (self.client, self.upstream) if s is not None]
+        if reason:
+            log.info("link %s connection %d closed: %s", self.link.name, self.index, reason)
+        for s in sockets:
+            if reason:  # an abnormal end: let the peers see a reset, not a clean FIN
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for pipe in self.pipes:
+            pipe.discard()
+
+    def thread_done(self) -> None:
+        with self._lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            self.abort(None)
+            self._close_sockets()
+            self.link._forget(self)
+
+    def _close_sockets(self) -> None:
+        with self._lock:
+            if self._sockets_closed:
+                return
+            self._sockets_closed = True
+        for s in (self.client, self.upstream):
+            if s is not None:
+                s.close()
+
+
+def _tune(sock: socket.socket) -> None:
+    # Small RPC messages must not wait for Nagle; that would be latency we did not inject.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class LinkProxy:
+    """One simulated link: listens on ``listen`` and forwards every connection to ``upstream``.
+
+    Thread-safe: ``stats()`` and ``set_profile()`` may be called from any thread
+    while traffic flows.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        upstream: tuple[str, int],
+        profile: LatencyProfile,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
+        self.name = name
+        self.upstream = upstream
+        self.listen = listen
+        self._version = itertools.count()
+        self._state = _LinkState(profile, next(self._version))
+        self._lock = threading.Lock()
+        self._stats = {d: DirectionStats() for d in DIRECTIONS}
+        self._connections: set[_Connection] = set()
+        self._connections_total = 0
+        self._connect_errors = 0
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._closing = False
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and start accepting; ``address`` is valid afterwards."""
+        if self._listener is not None or self._closed:
+            raise RuntimeError(f"link {self.name} already started or closed")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(self.listen)
+            listener.listen(128)
+        except OSError as exc:
+            listener.close()
+            raise OSError(f"link {self.name} cannot listen on {self.listen}: {exc}") from exc
+        self._listener = listener
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"netem-{self.name}-accept", daemon=True
+        )
+        self._accept_thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            raise RuntimeError(f"link {self.name} is not started")
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        """Stop accepting, drop every connection and join every thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = self._closing = True
+            connections = list(self._connections)
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+        if self._accept_thread is not None:
+            self._accept_thread.join(JOIN_TIMEOUT_S)
+        if self._listener is not None:
+            self._listener.close()
+        for conn in connections:
+            conn.abort("link closed")
+        for conn in connections:
+            for t in list(conn.threads):
+                t.join(JOIN_TIMEOUT_S)
+
+    def __enter__(self) -> LinkProxy:
+        if self._listener is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- control and observation --------------------------------------------------------------
+
+    @property
+    def profile(self) -> LatencyProfile:
+        return self._state.profile
+
+    def set_profile(self, profile: LatencyProfile) -> None:
+        """Apply ``profile`` to the next chunk read in each direction, on every connection.
+
+        Chunks already queued keep their release times, so a stream never reorders.
+        """
+        self._state = _LinkState(profile, next(self._version))
+
+    def stats(self) -> LinkStats:
+        with self._lock:
+            return LinkStats(
+                name=self.name,
+                profile=self._state.profile.label,
+                up=DirectionStats(**asdict(self._stats["up"])),
+                down=DirectionStats(**asdict(self._stats["down"])),
+                connections_open=len(self._connections),
+                connections_total=self._connections_total,
+                connect_errors=self._connect_errors,
+            )
+
+    def threads(self) -> list[threading.Thread]:
+        """Live threads owned by this link (for leak checks)."""
+        with self._lock:
+            owned = [t for c in self._connections for t in c.threads]
+        if self._accept_thread is not None:
+            owned.append(self._accept_thread)
+        return [t for t in owned if t.is_alive()]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # listener shut down by close()
+            with self._lock:
+                if self._closing:
+                    client.close()
+                    return
+                conn = _Connection(self, client, self._connections_total)
+                self._connections_total += 1
+                self._connections.add(conn)
+            _tune(client)
+            conn.start()
+
+    def _forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    def _connect_failed(self, exc: OSError) -> None:
+        log.warning("link %s: cannot connect to upstream %s: %s", self.name, self.upstream, exc)
+        with self._lock:
+            self._connect_errors += 1
+
+    def _count(self, stats: DirectionStats, nbytes: int, delay_s: float) -> None:
+        with self._lock:
+            stats.bytes += nbytes
+            stats.chunks += 1
+            stats.delay_total_s += delay_s
+            if delay_s > stats.delay_max_s:
+                stats.delay_max_s = delay_s
