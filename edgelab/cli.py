@@ -41,6 +41,12 @@ def db_upgrade(revision: str) -> None:
 
 
 # --- command groups registered by their own modules (one line each) ---
+from edgelab.netem.cli import proxy_command  # noqa: E402
+
+main.add_command(proxy_command)
+from edgelab.runs.cli import run_command  # noqa: E402
+
+main.add_command(run_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,9 @@ Progress = Callable[[str], None]
 class ClusterError(RuntimeError):
     """The cluster could not start or serve."""
 
+    #: Last log lines of every node, attached when the error ends a run.
+    node_logs: dict[str, list[str]] | None = None
+
 
 class NodeFailure(ClusterError):
     """A node died or stopped answering; the message names it and shows its last log lines."""

@@ -1,0 +1,33 @@
+"""Exec a node command so that it dies with the process that started it.
+
+``python -m edgelab.cluster.launch PARENT_PID -- PROGRAM ARGS...`` sets
+``PR_SET_PDEATHSIG`` (which survives ``execve``) and then becomes PROGRAM. Doing
+this in a launcher rather than in ``preexec_fn`` keeps ``subprocess`` fork-safe in
+a parent that already runs proxy threads. The parent pid is checked after the
+prctl so that a parent that died in between is not missed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 3 or argv[1] != "--":
+        sys.exit("usage: python -m edgelab.cluster.launch PARENT_PID -- PROGRAM [ARGS...]")
+    parent = int(argv[0])
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        sys.exit(f"prctl(PR_SET_PDEATHSIG) failed: errno {ctypes.get_errno()}")
+    if os.getppid() != parent:
+        sys.exit("parent exited before the node started")
+    os.execvp(argv[2], argv[2:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,260 @@
+"""The local backend: every node is a process on this host, every link an in-process proxy.
+
+Node processes are started through :mod:`edgelab.cluster.launch` (``PR_SET_PDEATHSIG``) so that they die with the
+process that started them even if it is killed with SIGKILL (a Celery worker
+``kill -9``-ed mid-run must not leave a loaded model behind), and they are also
+terminated explicitly in :meth:`LocalCluster.close`. Linux ties the death signal to
+the *thread* that forked, so start a cluster from a thread that outlives it (the
+main thread of the CLI or of a Celery worker process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from edgelab.cluster.base import Cluster, ClusterError, NodeFailure, NodeInfo, Progress
+from edgelab.cluster.spec import ClusterSpec
+from edgelab.engines import get_engine
+from edgelab.engines.base import EngineError
+from edgelab.engines.client import RootClient
+from edgelab.metrics.sampler import ProcessSource, SampleSource
+from edgelab.netem.profile import LatencyProfile
+from edgelab.netem.proxy import LinkProxy, LinkStats
+
+LOOPBACK = "127.0.0.1"
+WORKER_START_TIMEOUT_S = 60.0
+ROOT_START_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the node binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def link_profile(profile: LatencyProfile, index: int) -> LatencyProfile:
+    """The profile of link ``index``: same distribution, its own seed.
+
+    Links with one seed would delay in lockstep, which no real network does; a
+    derived seed keeps each link reproducible and independent.
+    """
+    if profile.seed is None:
+        return profile
+    return replace(profile, seed=profile.seed * 1009 + index)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (missing file: none)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    return list(deque(data.splitlines(), maxlen=lines))
+
+
+class _Node:
+    def __init__(self, name: str, role: str, address: str, log_path: Path) -> None:
+        self.name = name
+        self.role = role
+        self.address = address
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, argv: list[str]) -> None:
+        self._log = self.log_path.open("ab")
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgelab.cluster.launch", str(os.getpid()), "--",
+             sys.executable, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # Own process group: a Ctrl-C in the terminal reaches only edgelab, which
+            # then tears the cluster down in order instead of nodes dying at random.
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class LocalCluster(Cluster):
+    def __init__(self, spec: ClusterSpec, work_dir: Path, model_path: Path) -> None:
+        super().__init__(spec, work_dir, model_path)
+        self.engine = get_engine(spec.engine)
+        self._workers: list[_Node] = []
+        self._root: _Node | None = None
+        self._proxies: dict[str, LinkProxy] = {}
+        self._client: RootClient | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self, progress: Progress | None = None) -> None:
+        say = progress or (lambda _msg: None)
+        try:
+            self.engine.check_available()
+        except EngineError as exc:
+            raise ClusterError(str(exc)) from exc
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            self._start(say)
+        except BaseException as exc:
+            if isinstance(exc, ClusterError) and exc.node_logs is None:
+                exc.node_logs = self.node_logs()
+            self.close()
+            raise
+        self.startup_ms = (time.monotonic() - t0) * 1000
+
+    def _start(self, say: Progress) -> None:
+        spec = self.spec
+        endpoints: list[str] = []
+        for i in range(1, spec.nodes):
+            name = spec.worker_name(i)
+            port = free_port()
+            node = _Node(name, "worker", f"{LOOPBACK}:{port}", self.work_dir / f"{name}.log")
+            launch = self.engine.worker_launch(LOOPBACK, port, spec.threads)
+            say(f"starting {name} on {node.address} ({spec.threads} threads)")
+            node.start(launch.argv)
+            self._workers.append(node)
+        for i, node in enumerate(self._workers, start=1):
+            self._wait_listening(node, WORKER_START_TIMEOUT_S)
+            host, port_text = node.address.rsplit(":", 1)
+            proxy = LinkProxy(
+                spec.link_name(i),
+                upstream=(host, int(port_text)),
+                profile=link_profile(spec.latency, i),
+                listen=(LOOPBACK, 0),
+            )
+            proxy.start()
+            self._proxies[proxy.name] = proxy
+            phost, pport = proxy.address
+            endpoints.append(f"{phost}:{pport}")
+            say(f"link {proxy.name}: {phost}:{pport} -> {node.address} ({spec.latency.label})")
+
+        root_port = free_port()
+        self._root = _Node("root", "root", f"{LOOPBACK}:{root_port}", self.work_dir / "root.log")
+        launch = self.engine.root_launch(
+            LOOPBACK, root_port, self.model_path, endpoints, spec.threads
+        )
+        say(f"starting root on {self._root.address}, loading {self.model_path.name}")
+        self._root.start(launch.argv)
+        self._client = RootClient(f"http://{self._root.address}")
+        try:
+            self._client.wait_healthy(ROOT_START_TIMEOUT_S, is_alive=self._all_alive)
+        except EngineError as exc:
+            self.check_alive()  # names the dead node if one died while loading
+            raise NodeFailure("root", f"did not become healthy: {exc}", self.root_tail()) from exc
+        self.check_alive()
+        self.root_info = self._client.info()
+        say(f"cluster ready: {self.root_info.get('layer_split', {})}")
+
+    def _all_alive(self) -> bool:
+        return all(n.alive() for n in self._all_nodes())
+
+    def _wait_listening(self, node: _Node, timeout_s: float) -> None:
+        host, port = node.address.rsplit(":", 1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not node.alive():
+                raise NodeFailure(node.name, "exited while starting", tail(node.log_path, 20))
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
+                return
+            time.sleep(0.1)
+        raise NodeFailure(
+            node.name, f"did not listen on {node.address} within {timeout_s:.0f} s",
+            tail(node.log_path, 20),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Root first: it holds connections into every worker.
+        for node in ([self._root] if self._root else []) + self._workers:
+            node.stop()
+        for proxy in self._proxies.values():
+            proxy.close()
+
+    # -- queries -------------------------------------------------------------------
+
+    @property
+    def client(self) -> RootClient:
+        if self._client is None:
+            raise ClusterError("cluster is not started")
+        return self._client
+
+    def _all_nodes(self) -> list[_Node]:
+        return ([self._root] if self._root else []) + self._workers
+
+    def nodes(self) -> list[NodeInfo]:
+        return [NodeInfo(n.name, n.role, n.address) for n in self._all_nodes()]
+
+    def pids(self) -> dict[str, int]:
+        return {n.name: n.proc.pid for n in self._all_nodes() if n.proc is not None}
+
+    def set_latency(self, profile: LatencyProfile) -> None:
+        for i, proxy in enumerate(self._proxies.values(), start=1):
+            proxy.set_profile(link_profile(profile, i))
+        self.spec = replace(self.spec, latency=profile)
+
+    def link_stats(self) -> dict[str, LinkStats]:
+        return {name: proxy.stats() for name, proxy in self._proxies.items()}
+
+    def sample_sources(self) -> list[SampleSource]:
+        sources: list[SampleSource] = []
+        for node in self._all_nodes():
+            if node.proc is not None and node.alive():
+                with contextlib.suppress(Exception):
+                    sources.append(ProcessSource(node.name, node.role, node.proc.pid))
+        return sources
+
+    def check_alive(self) -> None:
+        # Workers first: when a worker dies the root usually dies of it, and the
+        # worker is the cause worth naming.
+        for node in self._workers + ([self._root] if self._root else []):
+            if node.proc is not None and node.proc.poll() is not None:
+                code = node.proc.returncode
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                raise NodeFailure(node.name, how, tail(node.log_path, 20))
+
+    def root_tail(self, lines: int = 20) -> list[str]:
+        return tail(self._root.log_path, lines) if self._root else []
+
+    def node_logs(self, lines: int = 20) -> dict[str, list[str]]:
+        return {n.name: tail(n.log_path, lines) for n in self._all_nodes()}
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backend": "local", "pids": self.pids()}

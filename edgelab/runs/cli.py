@@ -1,0 +1,155 @@
+"""``edgelab run``: one experiment end to end, from the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from edgelab.cli import load_settings
+
+
+def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
+    from edgelab.runs.views import run_detail
+
+    return run_detail(database_url, run_id)
+
+
+@click.command("run")
+@click.option("--prompt", required=True, help="The prompt to send.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Catalog model name.")
+@click.option("--nodes", default=3, show_default=True, help="Devices including the root.")
+@click.option("--threads", default=1, show_default=True, help="CPU threads per node.")
+@click.option(
+    "--latency",
+    default="10ms..50ms",
+    show_default=True,
+    help="Per-link one-way delay: 20ms, 10ms..50ms (uniform), 20ms~5ms (normal).",
+)
+@click.option("--bandwidth", default=None, help="Per-link cap, e.g. 100mbit.")
+@click.option("--max-tokens", default=64, show_default=True, help="1-1024.")
+@click.option("--seed", default=0, show_default=True, help="Seed for sampling and delays.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--engine", default="llamacpp", show_default=True, help="llamacpp or dllama.")
+@click.option("--backend", default=None, help="local or docker (default: EDGELAB_BACKEND).")
+@click.option("--cpus", type=float, default=None, help="Docker: CPU limit per node.")
+@click.option("--mem", default=None, help="Docker: memory limit per node, e.g. 512m.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored run as JSON.")
+def run_command(
+    prompt: str,
+    model: str,
+    nodes: int,
+    threads: int,
+    latency: str,
+    bandwidth: str | None,
+    max_tokens: int,
+    seed: int,
+    temperature: float,
+    engine: str,
+    backend: str | None,
+    cpus: float | None,
+    mem: str | None,
+    as_json: bool,
+) -> None:
+    """Run one prompt on a fresh cluster and store the results."""
+    from edgelab.catalog import Catalog
+    from edgelab.models.db import session_scope, upgrade
+    from edgelab.runs.config import ConfigError, parse_config
+    from edgelab.runs.executor import create_run, execute_run
+
+    settings = load_settings()
+    catalog = Catalog(settings)
+    options: dict[str, Any] = {}
+    if cpus is not None:
+        options["cpus"] = cpus
+    if mem is not None:
+        options["mem"] = mem
+    raw = {
+        "prompt": prompt,
+        "model": model,
+        "nodes": nodes,
+        "threads": threads,
+        "latency": latency,
+        "bandwidth": bandwidth,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "temperature": temperature,
+        "engine": engine,
+        "backend": backend or settings.backend,
+        "options": options,
+    }
+    try:
+        config, _model = parse_config(raw, catalog, default_backend=settings.backend)
+    except ConfigError as exc:
+        lines = "\n".join(f"  --{k.replace('_', '-')}: {v}" for k, v in exc.errors.items())
+        raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
+
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        run_id = create_run(s, config).id
+
+    log = sys.stderr if as_json else sys.stdout
+    streaming = {"tokens": False}
+
+    def sink(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "progress":
+            click.echo(f"[{event['message']}]", file=sys.stderr)
+        elif kind == "status":
+            click.echo(f"[run {run_id}: {event['status']}]", file=sys.stderr)
+        elif kind == "token":
+            streaming["tokens"] = True
+            log.write(event["text"])
+            log.flush()
+
+    click.echo(f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}]", err=True)
+    result = execute_run(settings, run_id, sink=sink, catalog=catalog)
+    if streaming["tokens"]:
+        log.write("\n")
+    data = run_as_dict(settings.database_url, run_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(summary(data))
+    if result.status != "succeeded":
+        raise click.ClickException(f"run {run_id} {result.status}: {result.error}")
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def summary(run: dict[str, Any]) -> str:
+    """A short human-readable report of a stored run."""
+    m = run["metrics"]
+    lines = [
+        f"run {run['id']} {run['status']}: {run['config']['nodes']} nodes x "
+        f"{run['config']['threads']} threads, latency {run['config']['latency']}, "
+        f"model {run['config']['model']}",
+        f"  TTFT {_fmt(m['ttft_ms'], ' ms')}  TTLT {_fmt(m['e2el_ms'], ' ms')}  "
+        f"TPOT {_fmt(m['tpot_ms'], ' ms')}  decode {_fmt(m['decode_tps'], ' tok/s')}",
+        f"  ITL p50/p90/p99 {_fmt(m['itl_p50_ms'])}/{_fmt(m['itl_p90_ms'])}/"
+        f"{_fmt(m['itl_p99_ms'])} ms  tokens {m['prompt_tokens']} in, {m['output_tokens']} out"
+        f"  start-up {_fmt(m['load_ms'], ' ms', 0)}",
+    ]
+    for link in run["links"]:
+        lines.append(
+            f"  {link['link']}: {link['bytes_up']} B up / {link['bytes_down']} B down, "
+            f"injected {_fmt(link['delay_total_ms_up'] + link['delay_total_ms_down'], ' ms')}"
+        )
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    for sample in run["samples"]:
+        nodes.setdefault(sample["node"], []).append(sample)
+    for name, samples in nodes.items():
+        cpu = max(s["cpu_percent"] for s in samples)
+        rss = max(s["rss_bytes"] for s in samples) / 2**20
+        lines.append(f"  {name}: peak CPU {cpu:.0f}%  peak RSS {rss:.0f} MiB ({len(samples)} samples)")
+    if run.get("error"):
+        lines.append(f"  error: {run['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""A run's configuration, its validation and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgelab.catalog import Catalog, CatalogError, ModelInfo
+from edgelab.cluster.spec import ClusterSpec
+from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
+
+MAX_TOKENS_LIMIT = 1024
+ENGINES = ("llamacpp", "dllama")
+BACKENDS = ("local", "docker")
+
+
+class ConfigError(ValueError):
+    """One or more fields are invalid; ``errors`` maps each field to its message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; equal configs (repetition aside) are the same experiment."""
+
+    prompt: str
+    model: str
+    nodes: int
+    threads: int
+    latency: LatencyProfile
+    max_tokens: int
+    seed: int = 0
+    temperature: float = 0.0
+    engine: str = "llamacpp"
+    backend: str = "local"
+    repetition: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cluster_spec(self) -> ClusterSpec:
+        return ClusterSpec(
+            model=self.model,
+            nodes=self.nodes,
+            threads=self.threads,
+            latency=self.latency,
+            engine=self.engine,
+            backend=self.backend,
+            options=dict(self.options),
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 over the canonical configuration without the repetition index."""
+        data = asdict(self)
+        data.pop("repetition")
+        data["latency"] = self.latency.to_dict()
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["latency"] = self.latency.label
+        return data
+
+
+def _int(raw: Any, name: str, errors: dict[str, str]) -> int | None:
+    if isinstance(raw, bool):
+        errors[name] = "must be a whole number"
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        errors[name] = f"must be a whole number, got {raw!r}"
+        return None
+    if isinstance(raw, float) and raw != value:
+        errors[name] = f"must be a whole number, got {raw!r}"
+        return None
+    return value
+
+
+def parse_config(
+    data: dict[str, Any], catalog: Catalog, *, default_backend: str = "local"
+) -> tuple[RunConfig, ModelInfo]:
+    """Validate raw input (CLI options, API JSON, form fields) into a ``RunConfig``.
+
+    Every field is checked and every problem reported at once, so a form can show
+    a message beside each field; nothing is started for an invalid config.
+    """
+    errors: dict[str, str] = {}
+
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        errors["prompt"] = "must not be empty"
+
+    model_name = str(data.get("model") or "smollm2-135m")
+    model: ModelInfo | None = None
+    try:
+        model = catalog.get(model_name)
+    except CatalogError as exc:
+        errors["model"] = str(exc)
+
+    engine = str(data.get("engine") or "llamacpp")
+    if engine not in ENGINES:
+        errors["engine"] = f"must be one of {', '.join(ENGINES)}, got {engine!r}"
+    backend = str(data.get("backend") or default_backend)
+    if backend not in BACKENDS:
+        errors["backend"] = f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
+
+    nodes = _int(data.get("nodes", 1), "nodes", errors)
+    if nodes is not None:
+        if nodes < 1:
+            errors["nodes"] = f"must be at least 1, got {nodes}"
+        elif model is not None and model.n_layers and nodes > model.n_layers:
+            errors["nodes"] = (
+                f"must be at most {model.n_layers} (the layers of {model.name}), got {nodes}"
+            )
+    threads = _int(data.get("threads", 1), "threads", errors)
+    if threads is not None and threads < 1:
+        errors["threads"] = f"must be at least 1, got {threads}"
+    max_tokens = _int(data.get("max_tokens", 64), "max_tokens", errors)
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        errors["max_tokens"] = f"must be between 1 and {MAX_TOKENS_LIMIT}, got {max_tokens}"
+    seed = _int(data.get("seed", 0), "seed", errors)
+    repetition = _int(data.get("repetition", 0), "repetition", errors)
+
+    try:
+        temperature = float(data.get("temperature", 0.0))
+        if not 0.0 <= temperature <= 2.0:
+            errors["temperature"] = f"must be between 0 and 2, got {temperature}"
+    except (TypeError, ValueError):
+        errors["temperature"] = f"must be a number, got {data.get('temperature')!r}"
+        temperature = 0.0
+
+    latency: LatencyProfile | None = None
+    raw_latency = data.get("latency", "0ms")
+    bandwidth = str(data["bandwidth"]) if data.get("bandwidth") else None
+    if bandwidth is not None:
+        try:
+            parse_bandwidth(bandwidth)
+        except ProfileError as exc:
+            errors["bandwidth"] = str(exc)
+            bandwidth = None
+    try:
+        if isinstance(raw_latency, dict):
+            latency = LatencyProfile.from_dict(raw_latency)
+        else:
+            latency = LatencyProfile.parse(str(raw_latency), bandwidth=bandwidth, seed=seed or 0)
+    except (ProfileError, KeyError, TypeError) as exc:
+        errors["latency"] = str(exc)
+
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        errors["options"] = "must be an object"
+        options = {}
+
+    if errors:
+        raise ConfigError(errors)
+    assert model is not None and latency is not None  # for mypy: no error means all parsed
+    assert nodes is not None and threads is not None and max_tokens is not None
+    config = RunConfig(
+        prompt=str(prompt),
+        model=model.name,
+        nodes=nodes,
+        threads=threads,
+        latency=latency,
+        max_tokens=max_tokens,
+        seed=seed or 0,
+        temperature=temperature,
+        engine=engine,
+        backend=backend,
+        repetition=repetition or 0,
+        options=options,
+    )
+    return config, model

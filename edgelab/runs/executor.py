@@ -1,0 +1,351 @@
+"""Carry out one run: claim it, run it on a cluster, store everything measured.
+
+The executor is a plain function so the CLI, Celery tasks and tests call the same
+code. It never leaves a run in a non-terminal state when it returns or raises: a
+failure becomes ``failed`` with a readable error (naming the node and its last log
+lines when a node died), an interrupt becomes ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from edgelab import __version__
+from edgelab.catalog import Catalog, ModelInfo
+from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
+from edgelab.engines.base import EngineError
+from edgelab.metrics import timeline
+from edgelab.metrics.sampler import NodeSampler, Sample
+from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
+from edgelab.models.base import utcnow
+from edgelab.models.db import session_scope
+from edgelab.netem.profile import LatencyProfile
+from edgelab.netem.proxy import LinkStats
+from edgelab.runs.config import RunConfig
+from edgelab.settings import Settings
+
+#: Called with each live event: {"type": "status"|"token"|"progress"|"metrics", ...}.
+EventSink = Callable[[dict[str, Any]], None]
+#: Polled between tokens; returning True cancels the run.
+CancelCheck = Callable[[], bool]
+
+TOKEN_FLUSH_EVERY = 16
+TOKEN_FLUSH_S = 0.5
+
+
+class RunCancelled(Exception):
+    """The run was cancelled while it executed."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    status: str
+    error: str | None
+
+
+def create_run(session: Session, config: RunConfig, sweep_id: int | None = None) -> Run:
+    """Insert a queued run for ``config`` (the caller commits)."""
+    run = Run(
+        sweep_id=sweep_id,
+        status="queued",
+        engine=config.engine,
+        backend=config.backend,
+        model=config.model,
+        nodes=config.nodes,
+        threads=config.threads,
+        latency=config.latency.to_dict(),
+        latency_label=config.latency.label,
+        bandwidth_bps=config.latency.bandwidth_bps,
+        max_tokens=config.max_tokens,
+        prompt=config.prompt,
+        temperature=config.temperature,
+        seed=config.seed,
+        repetition=config.repetition,
+        options=dict(config.options),
+        fingerprint=config.fingerprint(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def config_of(run: Run) -> RunConfig:
+    return RunConfig(
+        prompt=run.prompt,
+        model=run.model,
+        nodes=run.nodes,
+        threads=run.threads,
+        latency=LatencyProfile.from_dict(run.latency),
+        max_tokens=run.max_tokens,
+        seed=run.seed,
+        temperature=run.temperature,
+        engine=run.engine,
+        backend=run.backend,
+        repetition=run.repetition,
+        options=dict(run.options or {}),
+    )
+
+
+def claim_run(database_url: str, run_id: int) -> bool:
+    """Move a run to ``starting`` unless it already ended; False means: do not execute.
+
+    A run found in ``starting``/``running`` was left by an executor that died
+    (a redelivered Celery task): its partial rows are discarded and it runs again,
+    so it ends up executed exactly once to completion.
+    """
+    with session_scope(database_url) as s:
+        claimed = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_(("queued", "starting", "running")))
+            .values(status="starting", error=None, started_at=None, finished_at=None)
+        ).rowcount
+        if not claimed:
+            return False
+        for table in (TokenEvent, NodeSample, LinkStat):
+            s.execute(delete(table).where(table.run_id == run_id))  # type: ignore[attr-defined]
+    return True
+
+
+def host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float]:
+    """Counters of one link accumulated during this run only (clusters are reused)."""
+    a = after.to_dict()
+    b = before.to_dict() if before is not None else {}
+    return {
+        "bytes_up": a["up"]["bytes"] - b.get("up", {}).get("bytes", 0),
+        "bytes_down": a["down"]["bytes"] - b.get("down", {}).get("bytes", 0),
+        "chunks_up": a["up"]["chunks"] - b.get("up", {}).get("chunks", 0),
+        "chunks_down": a["down"]["chunks"] - b.get("down", {}).get("chunks", 0),
+        "delay_total_ms_up": 1000
+        * (a["up"]["delay_total_s"] - b.get("up", {}).get("delay_total_s", 0.0)),
+        "delay_total_ms_down": 1000
+        * (a["down"]["delay_total_s"] - b.get("down", {}).get("delay_total_s", 0.0)),
+        "delay_max_ms": 1000 * max(a["up"]["delay_max_s"], a["down"]["delay_max_s"]),
+    }
+
+
+class _TokenWriter:
+    """Writes token events in small batches: live viewers replay from the DB, and one
+    commit per token would cost more than the token itself on a fast cluster."""
+
+    def __init__(self, database_url: str, run_id: int) -> None:
+        self.database_url = database_url
+        self.run_id = run_id
+        self.pending: list[TokenEvent] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, index: int, offset_ms: float, text: str, detail: dict[str, Any] | None) -> None:
+        self.pending.append(
+            TokenEvent(run_id=self.run_id, index=index, offset_ms=offset_ms, text=text, detail=detail)
+        )
+        if (
+            len(self.pending) >= TOKEN_FLUSH_EVERY
+            or time.monotonic() - self.last_flush >= TOKEN_FLUSH_S
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            with session_scope(self.database_url) as s:
+                s.add_all(self.pending)
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+
+def _set_status(database_url: str, run_id: int, status: str, **values: Any) -> None:
+    with session_scope(database_url) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(status=status, **values))
+
+
+@contextmanager
+def cluster_for(
+    settings: Settings,
+    config: RunConfig,
+    model: ModelInfo,
+    progress: Callable[[str], None] | None = None,
+    name: str = "cluster",
+) -> Iterator[Cluster]:
+    """Start a cluster for ``config``'s topology and always tear it down afterwards."""
+    work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
+    cluster = open_cluster(config.cluster_spec, str(work_dir), str(model.path))
+    try:
+        cluster.start(progress)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def execute_run(
+    settings: Settings,
+    run_id: int,
+    *,
+    cluster: Cluster | None = None,
+    sink: EventSink | None = None,
+    should_cancel: CancelCheck | None = None,
+    catalog: Catalog | None = None,
+) -> RunResult:
+    """Execute run ``run_id``, on ``cluster`` if given (a warm cluster of the same
+    topology; only its latency is changed), else on a cluster started for it."""
+    emit = sink or (lambda _event: None)
+    url = settings.database_url
+    if not claim_run(url, run_id):
+        with session_scope(url) as s:
+            run = s.get(Run, run_id)
+            status = run.status if run else "missing"
+        return RunResult(run_id, status, None)
+
+    with session_scope(url) as s:
+        run = s.execute(select(Run).where(Run.id == run_id)).scalar_one()
+        config = config_of(run)
+    emit({"type": "status", "status": "starting"})
+    catalog = catalog or Catalog(settings)
+
+    def progress(message: str) -> None:
+        emit({"type": "progress", "message": message})
+
+    try:
+        model = catalog.get(config.model)
+        if cluster is None:
+            with cluster_for(settings, config, model, progress, name=f"run{run_id}") as own:
+                _generate(settings, run_id, config, model, own, emit, should_cancel)
+        else:
+            if cluster.spec.topology_key() != config.cluster_spec.topology_key():
+                raise EngineError("the warm cluster's topology does not match this run")
+            cluster.set_latency(config.latency)
+            _generate(settings, run_id, config, model, cluster, emit, should_cancel)
+    except (KeyboardInterrupt, RunCancelled) as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "cancelled"
+        _set_status(url, run_id, "cancelled", error=reason, finished_at=utcnow())
+        emit({"type": "status", "status": "cancelled", "error": reason})
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return RunResult(run_id, "cancelled", reason)
+    except Exception as exc:
+        error = str(exc) or type(exc).__name__
+        logs = exc.node_logs if isinstance(exc, ClusterError) else None
+        _set_status(url, run_id, "failed", error=error, finished_at=utcnow(), node_logs=logs)
+        emit({"type": "status", "status": "failed", "error": error})
+        return RunResult(run_id, "failed", error)
+    emit({"type": "status", "status": "succeeded"})
+    return RunResult(run_id, "succeeded", None)
+
+
+def _generate(
+    settings: Settings,
+    run_id: int,
+    config: RunConfig,
+    model: ModelInfo,
+    cluster: Cluster,
+    emit: EventSink,
+    should_cancel: CancelCheck | None,
+) -> None:
+    url = settings.database_url
+    info = cluster.root_info
+    _set_status(
+        url,
+        run_id,
+        "running",
+        started_at=utcnow(),
+        # Cluster start-up (node starts + model load), kept apart from generation.
+        load_ms=cluster.startup_ms,
+        engine_version=info.get("engine_version"),
+        layer_split=info.get("layer_split"),
+        model_sha256=model.sha256,
+        host_cpu=host_cpu(),
+        host_cores=os.cpu_count(),
+        edgelab_version=__version__,
+        image_ids=cluster.provenance(),
+    )
+    emit({"type": "status", "status": "running"})
+
+    links_before = cluster.link_stats()
+    sampler = NodeSampler(cluster.sample_sources())
+    writer = _TokenWriter(url, run_id)
+    offsets: list[float] = []
+    pieces: list[str] = []
+    prompt_tokens = 0
+    t0 = time.monotonic()
+    sampler.start(t0)
+    try:
+        try:
+            for event in cluster.client.generate(
+                config.prompt, config.max_tokens, temperature=config.temperature, seed=config.seed
+            ):
+                kind = event.get("type")
+                if kind == "start":
+                    prompt_tokens = int(event.get("prompt_tokens", 0))
+                elif kind == "token":
+                    offsets.append(float(event["offset_ms"]))
+                    pieces.append(str(event["text"]))
+                    writer.add(len(offsets) - 1, offsets[-1], pieces[-1], event.get("detail"))
+                    emit(
+                        {
+                            "type": "token",
+                            "index": len(offsets) - 1,
+                            "offset_ms": offsets[-1],
+                            "text": pieces[-1],
+                        }
+                    )
+                    if should_cancel is not None and should_cancel():
+                        raise RunCancelled()
+        except EngineError as exc:
+            # A broken stream is almost always a node that died: name it.
+            time.sleep(0.2)  # let the dying node's exit status settle
+            failure: ClusterError
+            try:
+                cluster.check_alive()
+                failure = ClusterError(f"generation failed: {exc}")
+            except NodeFailure as node_failure:
+                failure = node_failure
+            failure.node_logs = cluster.node_logs()
+            raise failure from exc
+    finally:
+        samples = sampler.stop()
+        writer.flush()
+    links_after = cluster.link_stats()
+
+    metrics = timeline.compute(offsets, prompt_tokens)
+    link_rows = {name: _link_delta(links_before.get(name), st) for name, st in links_after.items()}
+    total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
+    with session_scope(url) as s:
+        s.add_all(_sample_rows(run_id, samples))
+        s.add_all(
+            LinkStat(run_id=run_id, link=name, **row)  # type: ignore[arg-type]
+            for name, row in link_rows.items()
+        )
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status="succeeded",
+                finished_at=utcnow(),
+                output_text="".join(pieces),
+                net_bytes_per_token=timeline.net_bytes_per_token(total_bytes, len(offsets)),
+                **metrics.to_dict(),
+            )
+        )
+    emit({"type": "metrics", **metrics.to_dict()})
+
+
+def _sample_rows(run_id: int, samples: list[Sample]) -> list[NodeSample]:
+    return [NodeSample(run_id=run_id, **sample.to_dict()) for sample in samples]

@@ -1,0 +1,51 @@
+"""Settings come from EDGELAB_* variables; bad values name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgelab.settings import Settings, SettingsError
+
+
+def test_defaults_are_local_and_safe() -> None:
+    s = Settings.from_env({})
+    assert s.database_url.startswith("sqlite:///")
+    assert s.database_url.endswith("var/edgelab.db")
+    assert s.redis_url == ""
+    assert s.backend == "local"
+    assert s.bind == "127.0.0.1:8080"
+    assert s.models_dir == Path("var/models")
+
+
+def test_values_from_environment(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {
+            "EDGELAB_DATA_DIR": str(tmp_path),
+            "EDGELAB_DATABASE_URL": "postgresql://root@127.0.0.1/test",
+            "EDGELAB_REDIS_URL": "redis://127.0.0.1:6379/3",
+            "EDGELAB_BACKEND": "docker",
+            "EDGELAB_BIND": "0.0.0.0:9000",
+        }
+    )
+    assert s.database_url == "postgresql+psycopg://root@127.0.0.1/test"
+    assert s.models_dir == tmp_path / "models"
+    assert s.backend == "docker"
+    assert (s.bind_host, s.bind_port) == ("0.0.0.0", 9000)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EDGELAB_BACKEND", "kubernetes"),
+        ("EDGELAB_BIND", "localhost"),
+        ("EDGELAB_BIND", "127.0.0.1:99999"),
+        ("EDGELAB_DATABASE_URL", "mysql://x"),
+        ("EDGELAB_REDIS_URL", "http://x"),
+        ("EDGELAB_MAX_SWEEP_CELLS", "0"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
