@@ -133,6 +133,7 @@ class _Pipe:
         self.queue: collections.deque[tuple[float, float, bytes]] = collections.deque()
         self.queued_bytes = 0
         self.cond = threading.Condition()
+        self.sending = False  # the writer holds a chunk it took off the queue
         self.schedule = ReleaseSchedule()
         self._sampler: DelaySampler | None = None
         self._sampler_version = -1
@@ -146,14 +147,14 @@ class _Pipe:
         try:
             while not self.conn.closed.is_set():
                 state = self.link._state
-                if state.passthrough[self.direction] and not self.queue:
+                if state.passthrough[self.direction] and self._idle():
                     n = self.src.recv_into(buf)
                     if n == 0:
                         self._enqueue(_EOF, time.perf_counter())
                         return
-                    if self.link._state.passthrough[self.direction] and not self.queue:
-                        self.dst.sendall(view[:n])
+                    if self.link._state.passthrough[self.direction] and self._idle():
                         self.link._count(stats, n, 0.0)
+                        self.dst.sendall(view[:n])
                     else:  # the profile changed while we were blocked in recv
                         self._enqueue(bytes(view[:n]), time.perf_counter())
                 else:
@@ -166,6 +167,11 @@ class _Pipe:
         finally:
             view.release()
             self.conn.thread_done()
+
+    def _idle(self) -> bool:
+        """Nothing queued or being sent, so forwarding directly cannot overtake anything."""
+        with self.cond:
+            return not self.queue and not self.sending
 
     def _enqueue(self, data: bytes, arrival: float) -> None:
         state = self.link._state
@@ -209,20 +215,21 @@ class _Pipe:
                     self.dst.shutdown(socket.SHUT_WR)
                     self.conn.half_closed(self.direction)
                     return
-                sent_at = time.perf_counter()
-                self.dst.sendall(data)
-                # Popped only after sending, so the reader's fast path can trust
-                # "queue empty" to mean "nothing older is still on its way".
                 with self.cond:
                     if closed.is_set():
                         return  # abort() discards the queue and its counts
+                    self.sending = True  # before popping: see _idle()
                     self.queue.popleft()
                     self.queued_bytes -= len(data)
                     self.cond.notify_all()
                     with self.link._lock:
                         stats.queue_depth -= 1
                         stats.queued_bytes -= len(data)
-                self.link._count(stats, len(data), sent_at - arrival)
+                # Counted before sending so a peer that saw the bytes also sees the count.
+                self.link._count(stats, len(data), time.perf_counter() - arrival)
+                self.dst.sendall(data)
+                with self.cond:
+                    self.sending = False
         except OSError as exc:
             self.conn.abort(f"{self.direction} write failed: {exc}")
         finally:
