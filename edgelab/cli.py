@@ -48,6 +48,10 @@ from edgelab.runs.cli import run_command  # noqa: E402
 
 main.add_command(run_command)
 
+from edgelab.catalog.cli import models as models_group  # noqa: E402
+
+main.add_command(models_group)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
