@@ -1,0 +1,209 @@
+"""Client of the root API (:mod:`edgelab.engines.rootapi`), used by clusters and runs.
+
+Standard library only, like the server. Every failure surfaces as
+:class:`~edgelab.engines.base.EngineError` with a message a researcher can act on;
+in particular a stream that stops without an ``end`` event (the root died, e.g.
+because a worker vanished) is an error, never a silently short answer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgelab.engines.base import EngineError
+
+
+class RootClient:
+    """Talk to one root node at ``base_url`` (``http://host:port``).
+
+    ``read_timeout_s`` bounds the wait for any single line of a stream (one token,
+    or the prefill before the first one), so a root stuck on an unreachable worker
+    fails the run instead of hanging it.
+    """
+
+    def __init__(self, base_url: str, read_timeout_s: float = 300.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise EngineError(f"root URL must look like http://host:port, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.host: str = parts.hostname
+        self.port: int = parts.port
+        self.read_timeout_s = read_timeout_s
+
+    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout_s: float = 10.0,
+    ) -> tuple[int, dict[str, Any]]:
+        conn = self._connect(timeout_s)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(
+                f"root at {self.base_url} unreachable ({method} {path}): {exc}"
+            ) from exc
+        finally:
+            conn.close()
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise EngineError(
+                f"root at {self.base_url} sent non-JSON for {path}: {raw[:200]!r}"
+            ) from exc
+        if not isinstance(decoded, dict):
+            raise EngineError(f"root at {self.base_url} sent {decoded!r} for {path}")
+        return resp.status, decoded
+
+    def health(self) -> str:
+        """Return ``"ok"`` or ``"loading"``; raise ``EngineError`` if unreachable."""
+        status, body = self._request("GET", "/health", timeout_s=5.0)
+        if status not in (200, 503):
+            raise EngineError(f"root at {self.base_url} /health answered {status}: {body}")
+        return str(body.get("status", "unknown"))
+
+    def wait_healthy(
+        self,
+        timeout_s: float,
+        is_alive: Callable[[], bool] | None = None,
+        poll_s: float = 0.2,
+    ) -> None:
+        """Wait until the root has loaded its model.
+
+        ``is_alive`` lets the caller say the root process has died, so a root that
+        crashed while loading fails at once instead of after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        last = "not reachable yet"
+        while True:
+            if is_alive is not None and not is_alive():
+                raise EngineError(f"root at {self.base_url} exited before it was ready ({last})")
+            try:
+                status = self.health()
+            except EngineError as exc:
+                last = str(exc)
+            else:
+                if status == "ok":
+                    return
+                last = f"status {status}"
+            if time.monotonic() >= deadline:
+                raise EngineError(
+                    f"root at {self.base_url} not ready after {timeout_s:g} s ({last})"
+                )
+            time.sleep(poll_s)
+
+    def info(self) -> dict[str, Any]:
+        """What the root reports about its engine, model and layer split."""
+        status, body = self._request("GET", "/info")
+        if status != 200:
+            raise EngineError(f"root at {self.base_url} /info answered {status}: {body}")
+        return body
+
+    def shutdown(self) -> None:
+        """Ask the root to exit; the caller still reaps (and if need be kills) the process."""
+        status, body = self._request("POST", "/shutdown")
+        if status != 200:
+            raise EngineError(f"root at {self.base_url} /shutdown answered {status}: {body}")
+
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        chat: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the stream's events (``start``, ``token``..., ``end``) as they arrive.
+
+        Raises ``EngineError`` on an ``error`` event, a refused request, or a stream
+        that breaks before its ``end`` event.
+        """
+        body = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "chat": chat,
+        }
+        conn = self._connect(self.read_timeout_s)
+        try:
+            try:
+                conn.request(
+                    "POST",
+                    "/generate",
+                    body=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise EngineError(f"root at {self.base_url} unreachable: {exc}") from exc
+            if resp.status != 200:
+                raise EngineError(_refusal(self.base_url, resp.status, resp.read()))
+            yield from self._events(resp)
+        finally:
+            conn.close()
+
+    def _events(self, resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+        tokens = 0
+        while True:
+            try:
+                line = resp.readline()
+            except TimeoutError as exc:
+                raise EngineError(
+                    f"root at {self.base_url} sent nothing for {self.read_timeout_s:g} s "
+                    f"after {tokens} tokens"
+                ) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise EngineError(
+                    f"stream from root at {self.base_url} broke after {tokens} tokens: {exc}"
+                ) from exc
+            if not line:
+                raise EngineError(
+                    f"stream from root at {self.base_url} ended after {tokens} tokens without "
+                    "an end event (the root process probably died; see its log)"
+                )
+            if not line.endswith(b"\n"):
+                raise EngineError(
+                    f"stream from root at {self.base_url} cut mid-line after {tokens} tokens"
+                )
+            try:
+                event = json.loads(line)
+            except ValueError as exc:
+                raise EngineError(
+                    f"root at {self.base_url} sent a bad line: {line[:200]!r}"
+                ) from exc
+            if not isinstance(event, dict) or "type" not in event:
+                raise EngineError(f"root at {self.base_url} sent a bad event: {event!r}")
+            if event["type"] == "error":
+                raise EngineError(f"root at {self.base_url} failed: {event.get('message')}")
+            yield event
+            if event["type"] == "token":
+                tokens += 1
+            elif event["type"] == "end":
+                return
+
+
+def _refusal(base_url: str, status: int, raw: bytes) -> str:
+    try:
+        message = json.loads(raw).get("error", raw.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        message = raw.decode(errors="replace")
+    if status == 409:
+        return f"root at {base_url} is busy with another generation: {message}"
+    return f"root at {base_url} refused the generation ({status}): {message}"
+
+
+__all__ = ["RootClient"]

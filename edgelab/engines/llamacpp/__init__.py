@@ -1,0 +1,80 @@
+"""The llama.cpp engine: ggml RPC workers and a llama-cpp-python root.
+
+Worker: :mod:`edgelab.engines.llamacpp.worker` (the ggml RPC server on the CPU).
+Root: :mod:`edgelab.engines.llamacpp.root` (registers the workers as RPC devices,
+loads the GGUF, serves :mod:`edgelab.engines.rootapi`). Both run as
+``[python, *argv]`` locally and inside the engine images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
+from edgelab.engines.llamacpp.worker import READY_MARKER
+
+
+class LlamaCppEngine(Engine):
+    """llama.cpp through llama-cpp-python built with ``GGML_RPC=ON``."""
+
+    name = "llamacpp"
+
+    def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
+        return WorkerLaunch(
+            argv=[
+                "-m",
+                "edgelab.engines.llamacpp.worker",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+            ],
+            ready_marker=READY_MARKER,
+        )
+
+    def root_launch(
+        self,
+        host: str,
+        port: int,
+        model_path: Path,
+        workers: list[str],
+        threads: int,
+    ) -> RootLaunch:
+        return RootLaunch(
+            argv=[
+                "-m",
+                "edgelab.engines.llamacpp.root",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--model",
+                str(model_path),
+                "--workers",
+                ",".join(workers),
+                "--threads",
+                str(threads),
+            ]
+        )
+
+    def check_available(self) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise EngineError(
+                f"llama-cpp-python cannot be imported ({exc}); install it with "
+                'CMAKE_ARGS="-DGGML_RPC=ON" pip install llama-cpp-python'
+            ) from exc
+        if not llama_cpp.llama_supports_rpc():
+            raise EngineError(
+                "llama-cpp-python was built without GGML_RPC; reinstall it with "
+                'CMAKE_ARGS="-DGGML_RPC=ON" pip install --force-reinstall llama-cpp-python'
+            )
+        from edgelab.engines.llamacpp.ggml import load_ggml
+
+        load_ggml()
+
+
+__all__ = ["LlamaCppEngine"]
