@@ -52,6 +52,10 @@ from edgelab.catalog.cli import models as models_group  # noqa: E402
 
 main.add_command(models_group)
 
+from edgelab.cluster.images import images as images_group  # noqa: E402
+
+main.add_command(images_group)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
