@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
+from typing import Any
 
 import click
 
@@ -18,7 +19,41 @@ def load_settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when used.
+
+    Each command lives beside the code it drives and imports ``load_settings``
+    from here; importing them lazily keeps that from becoming an import cycle and
+    keeps ``edgelab --help`` fast (no SQLAlchemy, Celery or llama.cpp import).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+# Every command beyond `db`, as "module:attribute": one line per command.
+COMMANDS = {
+    "run": "edgelab.runs.cli:run_command",
+    "models": "edgelab.catalog.cli:models",
+    "proxy": "edgelab.netem.cli:proxy_command",
+    "images": "edgelab.cluster.images:images",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.version_option(__version__, prog_name="edgelab")
 def main() -> None:
     """Run LLM-inference experiments on simulated clusters of edge devices."""
@@ -38,24 +73,3 @@ def db_upgrade(revision: str) -> None:
     settings = load_settings()
     upgrade(settings.database_url, revision)
     click.echo(f"database at {settings.database_url} is at {revision}")
-
-
-# --- command groups registered by their own modules (one line each) ---
-from edgelab.netem.cli import proxy_command  # noqa: E402
-
-main.add_command(proxy_command)
-from edgelab.runs.cli import run_command  # noqa: E402
-
-main.add_command(run_command)
-
-from edgelab.catalog.cli import models as models_group  # noqa: E402
-
-main.add_command(models_group)
-
-from edgelab.cluster.images import images as images_group  # noqa: E402
-
-main.add_command(images_group)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m edgelab``: the same as the ``edgelab`` command."""
+
+from edgelab.cli import main
+
+main()
