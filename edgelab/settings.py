@@ -92,18 +92,22 @@ class Settings:
         bind = get("BIND", "127.0.0.1:8080")
         host, sep, port = bind.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"EDGELAB_BIND must be HOST:PORT (e.g. 127.0.0.1:8080), got {bind!r}")
+            raise SettingsError(
+                f"EDGELAB_BIND must be HOST:PORT (e.g. 127.0.0.1:8080), got {bind!r}"
+            )
 
         cells = get("MAX_SWEEP_CELLS", "1000")
         if not cells.isdigit() or int(cells) < 1:
-            raise SettingsError(f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}")
+            raise SettingsError(
+                f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}"
+            )
 
         return cls(
             data_dir=data_dir,
             database_url=database_url,
             redis_url=redis_url,
             models_dir=models_dir,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             bind=bind,
             api_token=get("API_TOKEN"),
             dllama_bin=get("DLLAMA_BIN"),

@@ -1,7 +1,7 @@
 """The local backend: every node is a process on this host, every link an in-process proxy.
 
-Node processes are started through :mod:`edgelab.cluster.launch` (``PR_SET_PDEATHSIG``) so that they die with the
-process that started them even if it is killed with SIGKILL (a Celery worker
+Node processes are started through :mod:`edgelab.cluster.launch`
+(``PR_SET_PDEATHSIG``) so that they die with the process that started them even if it is killed with SIGKILL (a Celery worker
 ``kill -9``-ed mid-run must not leave a loaded model behind), and they are also
 terminated explicitly in :meth:`LocalCluster.close`. Linux ties the death signal to
 the *thread* that forked, so start a cluster from a thread that outlives it (the
@@ -80,8 +80,15 @@ class _Node:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgelab.cluster.launch", str(os.getpid()), "--",
-             sys.executable, *argv],
+            [
+                sys.executable,
+                "-m",
+                "edgelab.cluster.launch",
+                str(os.getpid()),
+                "--",
+                sys.executable,
+                *argv,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -166,11 +173,11 @@ class LocalCluster(Cluster):
 
         root_port = free_port()
         self._root = _Node("root", "root", f"{LOOPBACK}:{root_port}", self.work_dir / "root.log")
-        launch = self.engine.root_launch(
+        root_launch = self.engine.root_launch(
             LOOPBACK, root_port, self.model_path, endpoints, spec.threads
         )
         say(f"starting root on {self._root.address}, loading {self.model_path.name}")
-        self._root.start(launch.argv)
+        self._root.start(root_launch.argv)
         self._client = RootClient(f"http://{self._root.address}")
         try:
             self._client.wait_healthy(ROOT_START_TIMEOUT_S, is_alive=self._all_alive)
@@ -194,7 +201,8 @@ class LocalCluster(Cluster):
                 return
             time.sleep(0.1)
         raise NodeFailure(
-            node.name, f"did not listen on {node.address} within {timeout_s:.0f} s",
+            node.name,
+            f"did not listen on {node.address} within {timeout_s:.0f} s",
             tail(node.log_path, 20),
         )
 

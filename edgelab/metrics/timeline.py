@@ -20,6 +20,7 @@ rather than zero, so averages over runs never silently include a made-up value.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,14 +59,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def compute(token_offsets_ms: Sequence[float], prompt_tokens: int) -> TimelineMetrics:
     """Metrics of one generation from its token offsets (ms, non-decreasing)."""
-    if any(b < a for a, b in zip(token_offsets_ms, token_offsets_ms[1:], strict=False)):
+    if any(b < a for a, b in pairwise(token_offsets_ms)):
         raise ValueError("token offsets must be non-decreasing")
     n = len(token_offsets_ms)
     if n == 0:
-        return TimelineMetrics(None, None, None, None, None, None, None, prompt_tokens, 0, None, None)
+        return TimelineMetrics(
+            None, None, None, None, None, None, None, prompt_tokens, 0, None, None
+        )
     ttft = token_offsets_ms[0]
     e2el = token_offsets_ms[-1]
-    itls = [b - a for a, b in zip(token_offsets_ms, token_offsets_ms[1:], strict=False)]
+    itls = [b - a for a, b in pairwise(token_offsets_ms)]
     decode_ms = e2el - ttft
     return TimelineMetrics(
         ttft_ms=ttft,

@@ -122,9 +122,7 @@ class Run(Base):
 class TokenEvent(Base):
     __tablename__ = "token_events"
 
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     offset_ms: Mapped[float] = mapped_column(Float)  # root-side monotonic, from request start
     text: Mapped[str] = mapped_column(Text)

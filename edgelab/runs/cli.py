@@ -149,7 +149,9 @@ def summary(run: dict[str, Any]) -> str:
     for name, samples in nodes.items():
         cpu = max(s["cpu_percent"] for s in samples)
         rss = max(s["rss_bytes"] for s in samples) / 2**20
-        lines.append(f"  {name}: peak CPU {cpu:.0f}%  peak RSS {rss:.0f} MiB ({len(samples)} samples)")
+        lines.append(
+            f"  {name}: peak CPU {cpu:.0f}%  peak RSS {rss:.0f} MiB ({len(samples)} samples)"
+        )
     if run.get("error"):
         lines.append(f"  error: {run['error']}")
     return "\n".join(lines)

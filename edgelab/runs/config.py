@@ -159,8 +159,12 @@ def parse_config(
 
     if errors:
         raise ConfigError(errors)
-    assert model is not None and latency is not None  # for mypy: no error means all parsed
-    assert nodes is not None and threads is not None and max_tokens is not None
+    # No error recorded means every field parsed; these narrow the types for mypy.
+    assert model is not None
+    assert latency is not None
+    assert nodes is not None
+    assert threads is not None
+    assert max_tokens is not None
     config = RunConfig(
         prompt=str(prompt),
         model=model.name,

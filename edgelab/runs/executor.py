@@ -105,15 +105,15 @@ def claim_run(database_url: str, run_id: int) -> bool:
     so it ends up executed exactly once to completion.
     """
     with session_scope(database_url) as s:
-        claimed = s.execute(
+        result = s.execute(
             update(Run)
             .where(Run.id == run_id, Run.status.in_(("queued", "starting", "running")))
             .values(status="starting", error=None, started_at=None, finished_at=None)
-        ).rowcount
-        if not claimed:
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
             return False
         for table in (TokenEvent, NodeSample, LinkStat):
-            s.execute(delete(table).where(table.run_id == run_id))  # type: ignore[attr-defined]
+            s.execute(delete(table).where(table.run_id == run_id))
     return True
 
 
@@ -156,7 +156,9 @@ class _TokenWriter:
 
     def add(self, index: int, offset_ms: float, text: str, detail: dict[str, Any] | None) -> None:
         self.pending.append(
-            TokenEvent(run_id=self.run_id, index=index, offset_ms=offset_ms, text=text, detail=detail)
+            TokenEvent(
+                run_id=self.run_id, index=index, offset_ms=offset_ms, text=text, detail=detail
+            )
         )
         if (
             len(self.pending) >= TOKEN_FLUSH_EVERY
@@ -330,7 +332,7 @@ def _generate(
     with session_scope(url) as s:
         s.add_all(_sample_rows(run_id, samples))
         s.add_all(
-            LinkStat(run_id=run_id, link=name, **row)  # type: ignore[arg-type]
+            LinkStat(run_id=run_id, link=name, **row)
             for name, row in link_rows.items()
         )
         s.execute(
