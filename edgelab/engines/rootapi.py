@@ -49,7 +49,7 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,8 +194,9 @@ class RootServer:
 
     def start(self) -> None:
         """Start answering requests in a background thread."""
+        # A short poll interval keeps shutdown() quick; the cost is negligible.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="rootapi", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="rootapi", daemon=True
         )
         self._thread.start()
 
@@ -282,12 +283,26 @@ class _Handler(BaseHTTPRequestHandler):
         if not root._busy.acquire(blocking=False):
             self._send_json(HTTPStatus.CONFLICT, {"error": "another generation is running"})
             return
-        try:
-            self._stream(root.generator, request, received)
-        finally:
-            root._busy.release()
+        released = False
 
-    def _stream(self, generator: Generator, request: GenerateRequest, received: float) -> None:
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                root._busy.release()
+
+        try:
+            self._stream(root.generator, request, received, release)
+        finally:
+            release()
+
+    def _stream(
+        self,
+        generator: Generator,
+        request: GenerateRequest,
+        received: float,
+        release: Callable[[], None],
+    ) -> None:
         def offset_ms() -> float:
             return round((time.monotonic() - received) * 1000.0, 3)
 
@@ -310,31 +325,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         count = 0
         pieces = iter(generation)
+        last: dict[str, Any] | None = None
         try:
             start = {"type": "start", "prompt_tokens": generation.prompt_tokens}
             emit({**start, "offset_ms": offset_ms()})
             for piece in pieces:
                 emit({"type": "token", "index": count, "offset_ms": offset_ms(), "text": piece})
                 count += 1
-            emit(
-                {
-                    "type": "end",
-                    "output_tokens": count,
-                    "stop_reason": generation.stop_reason,
-                    "offset_ms": offset_ms(),
-                }
-            )
+            last = {
+                "type": "end",
+                "output_tokens": count,
+                "stop_reason": generation.stop_reason,
+                "offset_ms": offset_ms(),
+            }
         except (BrokenPipeError, ConnectionResetError):
             # The client went away: stop generating so the next run is not blocked.
             sys.stderr.write("rootapi: client disconnected, generation abandoned\n")
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            with contextlib.suppress(OSError):
-                emit({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+            last = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()
+            # Free the root *before* the last line: a client that has read "end"
+            # may send the next run at once and must not be told "busy".
+            release()
+        if last is not None:
+            with contextlib.suppress(OSError):
+                emit(last)
 
 
 def run_root(generator: Generator, host: str, port: int) -> int:
