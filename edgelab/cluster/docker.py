@@ -1,0 +1,469 @@
+"""The Docker backend: every node is a resource-limited container on its own network.
+
+Each cluster gets a user-defined bridge network (so containers find each other by
+name) and one container per node:
+
+* ``worker_image`` containers run :mod:`edgelab.cluster.worker_node` — the engine
+  worker on the container's loopback, the link proxy in front of it, and the link's
+  control endpoint — so every root<->worker byte crosses that worker's proxy;
+* one ``root_image`` container runs the engine's root with the models directory
+  mounted read-only, its workers given as ``<worker container>:<proxy port>``.
+
+CPU (``--threads`` or an explicit ``cpus`` option) and memory (``mem`` option)
+limits make a container behave like a small device. The host reaches the root
+API and the link controls at the containers' addresses on the cluster network;
+a host that itself runs in a container (the compose ``worker`` service) names
+itself in ``EDGELAB_DOCKER_SELF`` and is attached to each cluster network.
+
+Everything is labelled (see :mod:`edgelab.cluster.dockerapi`) and removed in
+:meth:`DockerCluster.close`; leftovers of a process that died without closing are
+removed by :func:`reap_orphans`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from edgelab.cluster.base import Cluster, ClusterError, NodeFailure, NodeInfo, Progress
+from edgelab.cluster.dockerapi import (
+    LABEL_CLUSTER,
+    LABEL_NODE,
+    LABEL_RUN,
+    DockerAPI,
+    DockerAPIError,
+    DockerUnavailable,
+    owner_labels,
+)
+from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
+from edgelab.cluster.local import link_profile
+from edgelab.cluster.spec import ClusterSpec
+from edgelab.cluster.worker_node import CONTROL_PORT, PROXY_PORT
+from edgelab.engines import get_engine
+from edgelab.engines.base import EngineError
+from edgelab.engines.client import RootClient
+from edgelab.metrics.sampler import Reading, SampleSource
+from edgelab.netem.control import ControlClient, ControlError
+from edgelab.netem.profile import LatencyProfile
+from edgelab.netem.proxy import LinkStats
+
+ROOT_PORT = 8080
+MODELS_MOUNT = "/models"
+WORKER_START_TIMEOUT_S = 60.0
+ROOT_START_TIMEOUT_S = 300.0
+_MEM_RE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
+
+
+def reap_orphans() -> list[str]:
+    """Remove edgelab containers/networks whose owning process is gone.
+
+    Meant for a Celery worker's start and the end of each task; a missing Docker
+    engine is not an error here (the local backend does not need one).
+    """
+    try:
+        api = DockerAPI.connect(timeout_s=10)
+    except DockerUnavailable:
+        return []
+    try:
+        return api.reap_orphans()
+    finally:
+        api.close()
+
+
+class DockerStatsSource(SampleSource):
+    """One container read through Docker's stats stream.
+
+    The daemon produces about one stats entry per second; a background thread
+    keeps the newest, so the sampler's ~200 ms reads repeat it in between. CPU %
+    is over the daemon's own interval (100 = one core busy), memory is usage
+    minus reclaimable page cache (what ``docker stats`` shows), network bytes are
+    the container's interface counters since it started.
+    """
+
+    def __init__(self, name: str, role: str, api: DockerAPI, container_id: str) -> None:
+        super().__init__(name, role)
+        self._api = api
+        self._container_id = container_id
+        self._latest: Reading | None = None
+        self._gone = False
+        self._thread = threading.Thread(
+            target=self._follow, name=f"docker-stats-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def _follow(self) -> None:
+        for entry in self._api.stats_stream(self._container_id):
+            reading = parse_stats(entry)
+            if reading is not None:
+                self._latest = reading
+        self._gone = True
+
+    def read(self) -> Reading | None:
+        if self._gone:
+            return None
+        return self._latest
+
+
+def parse_stats(entry: dict[str, Any]) -> Reading | None:
+    """A :class:`Reading` from one Docker stats entry (cgroup v1 or v2), or ``None``."""
+    cpu = entry.get("cpu_stats") or {}
+    pre = entry.get("precpu_stats") or {}
+    total = (cpu.get("cpu_usage") or {}).get("total_usage")
+    pre_total = (pre.get("cpu_usage") or {}).get("total_usage")
+    system, pre_system = cpu.get("system_cpu_usage"), pre.get("system_cpu_usage")
+    if total is None or pre_total is None or not system or not pre_system:
+        return None  # the first entry has no previous interval
+    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or [1])
+    system_delta = system - pre_system
+    cpu_percent = (total - pre_total) / system_delta * online * 100.0 if system_delta > 0 else 0.0
+    mem = entry.get("memory_stats") or {}
+    mstats = mem.get("stats") or {}
+    cache = mstats.get("total_inactive_file", mstats.get("inactive_file", 0))
+    rss = max(0, int(mem.get("usage", 0)) - int(cache))
+    networks = entry.get("networks") or {}
+    rx = sum(int(n.get("rx_bytes", 0)) for n in networks.values())
+    tx = sum(int(n.get("tx_bytes", 0)) for n in networks.values())
+    return Reading(cpu_percent=cpu_percent, rss_bytes=rss, net_rx_bytes=rx, net_tx_bytes=tx)
+
+
+class _Container:
+    def __init__(self, name: str, role: str, container_name: str) -> None:
+        self.name = name  # node name: root, worker1, ...
+        self.role = role
+        self.container_name = container_name
+        self.id: str | None = None
+        self.ip: str | None = None
+        self.created_at = 0.0
+        self.ready_ms: float | None = None
+
+
+class DockerCluster(Cluster):
+    """A cluster of containers; see the module docstring.
+
+    ``run`` is the value of the ``edgelab.run`` label (the run or sweep the
+    cluster was started for); it defaults to the cluster id.
+    """
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        work_dir: Path,
+        model_path: Path,
+        *,
+        run: str | None = None,
+    ) -> None:
+        super().__init__(spec, work_dir, model_path)
+        self.engine = get_engine(spec.engine)
+        self.cluster_id = f"{uuid.uuid4().hex[:10]}"
+        self.run = run or self.cluster_id
+        self.root_image = str(spec.options.get("root_image", ROOT_IMAGE))
+        self.worker_image = str(spec.options.get("worker_image", WORKER_IMAGE))
+        self.cpus = float(spec.options.get("cpus", spec.threads))
+        mem = spec.options.get("mem")
+        self.mem: str | None = None if mem in (None, "") else str(mem)
+        if self.cpus <= 0:
+            raise ClusterError(f"cpus must be > 0, got {self.cpus:g}")
+        if self.mem is not None and not _MEM_RE.match(self.mem):
+            raise ClusterError(f"mem must look like 512m, 2g or a byte count, got {self.mem!r}")
+        self._api: DockerAPI | None = None
+        self._network_id: str | None = None
+        self._self_attached: str | None = None
+        self._workers: list[_Container] = []
+        self._root: _Container | None = None
+        self._controls: dict[str, ControlClient] = {}
+        self._client: RootClient | None = None
+        self._sources: list[DockerStatsSource] = []
+        self._image_ids: dict[str, str] = {}
+        self._final_logs: dict[str, list[str]] = {}
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @property
+    def network_name(self) -> str:
+        return f"edgelab-{self.cluster_id}"
+
+    def _labels(self, node: str | None = None) -> dict[str, str]:
+        labels = {LABEL_CLUSTER: self.cluster_id, LABEL_RUN: self.run, **owner_labels()}
+        if node is not None:
+            labels[LABEL_NODE] = node
+        return labels
+
+    def start(self, progress: Progress | None = None) -> None:
+        say = progress or (lambda _msg: None)
+        if not self.model_path.is_file():
+            raise ClusterError(f"model file {self.model_path} does not exist")
+        try:
+            self._api = DockerAPI.connect()
+        except DockerUnavailable as exc:
+            raise ClusterError(str(exc)) from exc
+        t0 = time.monotonic()
+        try:
+            self._start(self._api, say)
+        except BaseException as exc:
+            if isinstance(exc, ClusterError) and exc.node_logs is None:
+                exc.node_logs = self.node_logs()
+            self.close()
+            raise
+        self.startup_ms = (time.monotonic() - t0) * 1000
+
+    def _start(self, api: DockerAPI, say: Progress) -> None:
+        spec = self.spec
+        reaped = api.reap_orphans()
+        if reaped:
+            say(f"removed leftovers of dead edgelab processes: {', '.join(reaped)}")
+        for role, image in (("root", self.root_image), ("worker", self.worker_image)):
+            if role == "worker" and spec.workers == 0:
+                continue
+            image_id = api.image_id(image)
+            if image_id is None:
+                raise ClusterError(
+                    f"Docker image {image} is missing; build it with `edgelab images build` "
+                    "(here: `edgelab images build --base-image edgelab-base:bookworm`)"
+                )
+            self._image_ids[role] = image_id
+
+        self._network_id = api.create_network(self.network_name, self._labels())
+        self_container = os.environ.get("EDGELAB_DOCKER_SELF", "").strip()
+        if self_container:
+            api.connect_container(self._network_id, self_container)
+            self._self_attached = self_container
+
+        nano_cpus = int(self.cpus * 1e9)
+        limits = f"{self.cpus:g} CPU" + (f", {self.mem} memory" if self.mem else "")
+        for i in range(1, spec.nodes):
+            node = _Container(spec.worker_name(i), "worker", f"{self.network_name}-worker{i}")
+            say(f"starting {node.name} container {node.container_name} ({limits})")
+            command = [
+                "--name", node.name,
+                "--link", spec.link_name(i),
+                "--engine", spec.engine,
+                "--threads", str(spec.threads),
+                "--latency", json.dumps(link_profile(spec.latency, i).to_dict()),
+            ]  # fmt: skip
+            node.created_at = time.monotonic()
+            node.id = api.run_container(
+                image=self.worker_image,
+                name=node.container_name,
+                command=command,
+                network_id=self._network_id,
+                labels=self._labels(node.name),
+                nano_cpus=nano_cpus,
+                mem_limit=self.mem,
+            )
+            node.ip = api.ip_address(node.id, self._network_id)
+            self._workers.append(node)
+            # Follow stats from the start: Docker's first entry has no CPU interval.
+            self._sources.append(DockerStatsSource(node.name, node.role, api, node.id))
+            self._controls[spec.link_name(i)] = ControlClient(node.ip, CONTROL_PORT)
+
+        for i, node in enumerate(self._workers, start=1):
+            self._wait_worker(node, self._controls[spec.link_name(i)])
+            say(f"{node.name} ready at {node.ip} in {node.ready_ms:.0f} ms")
+
+        root = _Container("root", "root", f"{self.network_name}-root")
+        model_in_container = Path(MODELS_MOUNT) / self.model_path.name
+        launch = self.engine.root_launch(
+            "0.0.0.0",
+            ROOT_PORT,
+            model_in_container,
+            [f"{w.container_name}:{PROXY_PORT}" for w in self._workers],
+            spec.threads,
+        )
+        say(f"starting root container {root.container_name} ({limits}), loading {spec.model}")
+        root.created_at = time.monotonic()
+        root.id = api.run_container(
+            image=self.root_image,
+            name=root.container_name,
+            command=launch.argv,
+            network_id=self._network_id,
+            labels=self._labels("root"),
+            nano_cpus=nano_cpus,
+            mem_limit=self.mem,
+            volumes={self._models_source(): MODELS_MOUNT},
+        )
+        self._root = root
+        self._sources.insert(0, DockerStatsSource(root.name, root.role, api, root.id))
+        root.ip = api.ip_address(root.id, self._network_id)
+        self._client = RootClient(f"http://{root.ip}:{ROOT_PORT}")
+        try:
+            self._client.wait_healthy(ROOT_START_TIMEOUT_S, is_alive=self._root_alive)
+        except EngineError as exc:
+            self.check_alive()  # names a node that died (an OOM kill, a crash) if there is one
+            raise ClusterError(f"root did not become healthy: {exc}") from exc
+        root.ready_ms = (time.monotonic() - root.created_at) * 1000
+        self.root_info = self._client.info()
+        say(f"root ready at {root.ip} in {root.ready_ms:.0f} ms")
+
+    def _models_source(self) -> str:
+        """What to mount at /models: the model's directory as the Docker engine sees it.
+
+        When edgelab itself runs in a container, the engine cannot see our paths;
+        ``EDGELAB_DOCKER_MODELS_SOURCE`` then names the volume (or host path) that
+        holds the same models directory.
+        """
+        override = os.environ.get("EDGELAB_DOCKER_MODELS_SOURCE", "").strip()
+        return override or str(self.model_path.resolve().parent)
+
+    def _root_alive(self) -> bool:
+        assert self._api is not None
+        assert self._root is not None
+        assert self._root.id is not None
+        state = self._api.state(self._root.id)
+        return state is not None and state.running
+
+    def _wait_worker(self, node: _Container, control: ControlClient) -> None:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        last = ""
+        while True:
+            self._check_node(node)
+            try:
+                control.health()
+            except ControlError as exc:
+                last = str(exc)
+            else:
+                node.ready_ms = (time.monotonic() - node.created_at) * 1000
+                return
+            if time.monotonic() >= deadline:
+                raise NodeFailure(
+                    node.name,
+                    f"did not become ready within {WORKER_START_TIMEOUT_S:g} s ({last})",
+                    self._logs(node, 20),
+                )
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        api = self._api
+        if api is None:
+            return
+        try:
+            for node in self._all_nodes():
+                if node.id is not None:
+                    self._final_logs[node.name] = api.logs(node.id, 50)
+            for node in self._all_nodes():
+                if node.id is not None:
+                    api.remove_container(node.id)
+        finally:
+            try:
+                if self._network_id is not None:
+                    if self._self_attached:
+                        api.disconnect_container(self._network_id, self._self_attached)
+                    api.remove_network(self._network_id)
+            finally:
+                api.close()
+
+    # --- observation --------------------------------------------------------
+
+    def _all_nodes(self) -> list[_Container]:
+        return [*self._workers, *([self._root] if self._root is not None else [])]
+
+    @property
+    def client(self) -> RootClient:
+        if self._client is None:
+            raise ClusterError("cluster is not started")
+        return self._client
+
+    def nodes(self) -> list[NodeInfo]:
+        infos = []
+        if self._root is not None:
+            infos.append(NodeInfo("root", "root", f"{self._root.ip}:{ROOT_PORT}"))
+        infos.extend(NodeInfo(w.name, "worker", f"{w.ip}:{PROXY_PORT}") for w in self._workers)
+        return infos
+
+    def set_latency(self, profile: LatencyProfile) -> None:
+        for i in range(1, self.spec.nodes):
+            try:
+                self._controls[self.spec.link_name(i)].set_profile(link_profile(profile, i))
+            except ControlError as exc:
+                self.check_alive()
+                raise ClusterError(str(exc)) from exc
+
+    def link_stats(self) -> dict[str, LinkStats]:
+        stats = {}
+        for name, control in self._controls.items():
+            try:
+                stats[name] = control.stats()
+            except ControlError as exc:
+                self.check_alive()
+                raise ClusterError(str(exc)) from exc
+        return stats
+
+    def sample_sources(self) -> list[SampleSource]:
+        return list(self._sources)
+
+    def _logs(self, node: _Container, lines: int) -> list[str]:
+        if self._api is None or node.id is None or self._closed:
+            return self._final_logs.get(node.name, [])[-lines:]
+        return self._api.logs(node.id, lines)
+
+    def _check_node(self, node: _Container) -> None:
+        assert self._api is not None
+        assert node.id is not None
+        state = self._api.state(node.id)
+        if state is not None and state.running:
+            return
+        if state is None:
+            reason = f"is gone (container {node.container_name} was removed)"
+        elif state.oom_killed:
+            reason = (
+                f"ran out of memory: its container's memory limit {self.mem} is too small "
+                f"for model {self.spec.model} (Docker reports OOMKilled, exit code "
+                f"{state.exit_code}); raise the mem option"
+            )
+        elif state.exit_code == 137:
+            reason = f"was killed (container {node.container_name}, SIGKILL, exit code 137)"
+        else:
+            detail = f": {state.error}" if state.error else ""
+            reason = (
+                f"stopped (container {node.container_name} is {state.status}, "
+                f"exit code {state.exit_code}{detail})"
+            )
+        raise NodeFailure(node.name, reason, self._logs(node, 20))
+
+    def check_alive(self) -> None:
+        """Raise ``NodeFailure`` for the first dead node, workers first.
+
+        Workers are checked before the root because a root usually dies *because*
+        a worker vanished (ggml's RPC client aborts), and the worker is the cause.
+        """
+        if self._api is None or self._closed:
+            return
+        for node in self._workers:
+            self._check_node(node)
+        if self._root is not None:
+            self._check_node(self._root)
+
+    def node_logs(self, lines: int = 20) -> dict[str, list[str]]:
+        return {node.name: self._logs(node, lines) for node in self._all_nodes()}
+
+    def provenance(self) -> dict[str, Any]:
+        api = self._api
+        containers: dict[str, Any] = {}
+        for node in self._all_nodes():
+            entry: dict[str, Any] = {"container": node.container_name, "ready_ms": node.ready_ms}
+            if api is not None and node.id is not None and not self._closed:
+                entry.update(api.limits(node.id))
+            containers[node.name] = entry
+        return {
+            "backend": "docker",
+            "docker_version": api.version() if api is not None and not self._closed else None,
+            "images": {
+                role: {"name": self.root_image if role == "root" else self.worker_image, "id": i}
+                for role, i in self._image_ids.items()
+            },
+            "limits": {"cpus": self.cpus, "mem": self.mem},
+            "network": self.network_name,
+            "containers": containers,
+        }
+
+
+__all__ = ["DockerAPIError", "DockerCluster", "DockerStatsSource", "parse_stats", "reap_orphans"]
