@@ -42,6 +42,21 @@ class NodeFailure(ClusterError):
         super().__init__(f"node {node} {reason}; last log lines:\n{tail}")
 
 
+def describe_split(info: dict[str, Any]) -> str:
+    """One line saying which node holds which layers, from the root's ``/info``."""
+    parts = []
+    for entry in info.get("layer_split") or []:
+        if not isinstance(entry, dict):
+            continue
+        where = f"{entry.get('node')} ({entry.get('device')})"
+        if entry.get("n_layers"):
+            where += f": layers {entry.get('first_layer')}-{entry.get('last_layer')}"
+        if entry.get("output_layer"):
+            where += " + output"
+        parts.append(where)
+    return ", ".join(parts) or "no layer split reported"
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     name: str  # "root", "worker1", ...

@@ -1,11 +1,12 @@
 """The local backend: every node is a process on this host, every link an in-process proxy.
 
 Node processes are started through :mod:`edgelab.cluster.launch`
-(``PR_SET_PDEATHSIG``) so that they die with the process that started them even if it is killed with SIGKILL (a Celery worker
-``kill -9``-ed mid-run must not leave a loaded model behind), and they are also
-terminated explicitly in :meth:`LocalCluster.close`. Linux ties the death signal to
-the *thread* that forked, so start a cluster from a thread that outlives it (the
-main thread of the CLI or of a Celery worker process).
+(``PR_SET_PDEATHSIG``) so that they die with the process that started them even
+if it is killed with SIGKILL (a Celery worker ``kill -9``-ed mid-run must not
+leave a loaded model behind), and they are also terminated explicitly in
+:meth:`LocalCluster.close`. Linux ties the death signal to the *thread* that
+forked, so start a cluster from a thread that outlives it (the main thread of
+the CLI or of a Celery worker process).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from edgelab.cluster.base import Cluster, ClusterError, NodeFailure, NodeInfo, Progress
+from edgelab.cluster.base import (
+    Cluster,
+    ClusterError,
+    NodeFailure,
+    NodeInfo,
+    Progress,
+    describe_split,
+)
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
@@ -147,6 +155,7 @@ class LocalCluster(Cluster):
 
     def _start(self, say: Progress) -> None:
         spec = self.spec
+        t0 = time.monotonic()
         endpoints: list[str] = []
         for i in range(1, spec.nodes):
             name = spec.worker_name(i)
@@ -186,7 +195,7 @@ class LocalCluster(Cluster):
             raise NodeFailure("root", f"did not become healthy: {exc}", self.root_tail()) from exc
         self.check_alive()
         self.root_info = self._client.info()
-        say(f"cluster ready: {self.root_info.get('layer_split', {})}")
+        say(f"cluster ready in {(time.monotonic() - t0):.1f} s: {describe_split(self.root_info)}")
 
     def _all_alive(self) -> bool:
         return all(n.alive() for n in self._all_nodes())

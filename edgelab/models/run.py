@@ -95,7 +95,8 @@ class Run(Base):
     host_cpu: Mapped[str | None] = mapped_column(String(200))
     host_cores: Mapped[int | None] = mapped_column(Integer)
     edgelab_version: Mapped[str | None] = mapped_column(String(32))
-    layer_split: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # One entry per node: device, layer range, model buffer size (engine-reported).
+    layer_split: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     node_logs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last lines per node on failure
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
