@@ -75,7 +75,14 @@ class Ggml:
 
 @cache
 def load_ggml() -> Ggml:
-    """Open the libraries once per process; raise ``EngineError`` saying what is missing."""
+    """Open the libraries once per process; raise ``EngineError`` saying what is missing.
+
+    ggml answers fatal errors (an unreachable or vanished RPC server) with abort()
+    after attaching gdb for a backtrace; that buries the one useful line under a
+    screen of gdb output at the end of the node's log, where the cluster looks for
+    the reason a node died. Set ``GGML_NO_BACKTRACE`` yourself to choose otherwise.
+    """
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     directory = lib_dir()
     try:
         ggml = ctypes.CDLL(str(directory / GGML_LIB))

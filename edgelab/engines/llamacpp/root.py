@@ -26,6 +26,7 @@ import codecs
 import contextlib
 import ctypes
 import re
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -162,6 +163,18 @@ def _model_params(**fields: Any) -> Iterator[None]:
         low.llama_model_default_params = original
 
 
+def _check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
+    # ggml_backend_rpc_add_server aborts the process when it cannot connect; a
+    # plain connect first turns that into a readable error. The RPC server drops
+    # a client that closes before its hello and keeps accepting.
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"worker {endpoint} is not reachable: {exc}") from exc
+
+
 def _read_n_layers(model_path: Path) -> int:
     # The split must be known before llama.cpp loads, so read the GGUF header first.
     from gguf import GGUFReader
@@ -208,6 +221,7 @@ class LlamaCppGenerator(Generator):
         self._plan = plan_split(n_layers, self.nodes)
         ggml = load_ggml()
         for endpoint in self.workers:
+            _check_reachable(endpoint)
             ggml.add_rpc_server(endpoint)
 
         import llama_cpp
