@@ -50,6 +50,10 @@ COMMANDS = {
     "models": "edgelab.catalog.cli:models",
     "proxy": "edgelab.netem.cli:proxy_command",
     "images": "edgelab.cluster.images:images",
+    "worker": "edgelab.tasks.cli:worker_command",
+    "sweep": "edgelab.tasks.cli:sweep_group",
+    "serve": "edgelab.service.cli:serve_command",
+    "up": "edgelab.service.cli:up_command",
 }
 
 

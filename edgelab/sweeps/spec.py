@@ -1,0 +1,240 @@
+"""Sweep specs: parsing (YAML or JSON), validation, grid expansion and topology groups.
+
+A spec names axes; every axis takes one value or a list. The sweep is the full
+cartesian product of the axes times ``repetitions``. Everything here is a plain
+function over plain data so the API, the CLI and the tests share it.
+
+Example (YAML)::
+
+    name: latency-scaling
+    model: smollm2-135m
+    nodes: [2, 3]
+    threads: 1
+    latency: ["0ms", "20ms", "10ms..50ms"]
+    bandwidth: null
+    max_tokens: 16
+    prompts: ["Name three planets."]
+    repetitions: 3
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from edgelab.catalog import Catalog, CatalogError, ModelInfo
+from edgelab.runs.config import ConfigError, RunConfig, parse_config
+
+#: Axes in grid order: the slowest-changing first. ``prompts`` maps to a run's ``prompt``.
+AXES: tuple[str, ...] = (
+    "model",
+    "nodes",
+    "threads",
+    "bandwidth",
+    "latency",
+    "max_tokens",
+    "prompts",
+)
+#: Fields shared by every cell.
+FIXED: tuple[str, ...] = ("seed", "temperature", "engine", "backend", "options")
+OTHER: tuple[str, ...] = ("name", "repetitions", "prompt")
+MAX_REPETITIONS = 100
+DEFAULTS: dict[str, Any] = {
+    "model": "smollm2-135m",
+    "nodes": 1,
+    "threads": 1,
+    "bandwidth": None,
+    "latency": "0ms",
+    "max_tokens": 64,
+}
+#: parse_config's field name -> the spec field a user wrote.
+_FIELD_OF = {"prompt": "prompts"}
+
+
+class SpecError(ValueError):
+    """The spec is invalid; ``errors`` maps each field to its message (like ``ConfigError``)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    axes: dict[str, list[Any]]
+    repetitions: int
+    fixed: dict[str, Any]
+
+    @property
+    def total_cells(self) -> int:
+        return math.prod(len(v) for v in self.axes.values()) * self.repetitions
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical spec, stored with the sweep and re-expanded on resume."""
+        return {"name": self.name, **self.axes, "repetitions": self.repetitions, **self.fixed}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: the configuration of one run."""
+
+    index: int
+    config: RunConfig
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What identifies a cell across resumes: same experiment, same repetition."""
+        return (self.config.fingerprint(), self.config.repetition)
+
+    @property
+    def topology(self) -> str:
+        return self.config.cluster_spec.topology_key()
+
+
+def load_spec_text(text: str) -> dict[str, Any]:
+    """A spec document (YAML, of which JSON is a subset) as a dict."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError({"spec": f"not valid YAML or JSON: {exc}"}) from exc
+    if not isinstance(data, dict):
+        raise SpecError({"spec": "must be a mapping of fields (name, nodes, latency, ...)"})
+    return data
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
+    """Check the shape of a spec and its size; per-value checks happen in ``expand``."""
+    errors: dict[str, str] = {}
+    unknown = sorted(set(data) - set(AXES) - set(FIXED) - set(OTHER))
+    if unknown:
+        known = ", ".join((*AXES, *FIXED, "name", "repetitions"))
+        errors["spec"] = f"unknown field(s) {', '.join(unknown)}; known fields: {known}"
+
+    name = data.get("name") or "sweep"
+    if not isinstance(name, str) or len(name) > 200:
+        errors["name"] = "must be a string of at most 200 characters"
+        name = "sweep"
+
+    axes: dict[str, list[Any]] = {}
+    for axis in AXES:
+        if axis == "prompts":
+            raw = data.get("prompts", data.get("prompt"))
+            if raw is None:
+                errors["prompts"] = "give at least one prompt (prompts: [...])"
+                raw = []
+        else:
+            raw = data.get(axis, DEFAULTS[axis])
+        values = _as_list(raw)
+        if not values:
+            errors.setdefault(axis, "must have at least one value")
+        elif any(isinstance(v, dict | list) for v in values) and axis != "latency":
+            errors[axis] = "values must be scalars"
+        else:
+            # Duplicates would make two identical cells that resume cannot tell apart.
+            seen: list[Any] = []
+            for v in values:
+                if v not in seen:
+                    seen.append(v)
+            axes[axis] = seen
+
+    repetitions = data.get("repetitions", 1)
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int):
+        errors["repetitions"] = f"must be a whole number, got {repetitions!r}"
+        repetitions = 1
+    elif not 1 <= repetitions <= MAX_REPETITIONS:
+        errors["repetitions"] = f"must be between 1 and {MAX_REPETITIONS}, got {repetitions}"
+        repetitions = 1
+
+    fixed = {k: data[k] for k in FIXED if k in data}
+    if errors:
+        raise SpecError(errors)
+
+    spec = SweepSpec(name=name, axes=axes, repetitions=repetitions, fixed=fixed)
+    if spec.total_cells > max_cells:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items() if len(v) > 1)
+        raise SpecError(
+            {
+                "spec": f"the sweep has {spec.total_cells} cells ({sizes or '1'} x "
+                f"{repetitions} repetitions), more than the limit of {max_cells}; "
+                "shrink an axis or raise EDGELAB_MAX_SWEEP_CELLS"
+            }
+        )
+    return spec
+
+
+class _CachedCatalog(Catalog):
+    """Reads the catalog file once per expansion instead of once per cell."""
+
+    def __init__(self, inner: Catalog) -> None:
+        super().__init__(path=inner.path, models_dir=inner.models_dir)
+        self._cache: dict[str, ModelInfo | CatalogError] = {}
+
+    def get(self, name: str) -> ModelInfo:
+        if name not in self._cache:
+            try:
+                self._cache[name] = super().get(name)
+            except CatalogError as exc:
+                self._cache[name] = exc
+        found = self._cache[name]
+        if isinstance(found, CatalogError):
+            raise found
+        return found
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local") -> list[Cell]:
+    """Every cell of the grid, validated; all problems are reported at once.
+
+    Order: axes as in ``AXES``, repetitions outermost, so a sweep's first pass
+    covers every configuration once before any is repeated (drift on the host then
+    spreads over all configurations instead of hitting the last ones).
+    """
+    cached = _CachedCatalog(catalog)
+    errors: dict[str, str] = {}
+    cells: list[Cell] = []
+    combos = list(itertools.product(*(spec.axes[a] for a in AXES)))
+    for repetition in range(spec.repetitions):
+        for combo in combos:
+            values = dict(zip(AXES, combo, strict=True))
+            raw = {**spec.fixed, **values, "prompt": values.pop("prompts")}
+            raw["repetition"] = repetition
+            try:
+                config, _model = parse_config(raw, cached, default_backend=default_backend)
+            except ConfigError as exc:
+                for field, message in exc.errors.items():
+                    key = _FIELD_OF.get(field, field)
+                    shown = raw.get(field)
+                    prefix = f"{_show(shown)}: " if key in AXES and len(spec.axes[key]) > 1 else ""
+                    errors.setdefault(key, prefix + message)
+                continue
+            cells.append(Cell(index=len(cells), config=config))
+    if errors:
+        raise SpecError(errors)
+    return cells
+
+
+def group_by_topology(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """Cells that can share one warm cluster, in order of their first cell.
+
+    Each group costs one model load; inside a group only the latency profile changes.
+    """
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.topology, []).append(cell)
+    return list(groups.values())

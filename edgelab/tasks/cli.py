@@ -1,0 +1,207 @@
+"""``edgelab worker`` and ``edgelab sweep submit|status|cancel|resume``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgelab.cli import load_settings
+from edgelab.settings import Settings
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _redis_url(settings: Settings) -> str:
+    from edgelab.embedded import resolve_redis_url
+
+    url = resolve_redis_url(settings)
+    if not url:
+        raise click.ClickException(
+            "EDGELAB_REDIS_URL is not set and no `edgelab up` is running here; "
+            "set it (e.g. redis://127.0.0.1:6379/0) or start `edgelab up`"
+        )
+    return url
+
+
+def worker_argv(settings: Settings, loglevel: str, name: str | None = None) -> list[str]:
+    """The Celery worker command: experiments and control queues, one process.
+
+    Concurrency 1 is not negotiable: two experiments sharing the CPU would corrupt
+    each other's timings. Scale out with one worker per host instead.
+    """
+    node = name or f"edgelab-{os.getpid()}@{socket.gethostname()}"
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "edgelab.tasks.make_celery",
+        "worker",
+        "--queues",
+        "experiments,control",
+        "--concurrency",
+        "1",
+        "--pool",
+        "prefork",
+        "--hostname",
+        node,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+@click.command("worker")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker_command(loglevel: str) -> None:
+    """Start a Celery worker for this host (one experiment at a time).
+
+    Several hosts = one `edgelab worker` per host, all with the same
+    EDGELAB_REDIS_URL and EDGELAB_DATABASE_URL (PostgreSQL).
+    """
+    settings = load_settings()
+    env = dict(os.environ, EDGELAB_REDIS_URL=_redis_url(settings))
+    argv = worker_argv(settings, loglevel)
+    os.execve(argv[0], argv, env)
+
+
+@click.group("sweep")
+def sweep_group() -> None:
+    """Submit and follow sweeps (grids of runs)."""
+
+
+def _celery(settings: Settings) -> Any:
+    from edgelab.service import create_app
+
+    app = create_app(settings.with_overrides(redis_url=_redis_url(settings)))
+    return app.extensions["celery"]
+
+
+def _detail(settings: Settings, sweep_id: int) -> dict[str, Any]:
+    from edgelab.models.db import session_scope
+    from edgelab.sweeps import control
+
+    with session_scope(settings.database_url) as s:
+        try:
+            return control.sweep_detail(s, sweep_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _progress_line(data: dict[str, Any]) -> str:
+    p = data["progress"]
+    return (
+        f"sweep {data['id']} {data['name']!r} {data['status']}: {p['done']}/{p['total']} done "
+        f"({p['succeeded']} succeeded, {p['failed']} failed, {p['cancelled']} cancelled, "
+        f"{p['running'] + p['starting']} running, {p['queued']} queued), "
+        f"model loads {data['model_loads']}"
+    )
+
+
+def _wait(settings: Settings, sweep_id: int) -> dict[str, Any]:
+    last = ""
+    while True:
+        data = _detail(settings, sweep_id)
+        line = _progress_line(data)
+        if line != last:
+            click.echo(line, err=True)
+            last = line
+        if data["status"] in FINAL:
+            return data
+        time.sleep(1.0)
+
+
+@sweep_group.command("submit")
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow progress until the sweep ends.")
+def sweep_submit(spec_file: Path, wait: bool) -> None:
+    """Queue the sweep described in SPEC_FILE (YAML or JSON)."""
+    from edgelab.catalog import Catalog
+    from edgelab.models.db import session_scope, upgrade
+    from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
+    from edgelab.tasks.submit import enqueue_launch
+
+    settings = load_settings()
+    try:
+        spec = parse_spec(load_spec_text(spec_file.read_text()), max_cells=settings.max_sweep_cells)
+        cells = expand(spec, Catalog(settings), default_backend=settings.backend)
+    except SpecError as exc:
+        lines = "\n".join(f"  {k}: {v}" for k, v in exc.errors.items())
+        raise click.ClickException(f"invalid sweep spec {spec_file}:\n{lines}") from exc
+    celery = _celery(settings)
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        sweep_id = control.create_sweep(s, spec, cells).id
+    enqueue_launch(celery, sweep_id)
+    click.echo(f"sweep {sweep_id} queued: {len(cells)} cells")
+    if wait:
+        data = _wait(settings, sweep_id)
+        if data["status"] != "succeeded":
+            raise click.ClickException(f"sweep {sweep_id} {data['status']}")
+
+
+@sweep_group.command("status")
+@click.argument("sweep_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep as JSON.")
+@click.option("--wait", is_flag=True, help="Follow progress until the sweep ends.")
+def sweep_status(sweep_id: int, as_json: bool, wait: bool) -> None:
+    """Progress of sweep SWEEP_ID and the state of each cell."""
+    settings = load_settings()
+    data = _wait(settings, sweep_id) if wait else _detail(settings, sweep_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(_progress_line(data))
+    for cell in data["cells"]:
+        tps = f"{cell['decode_tps']:.1f} tok/s" if cell["decode_tps"] else ""
+        click.echo(
+            f"  run {cell['run_id']:>6} {cell['status']:<10} nodes={cell['nodes']} "
+            f"threads={cell['threads']} latency={cell['latency']} rep={cell['repetition']} {tps}"
+        )
+
+
+@sweep_group.command("cancel")
+@click.argument("sweep_id", type=int)
+def sweep_cancel(sweep_id: int) -> None:
+    """Cancel queued cells and stop the running one."""
+    from edgelab.models.db import session_scope
+    from edgelab.sweeps import control
+    from edgelab.tasks.events import redis_client, request_cancel
+
+    settings = load_settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            running = control.cancel_sweep(s, sweep_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+    request_cancel(redis_client(_redis_url(settings)), running)
+    click.echo(f"sweep {sweep_id} cancelled ({len(running)} running run(s) stopping)")
+
+
+@sweep_group.command("resume")
+@click.argument("sweep_id", type=int)
+def sweep_resume(sweep_id: int) -> None:
+    """Re-queue only the cells without a succeeded run."""
+    from edgelab.catalog import Catalog
+    from edgelab.models.db import session_scope
+    from edgelab.sweeps import control
+    from edgelab.tasks.submit import enqueue_launch
+
+    settings = load_settings()
+    celery = _celery(settings)
+    with session_scope(settings.database_url) as s:
+        try:
+            result = control.resume(s, sweep_id, Catalog(settings), settings)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if result.requeue:
+        enqueue_launch(celery, sweep_id)
+    click.echo(f"sweep {sweep_id}: {len(result.requeue)} cell(s) queued again")

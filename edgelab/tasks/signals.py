@@ -1,0 +1,29 @@
+"""Worker process hygiene: fresh DB connections after fork, orphan recovery at start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready
+
+from edgelab.models.db import engine_for
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _dispose_engine(**_kwargs: Any) -> None:
+    """A forked pool process must not reuse the parent's pooled DB connections."""
+    from celery import current_app
+
+    url = current_app.conf.get("edgelab_database_url")
+    if url:
+        engine_for(url).dispose(close=False)
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _recover_orphans(sender: Any = None, **_kwargs: Any) -> None:
+    """Runs left in starting/running by a dead worker are queued again right away,
+    rather than after the broker's visibility timeout."""
+    from edgelab.tasks.submit import enqueue_recover
+
+    if sender is not None:
+        enqueue_recover(sender.app)

@@ -1,0 +1,31 @@
+"""Sweep tasks: ``sweeps.launch`` turns a sweep's queued cells into group tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from edgelab.models.db import session_scope
+from edgelab.service.extensions import current_settings
+from edgelab.sweeps import control
+from edgelab.tasks.submit import enqueue_group
+
+
+def launch_sweep(database_url: str, celery: Any, sweep_id: int) -> list[list[int]]:
+    """Queue one group task per topology of the sweep's queued cells."""
+    with session_scope(database_url) as s:
+        groups = control.queued_groups(s, sweep_id)
+        control.refresh_status(s, sweep_id)
+    for group in groups:
+        enqueue_group(celery, group, sweep_id)
+    return groups
+
+
+@shared_task(name="sweeps.launch")  # type: ignore[untyped-decorator]
+def launch(sweep_id: int) -> dict[str, Any]:
+    groups = launch_sweep(
+        current_settings().database_url, current_app.extensions["celery"], sweep_id
+    )
+    return {"sweep_id": sweep_id, "groups": groups}
