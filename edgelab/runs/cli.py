@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -105,7 +106,12 @@ def run_command(
             log.flush()
 
     click.echo(f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}]", err=True)
-    result = execute_run(settings, run_id, sink=sink, catalog=catalog)
+    # SIGTERM ends the run like Ctrl-C does: cluster torn down, run marked cancelled.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = execute_run(settings, run_id, sink=sink, catalog=catalog)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"run {run_id} interrupted; its cluster was stopped") from None
     if streaming["tokens"]:
         log.write("\n")
     data = run_as_dict(settings.database_url, run_id)
@@ -115,6 +121,10 @@ def run_command(
         click.echo(summary(data))
     if result.status != "succeeded":
         raise click.ClickException(f"run {run_id} {result.status}: {result.error}")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
