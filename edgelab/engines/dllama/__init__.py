@@ -1,0 +1,120 @@
+"""The distributed-llama engine: ``dllama`` workers and an edgelab root around ``dllama inference``.
+
+Worker: :mod:`edgelab.engines.dllama.worker` (supervises ``dllama worker``).
+Root: :mod:`edgelab.engines.dllama.root` (serves :mod:`edgelab.engines.rootapi`,
+runs one ``dllama inference`` per request and parses its timing lines).
+The binary is the user's own build (``--dllama-bin`` or ``EDGELAB_DLLAMA_BIN``);
+:func:`preflight` checks binary and topology before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgelab.catalog.dllama import read_dllama_header
+from edgelab.catalog.info import CatalogError
+from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
+from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
+from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
+from edgelab.engines.dllama.worker import READY_MARKER
+
+
+class DllamaEngine(Engine):
+    """distributed-llama (tensor parallel across all nodes).
+
+    ``binary`` is ``--dllama-bin``; without it ``EDGELAB_DLLAMA_BIN`` is used.
+    ``net_turbo`` stays off by default (see :mod:`edgelab.engines.dllama.worker`).
+    """
+
+    name = "dllama"
+
+    def __init__(
+        self,
+        binary: str | os.PathLike[str] | None = None,
+        *,
+        net_turbo: bool = False,
+        tokenizer: Path | None = None,
+    ) -> None:
+        self._binary = binary
+        self.net_turbo = net_turbo
+        self.tokenizer = tokenizer
+
+    def binary(self) -> Path:
+        return resolve_binary(self._binary)
+
+    def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
+        return WorkerLaunch(
+            argv=[
+                "-m",
+                "edgelab.engines.dllama.worker",
+                "--dllama-bin",
+                str(self.binary()),
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+                "--net-turbo",
+                "1" if self.net_turbo else "0",
+            ],
+            ready_marker=READY_MARKER,
+        )
+
+    def root_launch(
+        self,
+        host: str,
+        port: int,
+        model_path: Path,
+        workers: list[str],
+        threads: int,
+    ) -> RootLaunch:
+        argv = [
+            "-m",
+            "edgelab.engines.dllama.root",
+            "--dllama-bin",
+            str(self.binary()),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--model",
+            str(model_path),
+            "--workers",
+            ",".join(workers),
+            "--threads",
+            str(threads),
+            "--net-turbo",
+            "1" if self.net_turbo else "0",
+        ]
+        if self.tokenizer is not None:
+            argv += ["--tokenizer", str(self.tokenizer)]
+        return RootLaunch(argv=argv)
+
+    def check_available(self) -> None:
+        resolve_binary(self._binary)
+
+
+def preflight(model_path: Path, nodes: int, binary: str | os.PathLike[str] | None = None) -> None:
+    """Everything that can be checked before a dllama run starts: binary and topology.
+
+    Raises ``EngineError`` naming the problem (and, for topologies, the rule broken
+    and the node counts that work).
+    """
+    resolve_binary(binary)
+    try:
+        header = read_dllama_header(model_path)
+    except CatalogError as exc:
+        raise EngineError(str(exc)) from exc
+    validate_topology(header, nodes)
+
+
+__all__ = [
+    "ENV_VAR",
+    "DllamaEngine",
+    "preflight",
+    "resolve_binary",
+    "valid_node_counts",
+    "validate_topology",
+]

@@ -1,0 +1,73 @@
+"""Find and check the user's ``dllama`` binary.
+
+edgelab never builds distributed-llama: the user builds it (``make dllama`` in
+their checkout of b4rtaz/distributed-llama) and points edgelab at the result
+with ``--dllama-bin PATH`` or ``EDGELAB_DLLAMA_BIN``. Every way this can be
+wrong gets a message that says how to fix it, because it is the first thing a
+new user of the engine meets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+
+from edgelab.engines.base import EngineError
+
+ENV_VAR = "EDGELAB_DLLAMA_BIN"
+HOW_TO = (
+    "build distributed-llama yourself (git clone https://github.com/b4rtaz/distributed-llama "
+    "&& make dllama) and pass the binary with --dllama-bin PATH or set "
+    f"{ENV_VAR}=/path/to/dllama"
+)
+
+
+def resolve_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The dllama binary to run: ``explicit`` (``--dllama-bin``) first, then the env var.
+
+    A bare name (``dllama``) is looked up on ``PATH``. Raises ``EngineError`` when
+    nothing is configured or the file is missing, not a file, or not executable.
+    """
+    value = str(explicit) if explicit else os.environ.get(ENV_VAR, "").strip()
+    source = "--dllama-bin" if explicit else ENV_VAR
+    if not value:
+        raise EngineError(f"no dllama binary configured: {HOW_TO}")
+    path = Path(value).expanduser()
+    if os.sep not in value and not path.exists():
+        found = shutil.which(value)
+        if found is None:
+            raise EngineError(f"{source}={value!r} is not on PATH; {HOW_TO}")
+        path = Path(found)
+    if not path.exists():
+        raise EngineError(f"{source} points at {path}, which does not exist; {HOW_TO}")
+    if not path.is_file():
+        raise EngineError(f"{source} points at {path}, which is not a file; {HOW_TO}")
+    if not os.access(path, os.X_OK):
+        raise EngineError(
+            f"{source} points at {path}, which is not executable (chmod +x {path}); {HOW_TO}"
+        )
+    return path.resolve()
+
+
+@cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def binary_version(path: Path) -> str:
+    """An engine version string for provenance.
+
+    dllama prints no version, so the binary's sha256 identifies the build a run used.
+    """
+    st = path.stat()
+    return f"dllama sha256:{_digest(str(path), st.st_size, st.st_mtime_ns)[:16]}"
+
+
+__all__ = ["ENV_VAR", "HOW_TO", "binary_version", "resolve_binary"]
