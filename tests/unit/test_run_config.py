@@ -1,0 +1,111 @@
+"""Run configuration: every bad field reported at once; fingerprints group repeats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from edgelab.catalog import Catalog
+from edgelab.runs.config import ConfigError, parse_config
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(4)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for i in range(4):
+        writer.add_tensor(f"blk.{i}.attn_q.weight", np.ones((8, 8), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    cat = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
+    cat.add(path, name="tiny")
+    return cat
+
+
+GOOD = {"prompt": "hi", "model": "tiny", "nodes": 3, "threads": 2, "latency": "10ms..30ms"}
+
+
+def test_good_input_parses(catalog: Catalog) -> None:
+    config, model = parse_config({**GOOD, "max_tokens": 16, "bandwidth": "100mbit"}, catalog)
+    assert model.name == "tiny"
+    assert (config.nodes, config.threads, config.max_tokens) == (3, 2, 16)
+    assert config.latency.label.startswith("10ms..30ms")
+    assert config.latency.bandwidth_bps == 100_000_000
+    assert config.cluster_spec.workers == 2
+
+
+def test_every_bad_field_is_reported(catalog: Catalog) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "prompt": "  ",
+                "model": "nope",
+                "nodes": 0,
+                "threads": 0,
+                "max_tokens": 1025,
+                "latency": "fast",
+                "bandwidth": "lots",
+                "engine": "vllm",
+                "backend": "cloud",
+            },
+            catalog,
+        )
+    errors = info.value.errors
+    assert set(errors) == {
+        "prompt",
+        "model",
+        "nodes",
+        "threads",
+        "max_tokens",
+        "latency",
+        "bandwidth",
+        "engine",
+        "backend",
+    }
+    assert "1024" in errors["max_tokens"]
+    assert "tiny" in errors["model"]  # the message lists the known models
+
+
+def test_nodes_are_limited_by_the_model_layers(catalog: Catalog) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "nodes": 5}, catalog)
+    assert "at most 4" in info.value.errors["nodes"]
+    config, _ = parse_config({**GOOD, "nodes": 4}, catalog)
+    assert config.nodes == 4
+
+
+@pytest.mark.parametrize("value", ["three", 2.5, True, None])
+def test_non_integers_are_refused(catalog: Catalog, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "max_tokens": value}, catalog)
+    assert "max_tokens" in info.value.errors
+
+
+def test_max_tokens_bounds(catalog: Catalog) -> None:
+    assert parse_config({**GOOD, "max_tokens": 1}, catalog)[0].max_tokens == 1
+    assert parse_config({**GOOD, "max_tokens": 1024}, catalog)[0].max_tokens == 1024
+    with pytest.raises(ConfigError):
+        parse_config({**GOOD, "max_tokens": 0}, catalog)
+
+
+def test_fingerprint_ignores_repetition_only(catalog: Catalog) -> None:
+    a, _ = parse_config({**GOOD, "repetition": 0}, catalog)
+    b, _ = parse_config({**GOOD, "repetition": 3}, catalog)
+    c, _ = parse_config({**GOOD, "latency": "20ms"}, catalog)
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != c.fingerprint()
+    assert a.cluster_spec.topology_key() == c.cluster_spec.topology_key()
+
+
+def test_latency_round_trips_through_its_stored_form(catalog: Catalog) -> None:
+    config, _ = parse_config({**GOOD, "latency": "20ms~5ms", "seed": 7}, catalog)
+    again, _ = parse_config({**GOOD, "latency": config.latency.to_dict(), "seed": 7}, catalog)
+    assert again.latency == config.latency
+    assert again.fingerprint() == config.fingerprint()
