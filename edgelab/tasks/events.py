@@ -122,13 +122,13 @@ def _final_events(database_url: str, run_id: int) -> list[dict[str, Any]]:
         run = s.get(Run, run_id)
         if run is None:
             return []
-        out: list[dict[str, Any]] = [
-            {"type": "status", "status": run.status, "error": run.error, "run_id": run_id}
-        ]
+        out: list[dict[str, Any]] = []
         if run.status == "succeeded":
             out.append(
                 {"type": "metrics", "run_id": run_id, **{f: getattr(run, f) for f in METRIC_FIELDS}}
             )
+        # like the executor: metrics first, then the final status
+        out.append({"type": "status", "status": run.status, "error": run.error, "run_id": run_id})
         return out
 
 

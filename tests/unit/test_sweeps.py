@@ -1,0 +1,216 @@
+"""Sweep specs (parsing, limits, grid expansion, topology groups) and sweep state in SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from edgelab.catalog import Catalog, ModelInfo
+from edgelab.models import Run, Sweep
+from edgelab.models.db import session_scope, upgrade
+from edgelab.settings import Settings
+from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
+from edgelab.sweeps.spec import group_by_topology
+
+
+@pytest.fixture
+def fake_catalog(tmp_path: Path) -> Catalog:
+    """A catalog whose one entry needs no model file: specs are validated, not run."""
+    catalog = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
+    catalog.register(
+        ModelInfo(
+            name="tiny",
+            path=tmp_path / "tiny.gguf",
+            size_bytes=1,
+            sha256="0" * 64,
+            architecture="llama",
+            n_layers=4,
+            quantization="Q4_1",
+        )
+    )
+    return catalog
+
+
+@pytest.fixture
+def sweep_db(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path)
+    upgrade(settings.database_url)
+    return settings
+
+
+SPEC_YAML = """
+name: grid
+model: tiny
+nodes: [1, 2]
+threads: 1
+latency: ["0ms", "20ms", "10ms..30ms"]
+max_tokens: 8
+prompts: ["Hello", "Name three planets."]
+repetitions: 2
+"""
+
+
+def test_yaml_and_json_give_the_same_spec() -> None:
+    from_yaml = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
+    as_json = (
+        '{"name": "grid", "model": "tiny", "nodes": [1, 2], "threads": 1, '
+        '"latency": ["0ms", "20ms", "10ms..30ms"], "max_tokens": 8, '
+        '"prompts": ["Hello", "Name three planets."], "repetitions": 2}'
+    )
+    assert parse_spec(load_spec_text(as_json), max_cells=1000) == from_yaml
+    assert from_yaml.total_cells == 2 * 3 * 2 * 2
+
+
+def test_full_grid_is_expanded_repetitions_outermost(fake_catalog: Catalog) -> None:
+    spec = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
+    cells = expand(spec, fake_catalog)
+    assert len(cells) == 24
+    keys = {c.key for c in cells}
+    assert len(keys) == 24  # every cell distinct: fingerprint + repetition
+    assert [c.config.repetition for c in cells[:12]] == [0] * 12
+    assert {c.config.latency.label for c in cells} == {"0ms", "20ms", "10ms..30ms"}
+    assert {c.config.prompt for c in cells} == {"Hello", "Name three planets."}
+    # the same configuration repeated shares a fingerprint (resume matches on it)
+    assert cells[0].config.fingerprint() == cells[12].config.fingerprint()
+
+
+def test_cells_group_by_topology_not_latency(fake_catalog: Catalog) -> None:
+    spec = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
+    groups = group_by_topology(expand(spec, fake_catalog))
+    assert len(groups) == 2  # nodes 1 and 2; latency, prompts and bandwidth share a cluster
+    assert sorted(len(g) for g in groups) == [12, 12]
+    assert {c.config.nodes for c in groups[0]} == {1}
+
+
+def test_too_many_cells_is_refused_with_the_count_and_the_limit() -> None:
+    data = {"prompts": ["x"], "nodes": [1, 2, 3], "latency": ["0ms", "5ms"], "repetitions": 5}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, max_cells=20)
+    message = info.value.errors["spec"]
+    assert "30 cells" in message
+    assert "limit of 20" in message
+    assert "EDGELAB_MAX_SWEEP_CELLS" in message
+    assert parse_spec(data, max_cells=30).total_cells == 30
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"prompts": ["x"], "nodes": [1, 0]}, "nodes"),
+        ({"prompts": ["x"], "latency": ["0ms", "fast"]}, "latency"),
+        ({"prompts": ["x"], "max_tokens": 5000}, "max_tokens"),
+        ({"prompts": ["x"], "model": "nope"}, "model"),
+        ({"prompts": [""]}, "prompts"),
+        ({"prompts": ["x"], "bandwidth": "lots"}, "bandwidth"),
+        ({"prompts": ["x"], "nodes": 9}, "nodes"),  # more nodes than the model's 4 layers
+    ],
+)
+def test_bad_values_are_reported_per_field(
+    fake_catalog: Catalog, data: dict[str, object], field: str
+) -> None:
+    spec = parse_spec({"model": "tiny", **data}, max_cells=1000)
+    with pytest.raises(SpecError) as info:
+        expand(spec, fake_catalog)
+    assert field in info.value.errors
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"nodes": [1]}, "prompts"),
+        ({"prompts": ["x"], "repetitions": 0}, "repetitions"),
+        ({"prompts": ["x"], "repetitions": "two"}, "repetitions"),
+        ({"prompts": ["x"], "nodez": [1]}, "spec"),
+        ({"prompts": ["x"], "nodes": []}, "nodes"),
+    ],
+)
+def test_bad_shapes_are_reported_per_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, max_cells=1000)
+    assert field in info.value.errors
+
+
+def test_spec_text_that_is_not_a_mapping_is_refused() -> None:
+    for text in ("- 1\n- 2\n", "nodes: [1, 2", "just words"):
+        with pytest.raises(SpecError):
+            load_spec_text(text)
+
+
+def _make_sweep(settings: Settings, catalog: Catalog) -> tuple[int, list[int]]:
+    spec = parse_spec(
+        {"model": "tiny", "prompts": ["x"], "latency": ["0ms", "20ms"], "repetitions": 2},
+        max_cells=1000,
+    )
+    cells = expand(spec, catalog)
+    with session_scope(settings.database_url) as s:
+        sweep = control.create_sweep(s, spec, cells)
+        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep.id).order_by(Run.id)))
+        return sweep.id, ids
+
+
+def _set(settings: Settings, run_id: int, status: str) -> None:
+    with session_scope(settings.database_url) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(status=status))
+
+
+def test_progress_and_status_follow_the_cells(sweep_db: Settings, fake_catalog: Catalog) -> None:
+    sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
+    with session_scope(sweep_db.database_url) as s:
+        assert control.progress(s, sweep_id)["queued"] == 4
+        assert control.refresh_status(s, sweep_id) == "queued"
+        assert len(control.queued_groups(s, sweep_id)) == 1  # one topology
+    _set(sweep_db, ids[0], "succeeded")
+    _set(sweep_db, ids[1], "running")
+    with session_scope(sweep_db.database_url) as s:
+        p = control.progress(s, sweep_id)
+        assert (p["succeeded"], p["running"], p["queued"], p["done"]) == (1, 1, 2, 1)
+        assert control.refresh_status(s, sweep_id) == "running"
+    for rid in ids[1:]:
+        _set(sweep_db, rid, "succeeded")
+    with session_scope(sweep_db.database_url) as s:
+        assert control.refresh_status(s, sweep_id) == "succeeded"
+        assert s.get_one(Sweep, sweep_id).finished_at is not None
+
+
+def test_cancel_then_resume_requeues_only_missing_cells(
+    sweep_db: Settings, fake_catalog: Catalog
+) -> None:
+    sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
+    _set(sweep_db, ids[0], "succeeded")
+    _set(sweep_db, ids[1], "running")
+    with session_scope(sweep_db.database_url) as s:
+        running = control.cancel_sweep(s, sweep_id)
+    assert running == [ids[1]]  # the executing run is flagged, not flipped in the DB
+    with session_scope(sweep_db.database_url) as s:
+        statuses = dict(s.execute(select(Run.id, Run.status).where(Run.sweep_id == sweep_id)).all())
+    assert statuses == {
+        ids[0]: "succeeded",
+        ids[1]: "running",
+        ids[2]: "cancelled",
+        ids[3]: "cancelled",
+    }
+    _set(sweep_db, ids[1], "cancelled")  # what the executor does when it sees the flag
+    with session_scope(sweep_db.database_url) as s:
+        assert control.refresh_status(s, sweep_id) == "cancelled"
+        result = control.resume(s, sweep_id, fake_catalog, sweep_db)
+    assert len(result.created) == 3  # the succeeded cell is not run again
+    assert sorted(result.requeue) == sorted(result.created)
+    with session_scope(sweep_db.database_url) as s:
+        p = control.progress(s, sweep_id)
+        assert (p["total"], p["succeeded"], p["queued"], p["cancelled"]) == (4, 1, 3, 0)
+        assert control.refresh_status(s, sweep_id) == "running"
+        # a second resume creates nothing new: the cells are queued already
+        again = control.resume(s, sweep_id, fake_catalog, sweep_db)
+    assert again.created == []
+    assert sorted(again.requeue) == sorted(result.created)
+
+
+def test_model_loads_add_up(sweep_db: Settings, fake_catalog: Catalog) -> None:
+    sweep_id, _ids = _make_sweep(sweep_db, fake_catalog)
+    with session_scope(sweep_db.database_url) as s:
+        control.count_model_load(s, sweep_id)
+        control.count_model_load(s, sweep_id)
+    with session_scope(sweep_db.database_url) as s:
+        assert s.get_one(Sweep, sweep_id).model_loads == 2
