@@ -20,6 +20,7 @@ from dataclasses import replace as with_changes
 from pathlib import Path
 from typing import Any
 
+from edgelab.catalog.dllama import describe_dllama
 from edgelab.catalog.fetch import downloadable, fetch_file
 from edgelab.catalog.header import read_gguf
 from edgelab.catalog.info import (
@@ -192,8 +193,15 @@ class Catalog:
     def add(
         self, path: Path | str, name: str | None = None, progress: Progress | None = None
     ) -> ModelInfo:
-        """Register a GGUF file where it lies; a bad file raises and registers nothing."""
-        info = describe_gguf(path, name, progress=progress)
+        """Register a model file where it lies; a bad file raises and registers nothing.
+
+        ``.m`` files are distributed-llama models (their ``.t`` tokenizer must lie
+        next to them); everything else is read as GGUF.
+        """
+        if str(path).endswith(".m"):
+            info = describe_dllama(path, name, progress=progress)
+        else:
+            info = describe_gguf(path, name, progress=progress)
         existing = self._load().get(info.name)
         if existing is not None and existing.path != info.path:
             # Checked again under the lock in register(); this early check just

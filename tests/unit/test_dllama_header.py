@@ -148,3 +148,15 @@ def test_tokenizer_rejects_garbage(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 32)
     with pytest.raises(CatalogError, match="not a distributed-llama tokenizer"):
         read_dllama_tokenizer(bad)
+
+
+def test_catalog_add_registers_a_dllama_pair(tmp_path: Path) -> None:
+    from edgelab.catalog import Catalog
+
+    model, tok = write_synthetic_model(tmp_path / "models")
+    catalog = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path / "models")
+    info = catalog.add(model, name="tiny-dllama")
+    stored = catalog.get("tiny-dllama")
+    assert stored.format == info.format == "dllama"
+    assert stored.extra["tokenizer"] == str(tok.resolve())
+    assert stored.extra["dllama_header"]["n_kv_heads"] == 6
