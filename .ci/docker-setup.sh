@@ -4,9 +4,13 @@
 # kernel has neither), a base image made with debootstrap, and both edgelab images.
 # Idempotent: every step is skipped when its result is already there.
 #
-# Usage: .ci/docker-setup.sh [VENV_BIN]      (default .venv/bin)
+# Usage: .ci/docker-setup.sh [--compose-images] [VENV_BIN]      (default .venv/bin)
+#   --compose-images  also build edgelab-redis:local and edgelab-postgres:local from
+#                     Debian packages, for `docker compose up` without a registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+COMPOSE_IMAGES=0
+if [ "${1:-}" = "--compose-images" ]; then COMPOSE_IMAGES=1; shift; fi
 BIN=${1:-.venv/bin}
 BASE_IMAGE=${EDGELAB_BASE_IMAGE:-edgelab-base:bookworm}
 DATA_DIR=${EDGELAB_DATA_DIR:-var}
@@ -47,3 +51,44 @@ fi
 
 echo "== building edgelab images on $BASE_IMAGE"
 "$BIN/edgelab" images build --base-image "$BASE_IMAGE"
+
+if [ "$COMPOSE_IMAGES" = 1 ]; then
+  if ! docker image inspect edgelab-redis:local >/dev/null 2>&1; then
+    echo "== building edgelab-redis:local from Debian's redis-server"
+    docker build -q --network host -t edgelab-redis:local --build-arg BASE_IMAGE="$BASE_IMAGE" - <<'DOCKERFILE'
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update && apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
+EXPOSE 6379
+CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""]
+DOCKERFILE
+  fi
+  if ! docker image inspect edgelab-postgres:local >/dev/null 2>&1; then
+    echo "== building edgelab-postgres:local from Debian's postgresql"
+    # Mimics the official image's contract: POSTGRES_USER/PASSWORD/DB, data in
+    # /var/lib/postgresql/data, pg_isready on PATH.
+    docker build -q --network host -t edgelab-postgres:local --build-arg BASE_IMAGE="$BASE_IMAGE" - <<'DOCKERFILE'
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-15 \
+ && rm -rf /var/lib/apt/lists/*
+ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data
+RUN printf '%s\n' '#!/bin/sh' 'set -e' \
+  'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"' \
+  'if [ ! -s "$PGDATA/PG_VERSION" ]; then' \
+  '  echo "$POSTGRES_PASSWORD" > /tmp/pw && chown postgres /tmp/pw' \
+  '  su postgres -c "initdb -U $POSTGRES_USER --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C -D $PGDATA" && rm /tmp/pw' \
+  '  echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"' \
+  '  su postgres -c "pg_ctl -D $PGDATA -o \"-c listen_addresses=\" -w start"' \
+  '  su postgres -c "psql -U $POSTGRES_USER -d postgres -c \"CREATE DATABASE $POSTGRES_DB\"" || true' \
+  '  su postgres -c "pg_ctl -D $PGDATA -m fast -w stop"' \
+  'fi' \
+  'mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql' \
+  'exec su postgres -c "postgres -D $PGDATA -c listen_addresses=*"' > /entrypoint.sh \
+ && chmod +x /entrypoint.sh
+EXPOSE 5432
+ENTRYPOINT ["/entrypoint.sh"]
+DOCKERFILE
+  fi
+fi
