@@ -15,6 +15,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgelab.catalog import ModelInfo
 
 
 class EngineError(RuntimeError):
@@ -60,3 +64,11 @@ class Engine(ABC):
     @abstractmethod
     def check_available(self) -> None:
         """Raise ``EngineError`` with a how-to-fix message if the engine cannot run here."""
+
+    def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
+        """Why this engine cannot run ``model`` on ``nodes`` nodes, by form field.
+
+        Called while a run is validated, before anything starts; an empty dict
+        means the topology is fine. Engines override it with their own rules.
+        """
+        return {}

@@ -50,7 +50,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -124,6 +124,12 @@ class Generation:
     prompt_tokens: int
     pieces: Iterator[str]
     stop_reason: StopReason = "length"
+    # time.monotonic() from which token offsets count, once the engine sets it; an
+    # engine that loads weights per request (dllama) sets it after the load so the
+    # load does not inflate TTFT. None: from the moment the request arrived.
+    origin: float | None = None
+    # Engine facts about this generation, sent with the start event (e.g. load ms).
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[str]:
         return self.pieces
@@ -304,7 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
         release: Callable[[], None],
     ) -> None:
         def offset_ms() -> float:
-            return round((time.monotonic() - received) * 1000.0, 3)
+            origin = generation.origin if generation.origin is not None else received
+            return round((time.monotonic() - origin) * 1000.0, 3)
 
         def emit(event: dict[str, Any]) -> None:
             self.wfile.write(json.dumps(event).encode() + b"\n")
@@ -327,10 +334,17 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = iter(generation)
         last: dict[str, Any] | None = None
         try:
-            start = {"type": "start", "prompt_tokens": generation.prompt_tokens}
+            start: dict[str, Any] = {"type": "start", "prompt_tokens": generation.prompt_tokens}
+            if generation.detail:
+                start["detail"] = generation.detail
             emit({**start, "offset_ms": offset_ms()})
             for piece in pieces:
-                emit({"type": "token", "index": count, "offset_ms": offset_ms(), "text": piece})
+                event = {"type": "token", "index": count, "offset_ms": offset_ms(), "text": piece}
+                # Pieces may be str subclasses carrying per-token engine numbers.
+                detail = getattr(piece, "detail", None)
+                if detail is not None:
+                    event["detail"] = detail
+                emit(event)
                 count += 1
             last = {
                 "type": "end",

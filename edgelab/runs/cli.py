@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -34,6 +35,11 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
 @click.option("--seed", default=0, show_default=True, help="Seed for sampling and delays.")
 @click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
 @click.option("--engine", default="llamacpp", show_default=True, help="llamacpp or dllama.")
+@click.option(
+    "--dllama-bin",
+    default=None,
+    help="Path to a distributed-llama binary (default: EDGELAB_DLLAMA_BIN).",
+)
 @click.option("--backend", default=None, help="local or docker (default: EDGELAB_BACKEND).")
 @click.option("--cpus", type=float, default=None, help="Docker: CPU limit per node.")
 @click.option("--mem", default=None, help="Docker: memory limit per node, e.g. 512m.")
@@ -49,6 +55,7 @@ def run_command(
     seed: int,
     temperature: float,
     engine: str,
+    dllama_bin: str | None,
     backend: str | None,
     cpus: float | None,
     mem: str | None,
@@ -61,6 +68,9 @@ def run_command(
     from edgelab.runs.executor import create_run, execute_run
 
     settings = load_settings()
+    if dllama_bin:
+        # Node processes inherit the environment: this is how the binary reaches them.
+        os.environ["EDGELAB_DLLAMA_BIN"] = dllama_bin
     catalog = Catalog(settings)
     options: dict[str, Any] = {}
     if cpus is not None:

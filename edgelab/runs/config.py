@@ -9,6 +9,7 @@ from typing import Any
 
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.cluster.spec import ClusterSpec
+from edgelab.engines import get_engine
 from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
 
 MAX_TOKENS_LIMIT = 1024
@@ -111,13 +112,12 @@ def parse_config(
         errors["backend"] = f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
 
     nodes = _int(data.get("nodes", 1), "nodes", errors)
-    if nodes is not None:
-        if nodes < 1:
-            errors["nodes"] = f"must be at least 1, got {nodes}"
-        elif model is not None and model.n_layers and nodes > model.n_layers:
-            errors["nodes"] = (
-                f"must be at most {model.n_layers} (the layers of {model.name}), got {nodes}"
-            )
+    if nodes is not None and nodes < 1:
+        errors["nodes"] = f"must be at least 1, got {nodes}"
+    elif nodes is not None and model is not None and engine in ENGINES:
+        # Which topologies a model allows is the engine's rule (layers for llama.cpp,
+        # tensor divisibility for dllama), checked before anything starts.
+        errors.update(get_engine(engine).run_problems(model, nodes))
     threads = _int(data.get("threads", 1), "threads", errors)
     if threads is not None and threads < 1:
         errors["threads"] = f"must be at least 1, got {threads}"

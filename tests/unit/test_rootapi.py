@@ -7,6 +7,7 @@ inference; the real engine is covered in tests/integration/test_llamacpp.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -321,6 +322,13 @@ class _CutStreamServer:
                 b'{"type": "start", "prompt_tokens": 2, "offset_ms": 1.0}\n'
                 b'{"type": "token", "index": 0, "offset_ms": 2.0, "text": "a"}\n' + self.tail
             )
+            # Close with a FIN, not a reset: a request body still unread when the
+            # socket closes would make the kernel send RST and hide the stream's end.
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                while conn.recv(65536):
+                    pass
 
 
 @pytest.mark.parametrize(
@@ -342,3 +350,39 @@ def test_broken_stream_raises_engine_error(tail: bytes, message: str) -> None:
 def test_client_rejects_a_malformed_url() -> None:
     with pytest.raises(EngineError, match="http://host:port"):
         RootClient("127.0.0.1:8000")
+
+
+class _DetailedPiece(str):
+    detail: dict[str, Any] | None = None
+
+
+class DetailGenerator(ScriptedGenerator):
+    """Pieces that carry per-token numbers, and an origin set after a simulated load."""
+
+    def generate(self, request: GenerateRequest) -> Generation:
+        generation = Generation(prompt_tokens=1, pieces=iter(()), detail={"load_ms": 5.0})
+        generation.pieces = self._detailed(generation)
+        return generation
+
+    def _detailed(self, generation: Generation) -> Iterator[str]:
+        time.sleep(0.3)  # "streaming weights": must not count towards token offsets
+        generation.origin = time.monotonic()
+        for i in range(2):
+            piece = _DetailedPiece(f"t{i}")
+            piece.detail = {"compute_ms": float(i)}
+            yield piece
+
+
+def test_piece_detail_and_generation_origin_reach_the_client() -> None:
+    srv = RootServer(DetailGenerator(), "127.0.0.1", 0)
+    srv.start()
+    try:
+        srv.load_model()
+        events = list(RootClient(srv.url).generate("x", 2))
+    finally:
+        srv.shutdown()
+    assert events[0]["detail"] == {"load_ms": 5.0}
+    tokens = [e for e in events if e["type"] == "token"]
+    assert [t["detail"] for t in tokens] == [{"compute_ms": 0.0}, {"compute_ms": 1.0}]
+    # Offsets count from the origin, so the 300 ms "load" is not in them.
+    assert tokens[0]["offset_ms"] < 300

@@ -109,3 +109,32 @@ def test_latency_round_trips_through_its_stored_form(catalog: Catalog) -> None:
     again, _ = parse_config({**GOOD, "latency": config.latency.to_dict(), "seed": 7}, catalog)
     assert again.latency == config.latency
     assert again.fingerprint() == config.fingerprint()
+
+
+def test_dllama_without_binary_and_bad_topology_fail_before_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgelab.engines.dllama.synthetic import write_synthetic_model
+
+    monkeypatch.delenv("EDGELAB_DLLAMA_BIN", raising=False)
+    model_path, _tokenizer = write_synthetic_model(tmp_path / "dl")
+    cat = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
+    cat.add(model_path, name="synthetic")
+    base = {"prompt": "hi", "model": "synthetic", "engine": "dllama", "latency": "5ms"}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**base, "nodes": 5}, cat)
+    assert "EDGELAB_DLLAMA_BIN" in info.value.errors["engine"]
+    assert "Valid node counts" in info.value.errors["nodes"]
+
+    binary = tmp_path / "dllama"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(binary))
+    config, _ = parse_config({**base, "nodes": 2}, cat)
+    assert config.engine == "dllama"
+
+
+def test_engine_and_model_format_must_match(catalog: Catalog) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "engine": "dllama"}, catalog)
+    assert "dllama needs a .m model" in info.value.errors["model"]

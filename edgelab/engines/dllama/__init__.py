@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgelab.catalog.dllama import read_dllama_header
 from edgelab.catalog.info import CatalogError
@@ -18,6 +19,9 @@ from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
 from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
 from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
 from edgelab.engines.dllama.worker import READY_MARKER
+
+if TYPE_CHECKING:
+    from edgelab.catalog import ModelInfo
 
 
 class DllamaEngine(Engine):
@@ -94,6 +98,21 @@ class DllamaEngine(Engine):
 
     def check_available(self) -> None:
         resolve_binary(self._binary)
+
+    def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
+        # dllama slices tensors, not layers: its rules are about divisibility.
+        if model.format != "dllama":
+            return {"model": f"{model.name} is a {model.format} model; dllama needs a .m model"}
+        problems: dict[str, str] = {}
+        try:
+            resolve_binary(self._binary)
+        except EngineError as exc:
+            problems["engine"] = str(exc)
+        try:
+            validate_topology(read_dllama_header(model.path), nodes)
+        except (EngineError, CatalogError) as exc:
+            problems["nodes"] = str(exc)
+        return problems
 
 
 def preflight(model_path: Path, nodes: int, binary: str | os.PathLike[str] | None = None) -> None:

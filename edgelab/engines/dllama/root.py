@@ -34,7 +34,7 @@ import time
 import tty
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +95,7 @@ class TokenPiece(str):
 
 @dataclass
 class DllamaGeneration(Generation):
-    """A generation with a timing origin after the weight load, and run detail."""
-
-    # time.monotonic() when dllama finished streaming weights: token offsets are
-    # measured from here when the root API honours it.
-    origin: float | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    """A generation whose ``origin`` is set once dllama has streamed the weights."""
 
 
 @dataclass

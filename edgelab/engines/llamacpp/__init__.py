@@ -9,9 +9,13 @@ loads the GGUF, serves :mod:`edgelab.engines.rootapi`). Both run as
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
 from edgelab.engines.llamacpp.worker import READY_MARKER
+
+if TYPE_CHECKING:
+    from edgelab.catalog import ModelInfo
 
 
 class LlamaCppEngine(Engine):
@@ -75,6 +79,17 @@ class LlamaCppEngine(Engine):
         from edgelab.engines.llamacpp.ggml import load_ggml
 
         load_ggml()
+
+    def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
+        # Layers are the unit llama.cpp places on devices: every node needs one.
+        if model.format != "gguf":
+            return {"model": f"{model.name} is a {model.format} model; llama.cpp needs a GGUF"}
+        if model.n_layers and nodes > model.n_layers:
+            return {
+                "nodes": f"must be at most {model.n_layers} (the layers of {model.name}), "
+                f"got {nodes}"
+            }
+        return {}
 
 
 __all__ = ["LlamaCppEngine"]
