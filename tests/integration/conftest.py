@@ -1,0 +1,224 @@
+"""Fixtures for integration tests that need real services.
+
+Queue fixtures (issue 5) are prefixed ``queue_``: a dedicated Redis database, a
+throw-away PostgreSQL database, and real ``edgelab worker`` processes that are
+always stopped (and their node processes checked) at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgelab.models.db import upgrade
+from edgelab.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+QUEUE_REDIS_URL = os.environ.get("EDGELAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+QUEUE_PG_SERVER = os.environ.get("EDGELAB_TEST_PG_SERVER", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def queue_redis_url() -> Iterator[str]:
+    """A Redis database of our own (DB 5 by default), flushed before and after."""
+    import redis
+
+    r = redis.Redis.from_url(QUEUE_REDIS_URL)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"the queue tests need Redis at {QUEUE_REDIS_URL}: {exc}")
+    r.flushdb()
+    yield QUEUE_REDIS_URL
+    r.flushdb()
+    r.close()
+
+
+@pytest.fixture
+def queue_postgres_url() -> Iterator[str]:
+    """A uniquely named PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    name = f"edgelab_queue_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{QUEUE_PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{QUEUE_PG_SERVER.split('://', 1)[1]}/{name}"
+    finally:
+        from edgelab.models.db import engine_for
+
+        engine_for.cache_clear()
+        with psycopg.connect(f"{QUEUE_PG_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def queue_settings_for(
+    tmp_path: Path, models_dir: Path, redis_url: str, db_url: str = ""
+) -> Settings:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        models_dir=models_dir,
+        redis_url=redis_url,
+        database_url=db_url,
+    )
+    upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def queue_settings_factory(
+    tmp_path: Path, models_dir: Path, smollm2: object
+) -> Callable[[str, str], Settings]:
+    """Settings for (redis_url, database_url); "" database means SQLite under tmp_path."""
+    return lambda redis_url, db_url="": queue_settings_for(tmp_path, models_dir, redis_url, db_url)
+
+
+@pytest.fixture
+def queue_nodes_of() -> Callable[[Path], list[psutil.Process]]:
+    """Find the node processes started under a data dir (see ``node_processes_of``)."""
+    return node_processes_of
+
+
+@pytest.fixture
+def queue_settings(
+    tmp_path: Path, models_dir: Path, smollm2: object, queue_redis_url: str
+) -> Settings:
+    """SQLite + the test Redis + the real small model."""
+    return queue_settings_for(tmp_path, models_dir, queue_redis_url)
+
+
+def node_processes_of(data_dir: Path) -> list[psutil.Process]:
+    """Node processes started under ``data_dir`` (other engineers' runs are ignored)."""
+    want = str(data_dir)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if "edgelab.engines." not in cmdline:
+            continue
+        try:
+            if proc.environ().get("EDGELAB_DATA_DIR") == want:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@dataclass
+class QueueWorker:
+    """One ``edgelab worker`` process (a Celery main process and its pool child)."""
+
+    settings: Settings
+    log_path: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGELAB_")}
+        env.update(
+            EDGELAB_DATA_DIR=str(self.settings.data_dir),
+            EDGELAB_MODELS_DIR=str(self.settings.models_dir),
+            EDGELAB_DATABASE_URL=self.settings.database_url.replace(
+                "postgresql+psycopg://", "postgresql://"
+            ),
+            EDGELAB_REDIS_URL=self.settings.redis_url,
+            EDGELAB_LOCK_TTL="4",
+        )
+        env.update(self.env_extra)
+        return env
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgelab", "worker", "--loglevel", "INFO"],
+                env=self.env(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                if b" ready." in f.read():
+                    return
+            time.sleep(0.3)
+        pytest.fail(f"worker not ready within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def pids(self) -> list[int]:
+        """The main process and its children (the pool process)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            main = psutil.Process(self.proc.pid)
+            return [main.pid, *(c.pid for c in main.children(recursive=False))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill9(self) -> None:
+        """SIGKILL every process of the worker at once, like a crashed machine would."""
+        assert self.proc is not None
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture
+def queue_worker_factory(tmp_path: Path) -> Iterator[Callable[..., QueueWorker]]:
+    """Start real worker processes; all are stopped and their nodes checked at teardown."""
+    workers: list[QueueWorker] = []
+
+    def start(settings: Settings, **env_extra: str) -> QueueWorker:
+        worker = QueueWorker(
+            settings, tmp_path / f"worker{len(workers)}.log", env_extra=dict(env_extra)
+        )
+        workers.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    data_dirs = {w.settings.data_dir for w in workers}
+    deadline = time.monotonic() + 15
+    left: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        left = [p for d in data_dirs for p in node_processes_of(d)]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"node processes left behind: {[p.pid for p in left]}"
