@@ -81,6 +81,7 @@ class _Node:
         self.address = address
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_marker: str | None = None
         self._log: IO[bytes] | None = None
 
     def start(self, argv: list[str]) -> None:
@@ -164,9 +165,10 @@ class LocalCluster(Cluster):
             launch = self.engine.worker_launch(LOOPBACK, port, spec.threads)
             say(f"starting {name} on {node.address} ({spec.threads} threads)")
             node.start(launch.argv)
+            node.ready_marker = launch.ready_marker
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
-            self._wait_listening(node, WORKER_START_TIMEOUT_S)
+            self._wait_listening(node, node.ready_marker, WORKER_START_TIMEOUT_S)
             host, port_text = node.address.rsplit(":", 1)
             proxy = LinkProxy(
                 spec.link_name(i),
@@ -200,14 +202,23 @@ class LocalCluster(Cluster):
     def _all_alive(self) -> bool:
         return all(n.alive() for n in self._all_nodes())
 
-    def _wait_listening(self, node: _Node, timeout_s: float) -> None:
+    def _wait_listening(self, node: _Node, marker: str | None, timeout_s: float) -> None:
+        """Wait for the engine's ready line in the node log, else for a TCP connect.
+
+        The ready line is preferred: some workers (dllama) treat a probe connection
+        that closes without a handshake as a fatal error.
+        """
         host, port = node.address.rsplit(":", 1)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not node.alive():
                 raise NodeFailure(node.name, "exited while starting", tail(node.log_path, 20))
-            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
-                return
+            if marker is not None:
+                if any(marker in line for line in tail(node.log_path, 50)):
+                    return
+            else:
+                with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
+                    return
             time.sleep(0.1)
         raise NodeFailure(
             node.name,
