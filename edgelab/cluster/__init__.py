@@ -10,8 +10,14 @@ from edgelab.cluster.base import Cluster, ClusterError, NodeFailure
 from edgelab.cluster.spec import ClusterSpec
 
 
-def open_cluster(spec: ClusterSpec, work_dir: str, model_path: str) -> Cluster:
-    """A not-yet-started cluster for ``spec`` on the backend it names."""
+def open_cluster(
+    spec: ClusterSpec, work_dir: str, model_path: str, name: str | None = None
+) -> Cluster:
+    """A not-yet-started cluster for ``spec`` on the backend it names.
+
+    ``name`` says what the cluster is for (``run12``, ``sweep3-group1``); Docker
+    labels its containers with it so leftovers can be traced to their run.
+    """
     from pathlib import Path
 
     if spec.backend == "local":
@@ -21,7 +27,7 @@ def open_cluster(spec: ClusterSpec, work_dir: str, model_path: str) -> Cluster:
     if spec.backend == "docker":
         from edgelab.cluster.docker import DockerCluster
 
-        return DockerCluster(spec, Path(work_dir), Path(model_path))
+        return DockerCluster(spec, Path(work_dir), Path(model_path), run=name)
     raise ClusterError(f"unknown backend {spec.backend!r}; known backends: local, docker")
 
 

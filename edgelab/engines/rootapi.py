@@ -240,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # Access lines go to stderr like the engine's own log, so one file holds both.
+        # Health polls are left out: they would push the reason for a failed load
+        # out of the log tail that errors show.
+        if self.path == "/health":
+            return
         sys.stderr.write(f"rootapi: {self.address_string()} {format % args}\n")
 
     def _send_json(self, status: HTTPStatus, body: dict[str, Any]) -> None:

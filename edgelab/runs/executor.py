@@ -189,7 +189,7 @@ def cluster_for(
 ) -> Iterator[Cluster]:
     """Start a cluster for ``config``'s topology and always tear it down afterwards."""
     work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
-    cluster = open_cluster(config.cluster_spec, str(work_dir), str(model.path))
+    cluster = open_cluster(config.cluster_spec, str(work_dir), str(model.path), name=name)
     try:
         cluster.start(progress)
         yield cluster
@@ -331,10 +331,7 @@ def _generate(
     total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
     with session_scope(url) as s:
         s.add_all(_sample_rows(run_id, samples))
-        s.add_all(
-            LinkStat(run_id=run_id, link=name, **row)
-            for name, row in link_rows.items()
-        )
+        s.add_all(LinkStat(run_id=run_id, link=name, **row) for name, row in link_rows.items())
         s.execute(
             update(Run)
             .where(Run.id == run_id)

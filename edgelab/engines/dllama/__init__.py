@@ -18,10 +18,15 @@ from edgelab.catalog.info import CatalogError
 from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
 from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
 from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
-from edgelab.engines.dllama.worker import READY_MARKER
 
 if TYPE_CHECKING:
     from edgelab.catalog import ModelInfo
+
+
+# Printed by the worker once it accepts connections. Defined here, not in the
+# worker module, so importing the package never imports ``worker`` (which
+# ``python -m edgelab.engines.dllama.worker`` would then warn about).
+READY_MARKER = "dllama worker listening on"
 
 
 class DllamaEngine(Engine):

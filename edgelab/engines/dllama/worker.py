@@ -25,9 +25,9 @@ from pathlib import Path
 from types import FrameType
 
 from edgelab.engines.base import EngineError
+from edgelab.engines.dllama import READY_MARKER
 from edgelab.engines.dllama.binary import resolve_binary
 
-READY_MARKER = "dllama worker listening on"
 TCP_LISTEN = "0A"
 MAX_QUICK_DEATHS = 5
 QUICK_DEATH_S = 2.0

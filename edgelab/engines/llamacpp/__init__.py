@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
-from edgelab.engines.llamacpp.worker import READY_MARKER
 
 if TYPE_CHECKING:
     from edgelab.catalog import ModelInfo
+
+
+# Printed by the worker once it accepts connections. Defined here, not in the
+# worker module, so importing the package never imports ``worker`` (which
+# ``python -m edgelab.engines.llamacpp.worker`` would then warn about).
+READY_MARKER = "worker listening on"
 
 
 class LlamaCppEngine(Engine):

@@ -18,9 +18,8 @@ import threading
 import time
 
 from edgelab.engines.base import EngineError
+from edgelab.engines.llamacpp import READY_MARKER
 from edgelab.engines.llamacpp.ggml import load_ggml
-
-READY_MARKER = "worker listening on"
 
 
 def _announce_when_listening(host: str, port: int, deadline_s: float = 60.0) -> None:
