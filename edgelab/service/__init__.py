@@ -47,6 +47,9 @@ def register_blueprints(app: Flask) -> None:
     from edgelab.service.api import api
 
     app.register_blueprint(api, url_prefix="/api")
+    from edgelab.service.web import web  # the viewer's pages (issue 7)
+
+    app.register_blueprint(web)
 
 
 def register_api_guards(app: Flask, settings: Settings) -> None:

@@ -1,0 +1,99 @@
+/* The sweep page: progress, cells coloured by status and result charts, refreshed
+   every 1.5 s until the sweep ends. */
+"use strict";
+(function () {
+  const urls = EL.json("sweep-urls");
+  const STATES = ["queued", "starting", "running", "succeeded", "failed", "cancelled"];
+  let timer = null;
+  let lastChartKey = "";
+
+  function runUrl(id) { return urls.run.replace(/0$/, String(id)); }
+
+  function cells(d) {
+    const box = document.getElementById("cells");
+    box.replaceChildren();
+    d.cells.forEach((c) => {
+      const a = document.createElement("a");
+      a.className = "cell status-" + c.status;
+      a.href = runUrl(c.run_id);
+      a.dataset.status = c.status;
+      a.textContent = c.nodes + "n · " + c.latency + " · r" + c.repetition;
+      a.title = "run #" + c.run_id + " · " + c.status + " · " + c.model + " · " + c.threads +
+        " threads · max " + c.max_tokens + " tokens" + (c.decode_tps ? " · " + EL.fmt(c.decode_tps) + " tok/s" : "");
+      box.appendChild(a);
+    });
+  }
+
+  function progress(d) {
+    const p = d.progress;
+    const pct = p.total ? Math.round((100 * p.done) / p.total) : 0;
+    const bar = document.getElementById("progress-bar");
+    bar.firstElementChild.style.width = pct + "%";
+    bar.setAttribute("aria-valuenow", String(pct));
+    document.getElementById("progress-pct").textContent = pct + "%";
+    STATES.forEach((s) => { document.querySelector('[data-count="' + s + '"]').textContent = p[s]; });
+    document.getElementById("model-loads").textContent = d.model_loads;
+    document.body.dataset.progress = String(pct);
+  }
+
+  function charts(d) {
+    const done = d.cells.filter((c) => c.status === "succeeded");
+    const key = done.map((c) => c.run_id).join(",");
+    if (key === lastChartKey && lastChartKey !== "") return;
+    lastChartKey = key;
+    const latencies = [];
+    d.cells.forEach((c) => { if (!latencies.includes(c.latency)) latencies.push(c.latency); });
+    const nodes = [...new Set(d.cells.map((c) => c.nodes))].sort((a, b) => a - b);
+    const group = (field) => {
+      const g = {};
+      done.forEach((c) => {
+        if (c[field] === null || c[field] === undefined) return;
+        const k = c.nodes + "|" + c.latency;
+        (g[k] = g[k] || []).push(c[field]);
+      });
+      return g;
+    };
+    const tps = group("decode_tps");
+    const z = nodes.map((n) => latencies.map((l) => {
+      const v = tps[n + "|" + l];
+      return v ? EL.mean(v) : null;
+    }));
+    EL.plot("heatmap", done.length ? [{
+      type: "heatmap", x: latencies, y: nodes.map((n) => n + " nodes"), z: z,
+      colorscale: "Viridis", colorbar: { title: { text: "tok/s" } },
+      texttemplate: "%{z:.1f}", hovertemplate: "%{y}, %{x}: %{z:.2f} tok/s<extra></extra>",
+    }] : [], { xaxis: { title: { text: "latency profile" }, type: "category" }, yaxis: { type: "category" },
+               empty: "no succeeded cells yet" });
+    const ttft = group("ttft_ms");
+    const traces = latencies.map((l) => {
+      const xs = [], ys = [], es = [];
+      nodes.forEach((n) => {
+        const v = ttft[n + "|" + l];
+        if (v) { xs.push(n); ys.push(EL.mean(v)); es.push(EL.std(v)); }
+      });
+      return { x: xs, y: ys, name: l, type: "scatter", mode: "lines+markers",
+               error_y: { type: "data", array: es, visible: true } };
+    }).filter((t) => t.x.length);
+    EL.plot("ttft-chart", traces, {
+      xaxis: { title: { text: "nodes" }, dtick: 1 }, yaxis: { title: { text: "TTFT ms (mean ± sd over repetitions)" }, rangemode: "tozero" },
+      empty: "no succeeded cells yet",
+    });
+  }
+
+  function render(d) {
+    EL.badge(document.getElementById("status"), d.status);
+    progress(d);
+    cells(d);
+    charts(d);
+    const terminal = EL.TERMINAL.includes(d.status);
+    document.getElementById("cancel").disabled = terminal;
+    if (terminal) {
+      document.body.dataset.finished = "1";
+      if (timer) { clearInterval(timer); timer = null; }
+    } else if (!timer) {
+      timer = setInterval(() => fetch(urls.data).then((r) => r.json()).then(render), 1500);
+    }
+  }
+
+  render(EL.json("sweep-data"));
+})();

@@ -1,0 +1,164 @@
+"""The forms of the viewer: Flask-WTF for CSRF, the run/sweep parsers for validation.
+
+Fields are plain text so that every value, however wrong, reaches
+:func:`edgelab.runs.config.parse_config` or the sweep parser: the page then shows
+the same message beside the field that the API returns for the same input, and
+the user's input is kept as typed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import InputRequired
+
+from edgelab.netem.profile import ACCEPTED_FORMS
+from edgelab.runs.config import BACKENDS, ENGINES, MAX_TOKENS_LIMIT
+
+LATENCY_HELP = (
+    "Either min/max in ms (uniform between them; equal or max empty = fixed), or a "
+    "profile: " + ACCEPTED_FORMS + ". A profile, when given, wins over min/max."
+)
+BANDWIDTH_HELP = "Per-link cap such as 100mbit, 1gbit or 500kbit (empty = unlimited)."
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    token = PasswordField("API token", validators=[InputRequired("type the API token")])
+
+
+class ActionForm(FlaskForm):  # type: ignore[misc]
+    """A button that changes something (cancel, resume, re-run): CSRF only."""
+
+
+class RunForm(FlaskForm):  # type: ignore[misc]
+    prompt = TextAreaField("Prompt")
+    model = SelectField("Model", validate_choice=False)
+    nodes = StringField("Nodes", default="3")
+    threads = StringField("Threads per node", default="1")
+    latency_min = StringField("Latency min (ms)", default="")
+    latency_max = StringField("Latency max (ms)", default="")
+    latency_profile = StringField("or latency profile", default="")
+    bandwidth = StringField("Bandwidth", default="")
+    max_tokens = StringField(f"Max tokens (1-{MAX_TOKENS_LIMIT})", default="64")
+    backend = SelectField("Backend", choices=[(b, b) for b in BACKENDS], validate_choice=False)
+    engine = SelectField("Engine", choices=[(e, e) for e in ENGINES], validate_choice=False)
+    seed = StringField("Seed", default="0")
+
+
+class SweepForm(FlaskForm):  # type: ignore[misc]
+    name = StringField("Name", default="sweep")
+    model = StringField("Models", default="")
+    nodes = StringField("Nodes", default="1, 2, 3")
+    threads = StringField("Threads per node", default="1")
+    latency = StringField("Latency profiles", default="0ms, 20ms")
+    bandwidth = StringField("Bandwidths", default="")
+    max_tokens = StringField("Max tokens", default="16")
+    prompts = TextAreaField("Prompts (one per line)")
+    repetitions = StringField("Repetitions", default="1")
+    backend = SelectField("Backend", choices=[(b, b) for b in BACKENDS], validate_choice=False)
+    engine = SelectField("Engine", choices=[(e, e) for e in ENGINES], validate_choice=False)
+
+
+def _number_text(raw: str, field: str, errors: dict[str, str]) -> float | None:
+    text = raw.strip().lower().removesuffix("ms").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        errors[field] = f"must be a number of milliseconds, got {raw!r}"
+        return None
+    if value < 0:
+        errors[field] = f"must not be negative, got {raw!r}"
+        return None
+    return value
+
+
+def _ms(value: float) -> str:
+    return f"{int(value)}ms" if value == int(value) else f"{value}ms"
+
+
+def run_input(form: RunForm) -> tuple[dict[str, Any], dict[str, str]]:
+    """The form as ``parse_config`` input, plus errors only the form can have.
+
+    Latency comes from the profile field if filled, else from min/max.
+    """
+    errors: dict[str, str] = {}
+    profile = (form.latency_profile.data or "").strip()
+    lo = _number_text(form.latency_min.data or "", "latency_min", errors)
+    hi = _number_text(form.latency_max.data or "", "latency_max", errors)
+    if profile:
+        latency = profile
+    elif lo is None and hi is None:
+        latency = "0ms"
+    elif lo is not None and (hi is None or hi == lo):
+        latency = _ms(lo)
+    elif lo is None:
+        errors["latency_min"] = "give the minimum too (or only a minimum for a fixed delay)"
+        latency = "0ms"
+    else:
+        assert hi is not None
+        if hi < lo:
+            errors["latency_max"] = f"must be at least the minimum ({_ms(lo)})"
+        latency = f"{_ms(lo)}..{_ms(hi)}"
+    data: dict[str, Any] = {
+        "prompt": form.prompt.data or "",
+        "model": form.model.data or "",
+        "nodes": (form.nodes.data or "").strip(),
+        "threads": (form.threads.data or "").strip(),
+        "latency": latency,
+        "bandwidth": (form.bandwidth.data or "").strip() or None,
+        "max_tokens": (form.max_tokens.data or "").strip(),
+        "backend": form.backend.data or "",
+        "engine": form.engine.data or "",
+        "seed": (form.seed.data or "0").strip() or "0",
+    }
+    return data, errors
+
+
+def latency_error_field(form: RunForm) -> str:
+    """Where a ``latency`` error from ``parse_config`` belongs on the form."""
+    return "latency_profile" if (form.latency_profile.data or "").strip() else "latency_min"
+
+
+_SPLIT = re.compile(r"[,;\n]")
+
+
+def split_list(raw: str) -> list[str]:
+    """'1, 2,3' -> ['1', '2', '3']; commas, semicolons or new lines separate values."""
+    return [part.strip() for part in _SPLIT.split(raw or "") if part.strip()]
+
+
+def _maybe_int(text: str) -> int | str:
+    """Whole numbers become ints; anything else stays text for the parser to report."""
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+
+
+def sweep_input(form: SweepForm, default_model: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The form as a sweep spec (the same fields as ``POST /api/sweeps``)."""
+    errors: dict[str, str] = {}
+    prompts = [line.strip() for line in (form.prompts.data or "").splitlines() if line.strip()]
+    reps_text = (form.repetitions.data or "").strip() or "1"
+    repetitions: int | str = _maybe_int(reps_text)
+    spec: dict[str, Any] = {
+        "name": (form.name.data or "").strip() or "sweep",
+        "model": split_list(form.model.data or "") or [default_model],
+        "nodes": [_maybe_int(v) for v in split_list(form.nodes.data or "")],
+        "threads": [_maybe_int(v) for v in split_list(form.threads.data or "")] or [1],
+        "latency": split_list(form.latency.data or "") or ["0ms"],
+        "bandwidth": split_list(form.bandwidth.data or "") or [None],
+        "max_tokens": [_maybe_int(v) for v in split_list(form.max_tokens.data or "")],
+        "prompts": prompts,
+        "repetitions": repetitions,
+        "backend": form.backend.data or "local",
+        "engine": form.engine.data or "llamacpp",
+    }
+    for field in ("nodes", "max_tokens"):
+        if not spec[field]:
+            errors[field] = "give at least one value"
+    if not prompts:
+        errors["prompts"] = "give at least one prompt (one per line)"
+    return spec, errors

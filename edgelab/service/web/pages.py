@@ -1,0 +1,419 @@
+"""Pages about runs: history, the new-run form, one run (live), compare, the queue panel.
+
+Validation goes through :func:`edgelab.runs.config.parse_config`, queueing through
+:mod:`edgelab.tasks.submit` and cancelling through the API's own view, so a run
+submitted or cancelled here behaves exactly like one handled by ``/api``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.resources import files
+from typing import Any
+
+import redis
+from flask import (
+    abort,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
+
+from edgelab.catalog import Catalog, CatalogError
+from edgelab.models import RUN_STATUSES, TERMINAL_STATUSES, Run, Sweep, TokenEvent
+from edgelab.runs.config import ConfigError, parse_config
+from edgelab.runs.executor import config_of, create_run
+from edgelab.runs.views import METRIC_FIELDS, run_detail, run_summary
+from edgelab.service import api as api_views
+from edgelab.service.extensions import current_celery, current_redis, current_settings, db
+from edgelab.service.web import web
+from edgelab.service.web.forms import (
+    BANDWIDTH_HELP,
+    LATENCY_HELP,
+    ActionForm,
+    RunForm,
+    latency_error_field,
+    run_input,
+)
+from edgelab.service.web.queries import PER_PAGE_CHOICES, parse_history
+from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
+from edgelab.tasks.submit import enqueue_run
+
+NO_BROKER = "no broker is reachable: start everything with `edgelab up` or set EDGELAB_REDIS_URL"
+COMPARE_MIN, COMPARE_MAX = 2, 10
+#: Configuration rows of the compare page, in the API's field names.
+COMPARE_CONFIG = (
+    "sweep_id",
+    "engine",
+    "backend",
+    "model",
+    "nodes",
+    "threads",
+    "latency",
+    "bandwidth_bps",
+    "max_tokens",
+    "prompt",
+    "temperature",
+    "seed",
+    "repetition",
+)
+
+
+def broker() -> redis.Redis | None:
+    """The broker if it answers now; submitting without one would strand the run."""
+    r = current_redis()
+    if r is None:
+        return None
+    try:
+        r.ping()
+    except redis.RedisError:
+        return None
+    return r
+
+
+def model_names() -> list[str]:
+    try:
+        return [m.name for m in Catalog(current_settings()).list()]
+    except CatalogError:
+        return []
+
+
+def call_api(view: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """Run an API view in this request and return (status code, JSON body)."""
+    resp = make_response(view(**kwargs))
+    body = resp.get_json(silent=True)
+    return resp.status_code, body if isinstance(body, dict) else {}
+
+
+@web.get("/")
+def index() -> Any:
+    return redirect(url_for("web.history"))
+
+
+# --- history ------------------------------------------------------------------
+
+
+@web.get("/runs")
+def history() -> Any:
+    f = parse_history(request.args)
+    total = f.count(db.session)
+    pages = max(1, math.ceil(total / f.per_page))
+    runs = f.page_of(db.session)
+    sweeps = {
+        s.id: s.name
+        for s in db.session.scalars(
+            select(Sweep).where(Sweep.id.in_({r.sweep_id for r in runs if r.sweep_id}))
+        )
+    }
+    return render_template(
+        "history.html",
+        f=f,
+        runs=runs,
+        total=total,
+        pages=pages,
+        sweeps=sweeps,
+        statuses=RUN_STATUSES,
+        models=model_names(),
+        per_page_choices=PER_PAGE_CHOICES,
+    ), (400 if f.errors else 200)
+
+
+# --- new run ------------------------------------------------------------------
+
+
+def _prefill(form: RunForm, run: Run) -> None:
+    form.prompt.data = run.prompt
+    form.model.data = run.model
+    form.nodes.data = str(run.nodes)
+    form.threads.data = str(run.threads)
+    form.latency_profile.data = run.latency_label
+    form.max_tokens.data = str(run.max_tokens)
+    form.backend.data = run.backend
+    form.engine.data = run.engine
+    form.seed.data = str(run.seed)
+
+
+@web.route("/runs/new", methods=["GET", "POST"])
+def new_run() -> Any:
+    settings = current_settings()
+    form = RunForm()
+    models = model_names()
+    form.model.choices = [(m, m) for m in models] or [("smollm2-135m", "smollm2-135m")]
+    errors: dict[str, str] = {}
+    status = 200
+    if request.method == "GET":
+        form.backend.data = form.backend.data or settings.backend
+        source = request.args.get("from", "")
+        run = db.session.get(Run, int(source)) if source.isdigit() else None
+        if run is not None:
+            _prefill(form, run)
+    else:
+        if not form.validate():
+            errors = {"form": "the form expired or was not sent by this page; submit it again"}
+            errors.update({k: "; ".join(v) for k, v in form.errors.items() if k != "csrf_token"})
+            status = 400
+        else:
+            data, errors = run_input(form)
+            try:
+                config, _model = parse_config(data, Catalog(settings), default_backend="local")
+            except ConfigError as exc:
+                for key, message in exc.errors.items():
+                    errors.setdefault(
+                        latency_error_field(form) if key == "latency" else key, message
+                    )
+            except CatalogError as exc:
+                errors["model"] = str(exc)
+            if errors:
+                status = 400
+            elif broker() is None:
+                errors = {"form": NO_BROKER}
+                status = 503
+            else:
+                run = create_run(db.session, config)
+                db.session.commit()
+                enqueue_run(current_celery(), run.id)
+                return redirect(url_for("web.run_page", run_id=run.id), code=303)
+    return render_template(
+        "run_new.html",
+        form=form,
+        errors=errors,
+        latency_help=LATENCY_HELP,
+        bandwidth_help=BANDWIDTH_HELP,
+    ), status
+
+
+# --- one run ------------------------------------------------------------------
+
+
+def _detail_or_404(run_id: int) -> dict[str, Any]:
+    try:
+        return run_detail(current_settings().database_url, run_id)
+    except LookupError:
+        abort(404, f"run {run_id} not found")
+
+
+@web.get("/runs/<int:run_id>")
+def run_page(run_id: int) -> Any:
+    detail = _detail_or_404(run_id)
+    sweep = db.session.get(Sweep, detail["sweep_id"]) if detail["sweep_id"] else None
+    return render_template(
+        "run.html",
+        run=detail,
+        sweep=sweep,
+        action=ActionForm(),
+        terminal=detail["status"] in TERMINAL_STATUSES,
+        metric_fields=METRIC_FIELDS,
+    )
+
+
+@web.get("/runs/<int:run_id>/data")
+def run_data(run_id: int) -> Any:
+    return jsonify(_detail_or_404(run_id))
+
+
+@web.get("/runs/<int:run_id>/events")
+def run_events(run_id: int) -> Any:
+    """The API's event stream (replay, then live), behind the pages' access check."""
+    return api_views.run_events(run_id)
+
+
+@web.post("/runs/<int:run_id>/cancel")
+def cancel_run(run_id: int) -> Any:
+    if not ActionForm().validate():
+        abort(400, "missing or expired form token; reload the page")
+    code, body = call_api(api_views.cancel_run, run_id=run_id)
+    if code == 404:
+        abort(404, f"run {run_id} not found")
+    flash(
+        f"run {run_id}: {body.get('status', '')}"
+        if code < 400
+        else f"run {run_id}: {body.get('error', 'cannot cancel')}",
+        "ok" if code < 400 else "error",
+    )
+    return redirect(url_for("web.run_page", run_id=run_id), code=303)
+
+
+@web.post("/runs/<int:run_id>/rerun")
+def rerun(run_id: int) -> Any:
+    """A new run with the same configuration (the old one is kept as it was)."""
+    if not ActionForm().validate():
+        abort(400, "missing or expired form token; reload the page")
+    run = db.session.get(Run, run_id)
+    if run is None:
+        abort(404, f"run {run_id} not found")
+    if broker() is None:
+        flash(NO_BROKER, "error")
+        return redirect(url_for("web.run_page", run_id=run_id), code=303)
+    new = create_run(db.session, config_of(run))
+    db.session.commit()
+    enqueue_run(current_celery(), new.id)
+    flash(f"run {new.id} re-runs run {run_id}", "ok")
+    return redirect(url_for("web.run_page", run_id=new.id), code=303)
+
+
+# --- compare ------------------------------------------------------------------
+
+
+def _compare_ids() -> tuple[list[int], str | None]:
+    raw = [p for v in request.args.getlist("ids") for p in v.split(",") if p.strip()]
+    ids: list[int] = []
+    for part in raw:
+        if not part.strip().isdigit():
+            return [], f"run ids must be whole numbers, got {part!r}"
+        if int(part) not in ids:
+            ids.append(int(part))
+    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
+        return ids, (
+            f"select between {COMPARE_MIN} and {COMPARE_MAX} runs to compare "
+            f"(got {len(ids)}); tick them in the history"
+        )
+    return ids, None
+
+
+def _differs(values: list[Any]) -> bool:
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
+
+
+def _scaling(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Speedup of decode tokens/s vs nodes, per latency profile (runs of one sweep).
+
+    Repetitions are averaged; the baseline is the fewest nodes in each profile.
+    """
+    by_latency: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        tps = r["metrics"]["decode_tps"]
+        if r["status"] == "succeeded" and tps:
+            cfg = r["config"]
+            by_latency.setdefault(cfg["latency"], {}).setdefault(cfg["nodes"], []).append(tps)
+    series = []
+    for latency, per_nodes in sorted(by_latency.items()):
+        nodes = sorted(per_nodes)
+        means = [sum(per_nodes[n]) / len(per_nodes[n]) for n in nodes]
+        base = means[0]
+        series.append({"latency": latency, "nodes": nodes, "speedup": [m / base for m in means]})
+    return series
+
+
+@web.get("/compare")
+def compare() -> Any:
+    ids, problem = _compare_ids()
+    if problem:
+        return render_template("compare.html", error=problem, runs=[]), 400
+    found = {r.id: r for r in db.session.scalars(select(Run).where(Run.id.in_(ids)))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        msg = f"no run with id {', '.join(map(str, missing))}"
+        return render_template("compare.html", error=msg, runs=[]), 404
+    runs = [run_summary(found[i]) for i in ids]
+    offsets: dict[int, list[float]] = {i: [] for i in ids}
+    for run_id, offset in db.session.execute(
+        select(TokenEvent.run_id, TokenEvent.offset_ms)
+        .where(TokenEvent.run_id.in_(ids))
+        .order_by(TokenEvent.run_id, TokenEvent.index)
+    ):
+        offsets[run_id].append(offset)
+    config_rows = []
+    for name in COMPARE_CONFIG:
+        values = [r["sweep_id"] if name == "sweep_id" else r["config"][name] for r in runs]
+        config_rows.append({"name": name, "values": values, "differs": _differs(values)})
+    metric_rows = []
+    for name in METRIC_FIELDS:
+        values = [r["metrics"][name] for r in runs]
+        metric_rows.append({"name": name, "values": values, "differs": _differs(values)})
+    sweep_ids = {r["sweep_id"] for r in runs}
+    one_sweep = len(sweep_ids) == 1 and None not in sweep_ids
+    chart = {
+        "runs": [
+            {
+                "id": r["id"],
+                "label": f"#{r['id']} {r['config']['nodes']}n {r['config']['latency']}",
+                "offsets": offsets[r["id"]],
+            }
+            for r in runs
+        ],
+        "scaling": _scaling(runs) if one_sweep else [],
+    }
+    return render_template(
+        "compare.html",
+        error=None,
+        runs=runs,
+        config_rows=config_rows,
+        metric_rows=metric_rows,
+        chart=chart,
+        one_sweep=one_sweep,
+    )
+
+
+# --- queue panel --------------------------------------------------------------
+
+
+def _queue_runs() -> dict[str, Any]:
+    counts = dict(
+        db.session.execute(
+            select(Run.status, func.count(Run.id))
+            .where(Run.status.in_(("queued", "starting", "running")))
+            .group_by(Run.status)
+        ).all()
+    )
+    active = db.session.scalars(
+        select(Run).where(Run.status.in_(("starting", "running"))).order_by(Run.id)
+    )
+    waiting = db.session.scalars(
+        select(Run).where(Run.status == "queued").order_by(Run.id).limit(50)
+    )
+    return {
+        "counts": {s: int(counts.get(s, 0)) for s in ("queued", "starting", "running")},
+        "active": [run_summary(r) for r in active],
+        "waiting": [run_summary(r) for r in waiting],
+    }
+
+
+def _queue_broker() -> dict[str, Any]:
+    r = broker()
+    if r is None:
+        return {"broker": False, "workers": [], "messages": {}, "error": NO_BROKER}
+    try:
+        messages = {q: int(r.llen(q)) for q in (EXPERIMENT_QUEUE, CONTROL_QUEUE)}
+        replies = current_celery().control.inspect(timeout=0.5).ping() or {}
+    except redis.RedisError as exc:
+        return {"broker": False, "workers": [], "messages": {}, "error": str(exc)}
+    return {"broker": True, "workers": sorted(replies), "messages": messages, "error": None}
+
+
+@web.get("/queue")
+def queue() -> Any:
+    return render_template("queue.html", q=_queue_runs())
+
+
+@web.get("/queue/data")
+def queue_data() -> Any:
+    return jsonify(_queue_runs() | _queue_broker())
+
+
+# --- vendored scripts ---------------------------------------------------------
+
+
+@web.get("/vendor/plotly.min.js")
+def vendor_js() -> Any:
+    """plotly.js from the installed ``plotly`` package: no CDN, works offline."""
+    path = files("plotly") / "package_data" / "plotly.min.js"
+    resp = send_file(str(path), mimetype="text/javascript", max_age=7 * 24 * 3600)
+    return resp
+
+
+@web.errorhandler(HTTPException)
+def _page_error(exc: HTTPException) -> Any:
+    """Errors of page routes as a page (the data routes used by scripts get JSON)."""
+    if (request.endpoint or "").endswith(("_data", "_events")):
+        return jsonify(error=exc.description), exc.code or 500
+    return render_template(
+        "error.html", code=exc.code, name=exc.name, description=exc.description
+    ), exc.code or 500

@@ -1,0 +1,164 @@
+"""The history filter, shared by the history page and its exports.
+
+Query parameters have the API's names (``status``, ``model``, ``nodes``,
+``threads``, ``sweep``, ``since``, ``until``, ``sort``, ``page``, ``per_page``)
+plus ``latency`` (a profile label such as ``10ms..50ms``), so a URL copied from
+the history page works against ``GET /api/runs`` too, minus ``latency``.
+Bad values are reported per field and ignored, never a 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
+
+from edgelab.models import RUN_STATUSES, Run
+
+SORTABLE = (
+    "id",
+    "created_at",
+    "finished_at",
+    "status",
+    "model",
+    "nodes",
+    "threads",
+    "latency_label",
+    "max_tokens",
+    "ttft_ms",
+    "e2el_ms",
+    "tpot_ms",
+    "decode_tps",
+)
+PER_PAGE_CHOICES = (25, 50, 100, 200)
+FILTER_KEYS = ("status", "model", "nodes", "threads", "latency", "sweep", "since", "until")
+
+
+@dataclass
+class HistoryFilter:
+    """A parsed filter: what to select, how to order it, which page; ``errors`` per field."""
+
+    args: dict[str, str] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
+    model: str = ""
+    nodes: int | None = None
+    threads: int | None = None
+    latency: str = ""
+    sweep: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: str = "-id"
+    page: int = 1
+    per_page: int = 50
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def statement(self) -> Select[Run]:
+        stmt = select(Run)
+        if self.statuses:
+            stmt = stmt.where(Run.status.in_(self.statuses))
+        if self.model:
+            stmt = stmt.where(Run.model == self.model)
+        if self.nodes is not None:
+            stmt = stmt.where(Run.nodes == self.nodes)
+        if self.threads is not None:
+            stmt = stmt.where(Run.threads == self.threads)
+        if self.latency:
+            stmt = stmt.where(Run.latency_label == self.latency)
+        if self.sweep is not None:
+            stmt = stmt.where(Run.sweep_id == self.sweep)
+        if self.since is not None:
+            stmt = stmt.where(Run.created_at >= self.since)
+        if self.until is not None:
+            stmt = stmt.where(Run.created_at < self.until)
+        return stmt
+
+    def ordered(self) -> Select[Run]:
+        key = self.sort.lstrip("-")
+        column = getattr(Run, key)
+        order = column.desc() if self.sort.startswith("-") else column.asc()
+        tiebreak = Run.id.desc() if self.sort.startswith("-") else Run.id.asc()
+        stmt = self.statement().order_by(order)
+        return stmt if key == "id" else stmt.order_by(tiebreak)
+
+    def count(self, session: Session) -> int:
+        stmt = self.statement().with_only_columns(func.count(Run.id)).order_by(None)
+        return int(session.scalar(stmt) or 0)
+
+    def page_of(self, session: Session) -> list[Run]:
+        stmt = self.ordered().offset((self.page - 1) * self.per_page).limit(self.per_page)
+        return list(session.scalars(stmt))
+
+    def query_args(self, **changes: Any) -> dict[str, str]:
+        """The current filter as URL arguments, with ``changes`` applied (None drops one)."""
+        out = dict(self.args)
+        for key, value in changes.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = str(value)
+        return {k: v for k, v in out.items() if v != ""}
+
+
+def _when(raw: str, name: str, errors: dict[str, str], *, end: bool) -> datetime | None:
+    """A date (whole day; ``until`` includes that day) or a date-time, UTC if no zone."""
+    try:
+        if len(raw) == 10:
+            d = date.fromisoformat(raw)
+            when = datetime(d.year, d.month, d.day, tzinfo=UTC)
+            return when + timedelta(days=1) if end else when
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        errors[name] = f"must be a date (2026-01-31) or date-time (2026-01-31T12:00), got {raw!r}"
+        return None
+
+
+def _int(raw: str, name: str, errors: dict[str, str], lo: int, hi: int | None = None) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        errors[name] = f"must be a whole number, got {raw!r}"
+        return None
+    if value < lo or (hi is not None and value > hi):
+        errors[name] = f"must be between {lo} and {hi}" if hi else f"must be at least {lo}"
+        return None
+    return value
+
+
+def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
+    f = HistoryFilter()
+    keep = (*FILTER_KEYS, "sort", "per_page")
+    f.args = {k: args.get(k, "").strip() for k in keep if args.get(k, "").strip()}
+    errors = f.errors
+    statuses = [part for value in args.getlist("status") for part in value.split(",") if part]
+    bad = [s for s in statuses if s not in RUN_STATUSES]
+    if bad:
+        errors["status"] = f"unknown status {', '.join(bad)}; one of {', '.join(RUN_STATUSES)}"
+    else:
+        f.statuses = statuses
+    if statuses:
+        f.args["status"] = ",".join(statuses)
+    f.model = args.get("model", "").strip()
+    f.latency = args.get("latency", "").strip()
+    for name in ("nodes", "threads", "sweep"):
+        raw = args.get(name, "").strip()
+        if raw:
+            setattr(f, name, _int(raw, name, errors, lo=0 if name == "sweep" else 1))
+    for name in ("since", "until"):
+        raw = args.get(name, "").strip()
+        if raw:
+            setattr(f, name, _when(raw, name, errors, end=name == "until"))
+    sort = args.get("sort", "").strip() or "-id"
+    if sort.lstrip("-") not in SORTABLE:
+        errors["sort"] = f"must be one of {', '.join(SORTABLE)} (prefix - for descending)"
+        sort = "-id"
+    f.sort = sort
+    raw_page = args.get("page", "").strip()
+    f.page = (_int(raw_page, "page", errors, lo=1) if raw_page else 1) or 1
+    raw_pp = args.get("per_page", "").strip()
+    f.per_page = (_int(raw_pp, "per_page", errors, lo=1, hi=500) if raw_pp else 50) or 50
+    return f

@@ -1,0 +1,136 @@
+"""Pages about sweeps: the list, the sweep form (live cell count), one sweep (live grid).
+
+A sweep submitted here is parsed and expanded by :mod:`edgelab.sweeps` exactly as
+``POST /api/sweeps`` does; cancel and resume call the API's views.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from edgelab.catalog import Catalog
+from edgelab.models import TERMINAL_STATUSES, Sweep
+from edgelab.service import api as api_views
+from edgelab.service.extensions import current_celery, current_settings, db
+from edgelab.service.web import web
+from edgelab.service.web.forms import LATENCY_HELP, ActionForm, SweepForm, sweep_input
+from edgelab.service.web.pages import NO_BROKER, broker, call_api, model_names
+from edgelab.sweeps import SpecError, control, expand, parse_spec
+from edgelab.tasks.submit import enqueue_launch
+
+SWEEPS_PER_PAGE = 50
+#: Spec fields whose errors have their own place on the form; the rest go on top.
+FORM_FIELDS = frozenset(
+    {"name", "model", "nodes", "threads", "latency", "bandwidth", "max_tokens", "prompts"}
+    | {"repetitions", "backend", "engine"}
+)
+
+
+@web.get("/sweeps")
+def sweeps() -> Any:
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isdigit() and int(raw) >= 1 else 1
+    total = db.session.scalar(select(func.count(Sweep.id))) or 0
+    rows = db.session.scalars(
+        select(Sweep)
+        .order_by(Sweep.id.desc())
+        .offset((page - 1) * SWEEPS_PER_PAGE)
+        .limit(SWEEPS_PER_PAGE)
+    )
+    items = [control.sweep_summary(db.session, s) for s in rows]
+    pages = max(1, math.ceil(total / SWEEPS_PER_PAGE))
+    return render_template("sweeps.html", sweeps=items, page=page, pages=pages, total=total)
+
+
+@web.route("/sweeps/new", methods=["GET", "POST"])
+def new_sweep() -> Any:
+    settings = current_settings()
+    form = SweepForm()
+    models = model_names()
+    default_model = models[0] if models else "smollm2-135m"
+    errors: dict[str, str] = {}
+    status = 200
+    if request.method == "GET":
+        form.model.data = form.model.data or default_model
+        form.backend.data = form.backend.data or settings.backend
+    elif not form.validate():
+        errors = {"form": "the form expired or was not sent by this page; submit it again"}
+        status = 400
+    else:
+        spec_data, errors = sweep_input(form, default_model)
+        try:
+            spec = parse_spec(spec_data, max_cells=settings.max_sweep_cells)
+            cells = expand(spec, Catalog(settings), default_backend=settings.backend)
+        except SpecError as exc:
+            for key, message in exc.errors.items():
+                errors.setdefault(key if key in FORM_FIELDS else "form", message)
+        if errors:
+            status = 400
+        elif broker() is None:
+            errors = {"form": NO_BROKER}
+            status = 503
+        else:
+            sweep = control.create_sweep(db.session, spec, cells)
+            db.session.commit()
+            enqueue_launch(current_celery(), sweep.id)
+            return redirect(url_for("web.sweep_page", sweep_id=sweep.id), code=303)
+    return render_template(
+        "sweep_new.html",
+        form=form,
+        errors=errors,
+        models=models,
+        latency_help=LATENCY_HELP,
+        max_cells=settings.max_sweep_cells,
+    ), status
+
+
+def _detail_or_404(sweep_id: int) -> dict[str, Any]:
+    try:
+        return control.sweep_detail(db.session, sweep_id)
+    except LookupError:
+        abort(404, f"sweep {sweep_id} not found")
+
+
+@web.get("/sweeps/<int:sweep_id>")
+def sweep_page(sweep_id: int) -> Any:
+    detail = _detail_or_404(sweep_id)
+    return render_template(
+        "sweep.html",
+        sweep=detail,
+        action=ActionForm(),
+        terminal=detail["status"] in TERMINAL_STATUSES,
+    )
+
+
+@web.get("/sweeps/<int:sweep_id>/data")
+def sweep_data(sweep_id: int) -> Any:
+    return jsonify(_detail_or_404(sweep_id))
+
+
+def _sweep_action(view: Any, sweep_id: int, verb: str) -> Any:
+    if not ActionForm().validate():
+        abort(400, "missing or expired form token; reload the page")
+    code, body = call_api(view, sweep_id=sweep_id)
+    if code == 404:
+        abort(404, f"sweep {sweep_id} not found")
+    if code >= 400:
+        errors = body.get("errors") or {}
+        detail = "; ".join(errors.values()) if errors else body.get("error", "")
+        flash(f"cannot {verb} sweep {sweep_id}: {detail}", "error")
+    else:
+        flash(f"sweep {sweep_id}: {verb} requested", "ok")
+    return redirect(url_for("web.sweep_page", sweep_id=sweep_id), code=303)
+
+
+@web.post("/sweeps/<int:sweep_id>/cancel")
+def cancel_sweep(sweep_id: int) -> Any:
+    return _sweep_action(api_views.cancel_sweep, sweep_id, "cancel")
+
+
+@web.post("/sweeps/<int:sweep_id>/resume")
+def resume_sweep(sweep_id: int) -> Any:
+    return _sweep_action(api_views.resume_sweep, sweep_id, "resume")
