@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import redis
 from sqlalchemy import select, update
@@ -280,6 +281,26 @@ def find_orphans(settings: Settings, r: redis.Redis) -> tuple[list[int], list[in
     for rid in ids:
         (held if lease_held(r, rid) else orphans).append(rid)
     return orphans, held
+
+
+def fail_overdue(settings: Settings, orphans: list[int], limit_s: float) -> list[int]:
+    """Fail orphans that had been generating for longer than a run may take.
+
+    Such a run was most likely killed by the hard time limit (which leaves no
+    chance to record anything); executing it again would only hit the limit again.
+    """
+    cutoff = utcnow() - timedelta(seconds=limit_s)
+    with session_scope(settings.database_url) as s:
+        overdue = list(
+            s.scalars(
+                select(Run.id).where(
+                    Run.id.in_(orphans), Run.started_at.is_not(None), Run.started_at < cutoff
+                )
+            )
+        )
+    for rid in overdue:
+        _fail(settings.database_url, rid, f"the run exceeded its time limit of {limit_s:.0f} s")
+    return overdue
 
 
 def recovery_groups(settings: Settings, orphans: list[int]) -> list[tuple[list[int], int | None]]:

@@ -65,6 +65,9 @@ def recover(self: Any, attempt: int = 0) -> dict[str, Any]:
     settings = current_settings()
     r = _redis()
     orphans, held = runner.find_orphans(settings, r)
+    options = QueueOptions.from_env()
+    overdue = runner.fail_overdue(settings, orphans, options.run_time_limit + options.cleanup_grace)
+    orphans = [rid for rid in orphans if rid not in overdue]
     celery = current_app.extensions["celery"]
     queued: list[list[int]] = []
     for group, sweep_id in runner.recovery_groups(settings, orphans):
@@ -77,4 +80,6 @@ def recover(self: Any, attempt: int = 0) -> dict[str, Any]:
         enqueue_recover(celery, countdown=lock_ttl() + 1, attempt=attempt + 1)
     if queued:
         log.warning("re-queued runs left by a dead worker: %s", queued)
-    return {"requeued": queued, "still_leased": held}
+    if overdue:
+        log.warning("failed runs that outlived their time limit: %s", overdue)
+    return {"requeued": queued, "still_leased": held, "failed_overdue": overdue}

@@ -87,3 +87,44 @@ def test_redis_url_prefers_the_environment_and_ignores_a_stale_url_file(tmp_path
     assert resolve_redis_url(settings) == ""
     explicit = settings.with_overrides(redis_url="redis://example.invalid:6379/0")
     assert resolve_redis_url(explicit) == "redis://example.invalid:6379/0"
+
+
+def test_orphans_past_their_time_limit_fail_instead_of_running_again(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from edgelab.models import Run
+    from edgelab.models.base import utcnow
+    from edgelab.models.db import session_scope, upgrade
+    from edgelab.netem.profile import LatencyProfile
+    from edgelab.runs.config import RunConfig
+    from edgelab.runs.executor import create_run
+    from edgelab.tasks.runner import fail_overdue
+
+    settings = Settings(data_dir=tmp_path)
+    upgrade(settings.database_url)
+    config = RunConfig(
+        prompt="x",
+        model="tiny",
+        nodes=1,
+        threads=1,
+        latency=LatencyProfile.parse("0ms"),
+        max_tokens=4,
+    )
+    with session_scope(settings.database_url) as s:
+        old, recent, unstarted = (create_run(s, config).id for _ in range(3))
+        s.execute(
+            update(Run)
+            .where(Run.id == old)
+            .values(status="running", started_at=utcnow() - timedelta(hours=2))
+        )
+        s.execute(update(Run).where(Run.id == recent).values(status="running", started_at=utcnow()))
+        s.execute(update(Run).where(Run.id == unstarted).values(status="starting"))
+    assert fail_overdue(settings, [old, recent, unstarted], limit_s=3600) == [old]
+    with session_scope(settings.database_url) as s:
+        statuses = {rid: s.get_one(Run, rid).status for rid in (old, recent, unstarted)}
+        error = s.get_one(Run, old).error
+    assert statuses == {old: "failed", recent: "running", unstarted: "starting"}
+    assert error is not None
+    assert "time limit" in error
