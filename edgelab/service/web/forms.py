@@ -43,8 +43,8 @@ class RunForm(FlaskForm):  # type: ignore[misc]
     latency_profile = StringField("or latency profile", default="")
     bandwidth = StringField("Bandwidth", default="")
     max_tokens = StringField(f"Max tokens (1-{MAX_TOKENS_LIMIT})", default="64")
-    backend = SelectField("Backend", choices=[(b, b) for b in BACKENDS], validate_choice=False)
-    engine = SelectField("Engine", choices=[(e, e) for e in ENGINES], validate_choice=False)
+    backend = SelectField("Backend", choices=list(BACKENDS), validate_choice=False)
+    engine = SelectField("Engine", choices=list(ENGINES), validate_choice=False)
     seed = StringField("Seed", default="0")
 
 
@@ -58,8 +58,8 @@ class SweepForm(FlaskForm):  # type: ignore[misc]
     max_tokens = StringField("Max tokens", default="16")
     prompts = TextAreaField("Prompts (one per line)")
     repetitions = StringField("Repetitions", default="1")
-    backend = SelectField("Backend", choices=[(b, b) for b in BACKENDS], validate_choice=False)
-    engine = SelectField("Engine", choices=[(e, e) for e in ENGINES], validate_choice=False)
+    backend = SelectField("Backend", choices=list(BACKENDS), validate_choice=False)
+    engine = SelectField("Engine", choices=list(ENGINES), validate_choice=False)
 
 
 def _number_text(raw: str, field: str, errors: dict[str, str]) -> float | None:
@@ -97,7 +97,9 @@ def run_input(form: RunForm) -> tuple[dict[str, Any], dict[str, str]]:
     elif lo is not None and (hi is None or hi == lo):
         latency = _ms(lo)
     elif lo is None:
-        errors["latency_min"] = "give the minimum too (or only a minimum for a fixed delay)"
+        errors.setdefault(
+            "latency_min", "give the minimum too (or only a minimum for a fixed delay)"
+        )
         latency = "0ms"
     else:
         assert hi is not None

@@ -146,7 +146,7 @@ def new_run() -> Any:
     settings = current_settings()
     form = RunForm()
     models = model_names()
-    form.model.choices = [(m, m) for m in models] or [("smollm2-135m", "smollm2-135m")]
+    form.model.choices = models or ["smollm2-135m"]
     errors: dict[str, str] = {}
     status = 200
     if request.method == "GET":
