@@ -4,7 +4,8 @@ Ready is signalled by one stdout line ``proxy listening on HOST:PORT``; the
 final counters are one JSON line printed on SIGINT/SIGTERM (exit status 0).
 SIGUSR1 prints the current counters without stopping. With ``--control-stdin``
 the profile can be changed live by writing ``set PROFILE [RATE]`` lines to stdin
-(``stats`` prints counters), which is how a sweep re-uses a running container.
+or ``json {LatencyProfile.to_dict()}`` lines (exact, seed included) to stdin;
+``stats`` prints counters. That is how a sweep re-uses a running container.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ def _control_loop(proxy: LinkProxy, seed: int | None) -> None:
             continue
         if words[0] == "stats":
             _emit(proxy, "stats")
+        elif words[0] == "json":
+            try:
+                profile = LatencyProfile.from_dict(json.loads(raw.split(None, 1)[1]))
+            except (ValueError, IndexError) as exc:  # ProfileError is a ValueError
+                click.echo(f"error: {exc}", err=True)
+                continue
+            proxy.set_profile(profile)
+            click.echo(f"profile {profile.label}")
+            sys.stdout.flush()
         elif words[0] == "set" and len(words) in (2, 3):
             try:
                 profile = LatencyProfile.parse(
@@ -53,7 +63,10 @@ def _control_loop(proxy: LinkProxy, seed: int | None) -> None:
             click.echo(f"profile {profile.label}")
             sys.stdout.flush()
         else:
-            click.echo("error: commands are 'set PROFILE [RATE]' and 'stats'", err=True)
+            click.echo(
+                "error: commands are 'set PROFILE [RATE]', 'json PROFILE_DICT' and 'stats'",
+                err=True,
+            )
 
 
 @click.command("proxy")
@@ -64,6 +77,7 @@ def _control_loop(proxy: LinkProxy, seed: int | None) -> None:
 @click.option("--seed", "seed", type=int, default=None, help="Reproduce the delay sequence.")
 @click.option("--name", "name", default="link", show_default=True, help="Link name in counters.")
 @click.option("--control-stdin", is_flag=True, help="Accept 'set PROFILE [RATE]' on stdin.")
+@click.option("--realtime", is_flag=True, help="SCHED_FIFO release threads (needs CAP_SYS_NICE).")
 def proxy_command(
     listen: str,
     upstream: str,
@@ -72,6 +86,7 @@ def proxy_command(
     seed: int | None,
     name: str,
     control_stdin: bool,
+    realtime: bool,
 ) -> None:
     """Run one delay/bandwidth link from --listen to --upstream until SIGINT/SIGTERM."""
     try:
@@ -86,7 +101,7 @@ def proxy_command(
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    proxy = LinkProxy(name, upstream_addr, profile, listen=listen_addr)
+    proxy = LinkProxy(name, upstream_addr, profile, listen=listen_addr, realtime=realtime)
     try:
         proxy.start()
     except OSError as exc:
