@@ -154,6 +154,7 @@ def run_group(
                     # cluster comes up, like a single run does.
                     claim_run(url, lead)
                     lead_publish({"type": "status", "status": "starting"})
+                    _refresh_sweep(url, sweep_id)  # the sweep shows "running" from now on
                     try:
                         with cluster_for(
                             settings,
