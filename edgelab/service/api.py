@@ -90,7 +90,12 @@ def submit_run() -> Any:
         return jsonify(error=NO_BROKER), 503
     run = create_run(db.session, config)
     db.session.commit()
-    enqueue_run(current_celery(), run.id)
+    try:
+        enqueue_run(current_celery(), run.id)
+    except Exception as exc:  # broker gone between the ping and the send
+        run.status, run.error = "failed", f"could not be queued: {exc}"
+        db.session.commit()
+        return jsonify(error=f"the broker did not accept the run: {exc}", id=run.id), 503
     resp = jsonify(id=run.id, status=run.status, url=url_for("api.get_run", run_id=run.id))
     resp.headers["Location"] = url_for("api.get_run", run_id=run.id)
     return resp, 202
@@ -260,7 +265,13 @@ def submit_sweep() -> Any:
         return jsonify(error=NO_BROKER), 503
     sweep = control.create_sweep(db.session, spec, cells)
     db.session.commit()
-    enqueue_launch(current_celery(), sweep.id)
+    try:
+        enqueue_launch(current_celery(), sweep.id)
+    except Exception as exc:  # the cells stay queued in the database: resume queues them
+        return jsonify(
+            error=f"the broker did not accept the sweep ({exc}); resume it once it is back",
+            id=sweep.id,
+        ), 503
     location = url_for("api.get_sweep", sweep_id=sweep.id)
     resp = jsonify(id=sweep.id, status=sweep.status, total_cells=sweep.total_cells, url=location)
     resp.headers["Location"] = location
