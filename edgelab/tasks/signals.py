@@ -1,10 +1,11 @@
-"""Worker process hygiene: fresh DB connections after fork, orphan recovery at start."""
+"""Worker process hygiene: fresh DB connections after fork, orphan recovery at start,
+and removal of Docker leftovers whose owner died."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import task_postrun, worker_process_init, worker_ready
 
 from edgelab.models.db import engine_for
 
@@ -27,3 +28,14 @@ def _recover_orphans(sender: Any = None, **_kwargs: Any) -> None:
 
     if sender is not None:
         enqueue_recover(sender.app)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _reap_docker_leftovers(**_kwargs: Any) -> None:
+    """Containers and networks labelled by a process that no longer exists (a worker
+    killed with SIGKILL cannot clean up after itself) are removed. Without a Docker
+    engine this is a no-op."""
+    from edgelab.cluster.docker import reap_orphans
+
+    reap_orphans()
