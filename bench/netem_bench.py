@@ -309,20 +309,21 @@ def throughput(server: BenchServer, link: Link, quick: bool) -> list[str]:
     rounds, slice_s = (4, 0.1) if quick else (12, 0.15)
     header = f"{'message':<10}{'direct MB/s':>13}{'proxy MB/s':>12}{'ratio':>7}"
     for label, _ in others:
-        header += f"{label + ' MB/s':>13}{'ratio':>7}"
+        header += f"{label + ' MB/s':>16}{'ratio':>7}"
     rows = [header + f"   (median of {rounds} interleaved {slice_s}s slices each)"]
     try:
         for size in (64 << 10, 4 << 20):
             targets = [server.address, link.address, *(o.address for _, o in others)]
             rates: list[list[float]] = [[] for _ in targets]
-            for _ in range(rounds):
-                for i, address in enumerate(targets):
-                    rates[i].append(echo_rate(address, size, slice_s))
+            for r in range(rounds):
+                for k in range(len(targets)):  # rotated, so no target always goes first
+                    i = (k + r) % len(targets)
+                    rates[i].append(echo_rate(targets[i], size, slice_s))
             link.connections += rounds
             medians = [statistics.median(r) for r in rates]
             row = f"{size // 1024:>6} KiB{medians[0] / 1e6:>13.0f}"
-            for m in medians[1:]:
-                row += f"{m / 1e6:>12.0f}{m / medians[0]:>7.2f}"
+            for j, m in enumerate(medians[1:]):
+                row += f"{m / 1e6:>{12 if j == 0 else 16}.0f}{m / medians[0]:>7.2f}"
             rows.append(row)
     finally:
         for _, other in others:

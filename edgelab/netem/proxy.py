@@ -47,8 +47,9 @@ JOIN_TIMEOUT_S = 5.0
 # Low among real-time priorities: above every normal thread, below kernel helpers.
 REALTIME_PRIORITY = 10
 # Pass-through via splice(2): the bytes go socket -> pipe -> socket inside the
-# kernel. Measured ~20 % more request/response throughput at 64 KiB and the
-# same at 4 MiB (bench/RESULTS.md); EDGELAB_NETEM_SPLICE=0 selects recv_into/sendall.
+# kernel and never through Python. Measured level with recv_into/sendall at 4 MiB
+# and a few per cent ahead at 64 KiB (bench/RESULTS.md); EDGELAB_NETEM_SPLICE=0
+# selects recv_into/sendall.
 SPLICE = hasattr(os, "splice") and os.environ.get("EDGELAB_NETEM_SPLICE", "1") != "0"
 
 _EOF = b""  # queued marker: propagate the half-close once earlier chunks are out
