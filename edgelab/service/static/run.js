@@ -131,17 +131,30 @@
     links(d);
   }
 
+  function refreshServerParts() {
+    // Provenance and node logs are rendered by the server: take them from a fresh copy.
+    return fetch(window.location.pathname).then((r) => r.text()).then((html) => {
+      const doc = new DOMParser().parseFromString(html, "text/html");
+      ["provenance-card", "node-logs"].forEach((id) => {
+        const fresh = doc.getElementById(id);
+        const old = document.getElementById(id);
+        if (fresh && old) old.replaceWith(fresh);
+        else if (fresh) document.getElementById("node-logs-slot").appendChild(fresh);
+      });
+    });
+  }
+
   function finish() {
     fetch(urls.data, { headers: { Accept: "application/json" } })
       .then((r) => r.json())
       .then((d) => {
-        if (d.status === "failed" && d.node_logs && !openedTerminal) { window.location.reload(); return; }
         d.tokens.forEach((t) => addToken(Object.assign({ replay: true }, t)));
         offsets = d.tokens.map((t) => t.offset_ms);
         setStatus(d.status, d.error);
         renderAll(d);
-        document.body.dataset.finished = "1";
-      });
+        return refreshServerParts();
+      })
+      .finally(() => { document.body.dataset.finished = "1"; });
   }
 
   setStatus(status, data.error);

@@ -75,7 +75,7 @@
                error_y: { type: "data", array: es, visible: true } };
     }).filter((t) => t.x.length);
     EL.plot("ttft-chart", traces, {
-      xaxis: { title: { text: "nodes" }, dtick: 1 }, yaxis: { title: { text: "TTFT ms (mean ± sd over repetitions)" }, rangemode: "tozero" },
+      xaxis: { title: { text: "nodes" }, dtick: 1 }, yaxis: { title: { text: "TTFT ms (mean ± sd)" }, rangemode: "tozero" },
       empty: "no succeeded cells yet",
     });
   }
