@@ -282,6 +282,11 @@ def test_sweep_pages(client: FlaskClient, web_settings: Settings) -> None:
     assert 'aria-valuenow="100"' in html
     assert 'id="heatmap"' in html
     assert 'id="ttft-chart"' in html
+    assert f'href="/sweeps/{sweep_id}"' in text(client.get("/sweeps?status=succeeded&name=gri"))
+    assert f'href="/sweeps/{sweep_id}"' not in text(client.get("/sweeps?status=failed"))
+    bad = client.get("/sweeps?status=bogus")
+    assert bad.status_code == 400
+    assert "unknown status" in text(bad)
     data = client.get(f"/sweeps/{sweep_id}/data").get_json()
     assert data["progress"]["succeeded"] == 8
     assert len(data["cells"]) == 8

@@ -13,7 +13,7 @@ from flask import abort, flash, jsonify, redirect, render_template, request, url
 from sqlalchemy import func, select
 
 from edgelab.catalog import Catalog
-from edgelab.models import TERMINAL_STATUSES, Sweep
+from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
 from edgelab.service import api as api_views
 from edgelab.service.extensions import current_celery, current_settings, db
 from edgelab.service.web import web
@@ -32,18 +32,36 @@ FORM_FIELDS = frozenset(
 
 @web.get("/sweeps")
 def sweeps() -> Any:
+    """Sweeps, newest first; filters: ``status`` and ``name`` (substring)."""
     raw = request.args.get("page", "1")
     page = int(raw) if raw.isdigit() and int(raw) >= 1 else 1
-    total = db.session.scalar(select(func.count(Sweep.id))) or 0
+    status = request.args.get("status", "").strip()
+    name = request.args.get("name", "").strip()
+    error = None
+    stmt = select(Sweep)
+    if status and status not in SWEEP_STATUSES:
+        error = f"unknown status {status!r}; one of {', '.join(SWEEP_STATUSES)}"
+    elif status:
+        stmt = stmt.where(Sweep.status == status)
+    if name:
+        stmt = stmt.where(Sweep.name.contains(name, autoescape=True))
+    total = db.session.scalar(stmt.with_only_columns(func.count(Sweep.id))) or 0
     rows = db.session.scalars(
-        select(Sweep)
-        .order_by(Sweep.id.desc())
-        .offset((page - 1) * SWEEPS_PER_PAGE)
-        .limit(SWEEPS_PER_PAGE)
+        stmt.order_by(Sweep.id.desc()).offset((page - 1) * SWEEPS_PER_PAGE).limit(SWEEPS_PER_PAGE)
     )
     items = [control.sweep_summary(db.session, s) for s in rows]
     pages = max(1, math.ceil(total / SWEEPS_PER_PAGE))
-    return render_template("sweeps.html", sweeps=items, page=page, pages=pages, total=total)
+    return render_template(
+        "sweeps.html",
+        sweeps=items,
+        page=page,
+        pages=pages,
+        total=total,
+        statuses=SWEEP_STATUSES,
+        status=status,
+        name=name,
+        error=error,
+    ), (400 if error else 200)
 
 
 @web.route("/sweeps/new", methods=["GET", "POST"])
