@@ -338,7 +338,13 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     shot(page, "05-new-sweep-form")
     page.click("#submit-sweep")
     page.wait_for_url(re.compile(r"/sweeps/\d+$"))
+    sweep_url = page.url
     shot(page, "06-sweep-running")
+    # Meanwhile the queue panel shows the worker and the sweep's runs.
+    page.goto("/queue")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    shot(page, "06b-queue-busy")
+    page.goto(sweep_url)
     page.wait_for_selector("body[data-finished='1']", timeout=2 * RUN_TIMEOUT_MS)
     assert page.get_attribute("body", "data-progress") == "100"
     assert page.get_attribute("#progress-bar", "aria-valuenow") == "100"
@@ -350,6 +356,13 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     shot(page, "07-sweep-finished")
     page.goto("/sweeps")
     shot(page, "08-sweeps-list")
+
+    # Its runs compared: one sweep, so the scaling chart (speedup vs nodes) is drawn.
+    page.goto(sweep_url.replace("/sweeps/", "/runs?sweep="))
+    page.locator("input[name=ids]").evaluate_all("boxes => boxes.forEach(b => b.click())")
+    page.click("#compare-button")
+    page.wait_for_selector("#chart-scaling[data-rendered='1']")
+    shot(page, "08b-compare-sweep-scaling")
 
 
 def test_compare_two_runs_from_history_highlights_differences(
