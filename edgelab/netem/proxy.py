@@ -428,6 +428,9 @@ def _recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, float]:
     receive time keeps that wake-up out of the injected delay.
     """
     data, ancdata, _flags, _addr = sock.recvmsg(size, _ANC_BYTES)
+    # Wall clock first: a pause between the two reads then makes the arrival
+    # look later, never earlier, so a chunk can only err on the side of more delay.
+    now_real = time.time()
     now_perf = time.perf_counter()
     for level, kind, payload in ancdata:
         if (
@@ -436,8 +439,7 @@ def _recv_stamped(sock: socket.socket, size: int) -> tuple[bytes, float]:
             and len(payload) >= _TIMESPEC.size
         ):
             sec, nsec = _TIMESPEC.unpack_from(payload)
-            # Both clocks read back to back: the offset is exact to a microsecond.
-            age = time.time() - (sec + nsec * 1e-9)
+            age = now_real - (sec + nsec * 1e-9)
             if 0 <= age < 1.0:  # ignore a stamp from a wall-clock step
                 return data, now_perf - age
     return data, now_perf

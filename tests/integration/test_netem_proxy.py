@@ -10,6 +10,7 @@ import queue
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -153,7 +154,11 @@ def test_fixed_20ms_each_way_bounds_every_round_trip(upstream: Upstream) -> None
             rtts = [round_trip_s(sock) for _ in range(25)]
         stats = proxy.stats()
     assert min(rtts) >= 0.040
-    assert max(rtts) < 0.060  # "far below 80 ms": a 20 ms error would be one lost delay
+    # Far below 80 ms, the round trip of a proxy that delays each chunk twice. The
+    # median carries the claim; the max only has to stay under 80 ms because a busy
+    # 2-core machine can stall any single ping by tens of milliseconds.
+    assert statistics.median(rtts) < 0.045
+    assert max(rtts) < 0.080
     assert stats.up.chunks == stats.down.chunks == 25
     assert stats.up.bytes == stats.down.bytes == 25 * 64
     assert stats.up.delay_max_s >= 0.020
@@ -398,3 +403,40 @@ def test_cli_proxy_rejects_a_bad_profile_with_the_accepted_forms() -> None:
     )
     assert result.returncode == 2
     assert "10ms..50ms" in result.stderr
+
+
+def test_cli_proxy_takes_live_profiles_on_stdin(upstream: Upstream) -> None:
+    host, port = upstream.address
+    proc = subprocess.Popen(
+        [*EDGELAB, "proxy", "--upstream", f"{host}:{port}", "--control-stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        listen_port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
+        assert proc.stdout.readline().strip() == "profile 0ms"
+        with connect(("127.0.0.1", listen_port)) as sock:
+            assert round_trip_s(sock) < 0.030
+            proc.stdin.write("set 15ms\n")
+            assert proc.stdout.readline().strip() == "profile 15ms"
+            assert round_trip_s(sock) >= 0.030
+            exact = LatencyProfile.parse("1ms..2ms/3ms", seed=5)
+            proc.stdin.write(f"json {json.dumps(exact.to_dict())}\n")
+            assert proc.stdout.readline().strip() == f"profile {exact.label}"
+            proc.stdin.write("stats\n")
+            stats = json.loads(proc.stdout.readline())
+        assert stats["event"] == "stats"
+        assert stats["profile"] == "1ms..2ms/3ms"
+        assert stats["up"]["chunks"] == 2
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
