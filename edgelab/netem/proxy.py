@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
@@ -163,7 +164,7 @@ class _Pipe:
         try:
             while not self.conn.closed.is_set():
                 state = self.link._state
-                if state.passthrough[self.direction] and self._idle() and SPLICE:
+                if state.passthrough[self.direction] and self._idle() and self._use_splice:
                     if not self._splice_once(stats):
                         return
                 elif state.passthrough[self.direction] and self._idle():
@@ -191,6 +192,7 @@ class _Pipe:
             self.conn.thread_done()
 
     _pipe_fds: tuple[int, int] | None = None
+    _use_splice = SPLICE
 
     def _splice_once(self, stats: DirectionStats) -> bool:
         """Forward one read's worth without copying through Python; False at EOF."""
@@ -200,7 +202,14 @@ class _Pipe:
                 fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, FAST_BUFFER_BYTES)
             self._pipe_fds = (r, w)
         r, w = self._pipe_fds
-        n = os.splice(self.src.fileno(), w, FAST_BUFFER_BYTES)
+        try:
+            n = os.splice(self.src.fileno(), w, FAST_BUFFER_BYTES)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            # Nothing moved: this kernel or sandbox cannot splice sockets.
+            self._use_splice = False
+            return True
         if n == 0:
             self._enqueue(_EOF, time.perf_counter())
             return False
