@@ -12,6 +12,9 @@ thread instead sleeps to within tens of microseconds (see
 With a pass-through profile (0 ms, no bandwidth cap) and nothing queued, the
 reader forwards directly with splice(2) (or from a preallocated buffer), so a
 chunk costs no Python allocation and no trip through the writer thread.
+
+Not modelled: the TCP handshake (the upstream connect is not delayed, so
+connection set-up costs no extra round trip) and packet loss.
 """
 
 from __future__ import annotations
