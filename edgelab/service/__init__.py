@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -66,6 +67,18 @@ def register_api_guards(app: Flask, settings: Settings) -> None:
         if hmac.compare_digest(given.encode(), settings.api_token.encode()):
             return None
         return jsonify(error="missing or wrong API token (X-Edgelab-Token or Bearer)"), 401
+
+    @app.before_request
+    def _refuse_cross_site_writes() -> Any:
+        # The API has no CSRF token (scripts and CLIs call it), so a page on another
+        # site must not be able to make a visitor's browser start or cancel runs on
+        # a loopback instance: browsers send Origin with every cross-site POST.
+        if request.method in ("GET", "HEAD", "OPTIONS") or not request.path.startswith("/api/"):
+            return None
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != request.host:
+            return jsonify(error=f"cross-site request from {origin} refused"), 403
+        return None
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -56,7 +56,8 @@ def _not_found(what: str) -> tuple[Response, int]:
 
 
 def _json_body() -> dict[str, Any] | None:
-    data = request.get_json(silent=True, force=True)
+    # Only a real JSON content type: text/plain bodies are what cross-site forms send.
+    data = request.get_json(silent=True)
     return data if isinstance(data, dict) else None
 
 
@@ -245,7 +246,7 @@ def cancel_run(run_id: int) -> Any:
 
 
 def _spec_body() -> dict[str, Any] | None:
-    if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
+    if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
         return load_spec_text(request.get_data(as_text=True))
     return _json_body()
 

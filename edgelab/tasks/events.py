@@ -1,7 +1,7 @@
 """Live run events over Redis pub/sub, cancel flags, and the late-join stream.
 
 While a run executes, every event of the executor's sink (status, progress, token,
-metrics) is published on ``edgelab:run:<id>:events`` and appended to a short-lived
+metrics) is published on ``edgelab:db<N>:run:<id>:events`` and appended to a short-lived
 list ``edgelab:run:<id>:log``. A viewer that joins late gets:
 
 1. the tokens already stored in the database (the executor writes them in small
@@ -40,8 +40,12 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
 
-def channel(run_id: int) -> str:
-    return f"{PREFIX}:run:{run_id}:events"
+def channel(r: redis.Redis, run_id: int) -> str:
+    """The run's pub/sub channel. Keys live in one Redis database, but pub/sub
+    channels are server-wide: the database number is part of the name, so two
+    edgelab installations on one server (different DBs) never hear each other."""
+    db = r.connection_pool.connection_kwargs.get("db", 0)
+    return f"{PREFIX}:db{db}:run:{run_id}:events"
 
 
 def log_key(run_id: int) -> str:
@@ -93,7 +97,7 @@ class RunPublisher:
                 pipe.delete(log_key(self.run_id))  # a re-execution starts a fresh log
             pipe.rpush(log_key(self.run_id), blob)
             pipe.expire(log_key(self.run_id), LOG_TTL_S)
-            pipe.publish(channel(self.run_id), blob)
+            pipe.publish(channel(self.r, self.run_id), blob)
             pipe.execute()
         except redis.RedisError:
             pass  # viewers fall back to the database; the run itself goes on
@@ -149,7 +153,7 @@ def stream_run_events(
     worker died without publishing a final status.
     """
     pubsub = r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(channel(run_id))
+    pubsub.subscribe(channel(r, run_id))
     try:
         last_index = -1
         status, tokens = _db_state(database_url, run_id, last_index)

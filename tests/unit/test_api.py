@@ -235,3 +235,16 @@ def test_api_token_is_required_when_set(api_settings: Settings) -> None:
     assert client.get("/api/runs", headers={"X-Edgelab-Token": "s3cret"}).status_code == 200
     ok = client.get("/api/runs", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+def test_cross_site_writes_are_refused(client: FlaskClient, api_settings: Settings) -> None:
+    rid = _add_run(api_settings)
+    # What a form on another site can send: text/plain, with that site's Origin.
+    body = '{"prompt": "hi", "model": "tiny", "nodes": 1}'
+    plain = client.post("/api/runs", data=body, content_type="text/plain")
+    assert plain.status_code == 400
+    foreign = client.post(f"/api/runs/{rid}/cancel", headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert client.get(f"/api/runs/{rid}").get_json()["status"] == "queued"
+    same = client.post(f"/api/runs/{rid}/cancel", headers={"Origin": "http://localhost"})
+    assert same.status_code == 202
