@@ -45,12 +45,19 @@ def queue_redis_url() -> Iterator[str]:
     r.close()
 
 
-@pytest.fixture
-def queue_postgres_url() -> Iterator[str]:
-    """A uniquely named PostgreSQL database, dropped afterwards."""
+ThrowawayPostgres = Callable[[str], contextlib.AbstractContextManager[str]]
+
+
+@contextlib.contextmanager
+def _throwaway_postgres(prefix: str) -> Iterator[str]:
+    """A uniquely named PostgreSQL database on the test server, dropped afterwards.
+
+    Yields its SQLAlchemy URL. The one place tests create PostgreSQL databases, so
+    every test that uses one cleans up the same way.
+    """
     import psycopg
 
-    name = f"edgelab_queue_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{QUEUE_PG_SERVER}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -61,6 +68,19 @@ def queue_postgres_url() -> Iterator[str]:
         engine_for.cache_clear()
         with psycopg.connect(f"{QUEUE_PG_SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def throwaway_postgres() -> ThrowawayPostgres:
+    """``with throwaway_postgres("prefix") as url:`` a database that is dropped after."""
+    return _throwaway_postgres
+
+
+@pytest.fixture
+def queue_postgres_url(throwaway_postgres: ThrowawayPostgres) -> Iterator[str]:
+    """A throw-away PostgreSQL database for one queue test."""
+    with throwaway_postgres("edgelab_queue") as url:
+        yield url
 
 
 def queue_settings_for(

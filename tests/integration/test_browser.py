@@ -29,8 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,26 +141,19 @@ def _nodes_under(data_dir: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def browser_postgres_url() -> Iterator[str]:
-    """A uniquely named PostgreSQL database whose run ids start high (see module doc)."""
+def browser_postgres_url(
+    throwaway_postgres: Callable[[str], contextlib.AbstractContextManager[str]],
+) -> Iterator[str]:
+    """A throw-away PostgreSQL database whose run ids start high (see module doc)."""
     import psycopg
 
-    name = f"edgelab_browser_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://{PG_SERVER.split('://', 1)[1]}/{name}"
-    try:
+    with throwaway_postgres("edgelab_browser") as url:
         upgrade(url)
+        name = url.rsplit("/", 1)[1]
         with psycopg.connect(f"{PG_SERVER}/{name}", autocommit=True) as conn:
             first = 10_000_000 + secrets.randbelow(80_000_000)
             conn.execute(f"ALTER SEQUENCE runs_id_seq RESTART WITH {first}")
         yield url
-    finally:
-        from edgelab.models.db import engine_for
-
-        engine_for.cache_clear()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
