@@ -78,6 +78,7 @@ class Cluster(ABC):
         self.work_dir = work_dir
         self.model_path = model_path
         self.root_info = {}
+        self._client: RootClient | None = None
 
     @abstractmethod
     def start(self, progress: Progress | None = None) -> None:
@@ -87,9 +88,11 @@ class Cluster(ABC):
         """
 
     @property
-    @abstractmethod
     def client(self) -> RootClient:
-        """The root API client."""
+        """The root API client (set by :meth:`start`)."""
+        if self._client is None:
+            raise ClusterError("cluster is not started")
+        return self._client
 
     @abstractmethod
     def nodes(self) -> list[NodeInfo]: ...

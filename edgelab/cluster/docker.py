@@ -177,7 +177,6 @@ class DockerCluster(Cluster):
         self._workers: list[_Container] = []
         self._root: _Container | None = None
         self._controls: dict[str, ControlClient] = {}
-        self._client: RootClient | None = None
         self._sources: list[DockerStatsSource] = []
         self._image_ids: dict[str, str] = {}
         self._final_logs: dict[str, list[str]] = {}
@@ -365,12 +364,6 @@ class DockerCluster(Cluster):
 
     def _all_nodes(self) -> list[_Container]:
         return [*self._workers, *([self._root] if self._root is not None else [])]
-
-    @property
-    def client(self) -> RootClient:
-        if self._client is None:
-            raise ClusterError("cluster is not started")
-        return self._client
 
     def nodes(self) -> list[NodeInfo]:
         infos = []

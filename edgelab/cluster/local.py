@@ -132,7 +132,6 @@ class LocalCluster(Cluster):
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
-        self._client: RootClient | None = None
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -237,12 +236,6 @@ class LocalCluster(Cluster):
             proxy.close()
 
     # -- queries -------------------------------------------------------------------
-
-    @property
-    def client(self) -> RootClient:
-        if self._client is None:
-            raise ClusterError("cluster is not started")
-        return self._client
 
     def _all_nodes(self) -> list[_Node]:
         return ([self._root] if self._root else []) + self._workers
