@@ -20,9 +20,9 @@ rather than zero, so averages over runs never silently include a made-up value.
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 
