@@ -6,28 +6,39 @@ processes on this host, ``docker`` as containers. :func:`open_cluster` picks one
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgelab.cluster.base import Cluster, ClusterError, NodeFailure
 from edgelab.cluster.spec import ClusterSpec
 
+if TYPE_CHECKING:
+    from edgelab.engines.base import Engine
+
 
 def open_cluster(
-    spec: ClusterSpec, work_dir: str, model_path: str, name: str | None = None
+    spec: ClusterSpec,
+    work_dir: str,
+    model_path: str,
+    name: str | None = None,
+    engine: Engine | None = None,
 ) -> Cluster:
     """A not-yet-started cluster for ``spec`` on the backend it names.
 
     ``name`` says what the cluster is for (``run12``, ``sweep3-group1``); Docker
     labels its containers with it so leftovers can be traced to their run.
+    ``engine`` is the engine set up for the model (``get_engine(name, model)``);
+    by default the backend makes a plain ``get_engine(spec.engine)``.
     """
     from pathlib import Path
 
     if spec.backend == "local":
         from edgelab.cluster.local import LocalCluster
 
-        return LocalCluster(spec, Path(work_dir), Path(model_path))
+        return LocalCluster(spec, Path(work_dir), Path(model_path), engine)
     if spec.backend == "docker":
         from edgelab.cluster.docker import DockerCluster
 
-        return DockerCluster(spec, Path(work_dir), Path(model_path), run=name)
+        return DockerCluster(spec, Path(work_dir), Path(model_path), run=name, engine=engine)
     raise ClusterError(f"unknown backend {spec.backend!r}; known backends: local, docker")
 
 

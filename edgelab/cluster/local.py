@@ -32,7 +32,7 @@ from edgelab.cluster.base import (
     describe_split,
 )
 from edgelab.cluster.spec import ClusterSpec
-from edgelab.engines import get_engine
+from edgelab.engines import Engine, get_engine
 from edgelab.engines.base import EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
@@ -126,9 +126,13 @@ class _Node:
 
 
 class LocalCluster(Cluster):
-    def __init__(self, spec: ClusterSpec, work_dir: Path, model_path: Path) -> None:
+    """Nodes as processes on this host; ``engine`` defaults to ``get_engine(spec.engine)``."""
+
+    def __init__(
+        self, spec: ClusterSpec, work_dir: Path, model_path: Path, engine: Engine | None = None
+    ) -> None:
         super().__init__(spec, work_dir, model_path)
-        self.engine = get_engine(spec.engine)
+        self.engine = engine or get_engine(spec.engine)
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}

@@ -9,11 +9,21 @@ that implements :class:`edgelab.engines.base.Engine` and registering it in
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from edgelab.engines.base import Engine, EngineError
 
+if TYPE_CHECKING:
+    from edgelab.catalog import ModelInfo
 
-def get_engine(name: str) -> Engine:
-    """Return the engine called ``name`` or raise ``EngineError`` listing the known ones."""
+
+def get_engine(name: str, model: ModelInfo | None = None) -> Engine:
+    """Return the engine called ``name`` or raise ``EngineError`` listing the known ones.
+
+    With ``model``, the engine is set up for that catalog entry (a dllama model's
+    tokenizer may lie anywhere; the catalog remembers where).
+    """
     if name == "llamacpp":
         from edgelab.engines.llamacpp import LlamaCppEngine
 
@@ -21,7 +31,8 @@ def get_engine(name: str) -> Engine:
     if name == "dllama":
         from edgelab.engines.dllama import DllamaEngine
 
-        return DllamaEngine()
+        tokenizer = model.extra.get("tokenizer") if model is not None else None
+        return DllamaEngine(tokenizer=Path(tokenizer) if tokenizer else None)
     raise EngineError(f"unknown engine {name!r}; known engines: llamacpp, dllama")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,6 +39,20 @@ class RootLaunch:
     """How to start a root node whose root API listens on ``host:port``."""
 
     argv: list[str]
+
+
+@dataclass(frozen=True)
+class ContainerFile:
+    """A host file an engine's nodes need inside their containers (mounted read-only).
+
+    ``source`` is the path the Docker engine sees; ``env`` names an environment
+    variable set to ``target`` in those containers (how a node finds the file).
+    """
+
+    source: Path
+    target: PurePosixPath
+    roles: tuple[str, ...] = ("root", "worker")
+    env: str | None = None
 
 
 class Engine(ABC):
@@ -72,3 +86,16 @@ class Engine(ABC):
         means the topology is fine. Engines override it with their own rules.
         """
         return {}
+
+    def for_containers(
+        self, model_path: Path, model_target: PurePosixPath
+    ) -> tuple[Engine, list[ContainerFile]]:
+        """The engine as its nodes see it inside containers, and the host files to mount.
+
+        ``model_target`` is where the container backend puts ``model_path``. The
+        default suits engines whose code is all in the images (llama.cpp); an
+        engine that runs a user-supplied binary returns the mounts it needs and a
+        copy of itself whose launch commands name the in-container paths. Raises
+        ``EngineError`` when a needed host file is missing, before anything starts.
+        """
+        return self, []

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from edgelab import __version__
 from edgelab.catalog import Catalog, ModelInfo
 from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
+from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
 from edgelab.metrics import timeline
 from edgelab.metrics.sampler import NodeSampler, Sample
@@ -189,7 +190,10 @@ def cluster_for(
 ) -> Iterator[Cluster]:
     """Start a cluster for ``config``'s topology and always tear it down afterwards."""
     work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
-    cluster = open_cluster(config.cluster_spec, str(work_dir), str(model.path), name=name)
+    engine = get_engine(config.engine, model)
+    cluster = open_cluster(
+        config.cluster_spec, str(work_dir), str(model.path), name=name, engine=engine
+    )
     try:
         cluster.start(progress)
         yield cluster

@@ -10,12 +10,12 @@ The binary is the user's own build (``--dllama-bin`` or ``EDGELAB_DLLAMA_BIN``);
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from edgelab.catalog.dllama import read_dllama_header
+from edgelab.catalog.dllama import default_tokenizer_path, read_dllama_header
 from edgelab.catalog.info import CatalogError
-from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
+from edgelab.engines.base import ContainerFile, Engine, EngineError, RootLaunch, WorkerLaunch
 from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
 from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
 
@@ -27,13 +27,19 @@ if TYPE_CHECKING:
 # worker module, so importing the package never imports ``worker`` (which
 # ``python -m edgelab.engines.dllama.worker`` would then warn about).
 READY_MARKER = "dllama worker listening on"
+# Where container backends mount the user's binary (and a tokenizer that does not
+# lie next to its model): a fixed path, so the images need no dllama of their own.
+CONTAINER_BINARY = PurePosixPath("/opt/dllama/dllama")
+CONTAINER_TOKENIZER_DIR = PurePosixPath("/opt/dllama/tokenizer")
 
 
 class DllamaEngine(Engine):
     """distributed-llama (tensor parallel across all nodes).
 
     ``binary`` is ``--dllama-bin``; without it ``EDGELAB_DLLAMA_BIN`` is used.
-    ``net_turbo`` stays off by default (see :mod:`edgelab.engines.dllama.worker`).
+    ``tokenizer`` is the model's ``.t`` (the catalog's ``extra["tokenizer"]``);
+    without it the root looks next to the model. ``net_turbo`` stays off by
+    default (see :mod:`edgelab.engines.dllama.worker`).
     """
 
     name = "dllama"
@@ -43,13 +49,18 @@ class DllamaEngine(Engine):
         binary: str | os.PathLike[str] | None = None,
         *,
         net_turbo: bool = False,
-        tokenizer: Path | None = None,
+        tokenizer: Path | PurePosixPath | None = None,
+        _in_container: bool = False,
     ) -> None:
         self._binary = binary
         self.net_turbo = net_turbo
         self.tokenizer = tokenizer
+        # Paths inside a node container cannot be checked from the host.
+        self._in_container = _in_container
 
     def binary(self) -> Path:
+        if self._in_container:
+            return Path(str(self._binary))
         return resolve_binary(self._binary)
 
     def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
@@ -104,6 +115,32 @@ class DllamaEngine(Engine):
     def check_available(self) -> None:
         resolve_binary(self._binary)
 
+    def for_containers(
+        self, model_path: Path, model_target: PurePosixPath
+    ) -> tuple[DllamaEngine, list[ContainerFile]]:
+        # The host's binary is mounted into every node (workers run it too) and
+        # found there through the same env var a local node reads.
+        files = [ContainerFile(resolve_binary(self._binary), CONTAINER_BINARY, env=ENV_VAR)]
+        tokenizer = Path(self.tokenizer) if self.tokenizer else default_tokenizer_path(model_path)
+        if tokenizer is None or not tokenizer.is_file():
+            raise EngineError(
+                f"no tokenizer (.t) for {model_path}: register the model with its tokenizer "
+                "(edgelab models add) or put the .t file next to it"
+            )
+        if tokenizer.resolve().parent == model_path.resolve().parent:
+            # Already inside the mounted models directory.
+            tokenizer_target = model_target.parent / tokenizer.name
+        else:
+            tokenizer_target = CONTAINER_TOKENIZER_DIR / tokenizer.name
+            files.append(ContainerFile(tokenizer.resolve(), tokenizer_target, roles=("root",)))
+        inside = DllamaEngine(
+            CONTAINER_BINARY,
+            net_turbo=self.net_turbo,
+            tokenizer=tokenizer_target,
+            _in_container=True,
+        )
+        return inside, files
+
     def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
         # dllama slices tensors, not layers: its rules are about divisibility.
         if model.format != "dllama":
@@ -135,6 +172,7 @@ def preflight(model_path: Path, nodes: int, binary: str | os.PathLike[str] | Non
 
 
 __all__ = [
+    "CONTAINER_BINARY",
     "ENV_VAR",
     "DllamaEngine",
     "preflight",
