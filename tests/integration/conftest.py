@@ -242,3 +242,29 @@ def queue_worker_factory(tmp_path: Path) -> Iterator[Callable[..., QueueWorker]]
             break
         time.sleep(0.5)
     assert not left, f"node processes left behind: {[p.pid for p in left]}"
+
+
+STANDIN = REPO / "tests" / "standins" / "dllama_standin.py"
+
+
+def install_dllama_standin(directory: Path, interpreter: str) -> Path:
+    """Copy the stand-in ``dllama`` into ``directory`` as an executable named ``dllama``.
+
+    ``interpreter`` goes into its ``#!`` line: this test process's Python for the
+    local backend, the image's ``python3`` for containers. See the stand-in's
+    docstring for why a stand-in is used at all.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    text = STANDIN.read_text()
+    first, rest = text.split("\n", 1)
+    assert first.startswith("#!"), first
+    binary = directory / "dllama"
+    binary.write_text(f"#!{interpreter}\n{rest}")
+    binary.chmod(0o755)
+    return binary
+
+
+@pytest.fixture
+def dllama_standin() -> Callable[[Path, str], Path]:
+    """``dllama_standin(directory, interpreter)``: install the stand-in ``dllama`` there."""
+    return install_dllama_standin
