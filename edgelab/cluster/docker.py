@@ -9,6 +9,11 @@ name) and one container per node:
 * one ``root_image`` container runs the engine's root with the models directory
   mounted read-only, its workers given as ``<worker container>:<proxy port>``.
 
+Host files an engine needs beyond the images (distributed-llama's user-built
+binary, a tokenizer outside the models directory) come from
+:meth:`~edgelab.engines.base.Engine.for_containers` and are mounted read-only
+into the containers of the roles that need them.
+
 CPU (``--threads`` or an explicit ``cpus`` option) and memory (``mem`` option)
 limits make a container behave like a small device. The host reaches the root
 API and the link controls at the containers' addresses on the cluster network;
@@ -28,7 +33,7 @@ import re
 import threading
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgelab.cluster.base import Cluster, ClusterError, NodeFailure, NodeInfo, Progress
@@ -46,7 +51,7 @@ from edgelab.cluster.local import link_profile
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.cluster.worker_node import CONTROL_PORT, PROXY_PORT
 from edgelab.engines import get_engine
-from edgelab.engines.base import EngineError
+from edgelab.engines.base import ContainerFile, Engine, EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import Reading, SampleSource
 from edgelab.netem.control import ControlClient, ControlError
@@ -147,7 +152,8 @@ class DockerCluster(Cluster):
     """A cluster of containers; see the module docstring.
 
     ``run`` is the value of the ``edgelab.run`` label (the run or sweep the
-    cluster was started for); it defaults to the cluster id.
+    cluster was started for); it defaults to the cluster id. ``engine``
+    defaults to ``get_engine(spec.engine)``.
     """
 
     def __init__(
@@ -157,9 +163,11 @@ class DockerCluster(Cluster):
         model_path: Path,
         *,
         run: str | None = None,
+        engine: Engine | None = None,
     ) -> None:
         super().__init__(spec, work_dir, model_path)
-        self.engine = get_engine(spec.engine)
+        self.engine = engine or get_engine(spec.engine)
+        self._files: list[ContainerFile] = []
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id
         self.root_image = str(spec.options.get("root_image", ROOT_IMAGE))
@@ -212,8 +220,23 @@ class DockerCluster(Cluster):
             raise
         self.startup_ms = (time.monotonic() - t0) * 1000
 
+    def _mounts(self, role: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Read-only mounts (host source -> container path) and environment for ``role``."""
+        files = [f for f in self._files if role in f.roles]
+        volumes = {str(f.source): str(f.target) for f in files}
+        env = {f.env: str(f.target) for f in files if f.env}
+        return volumes, env
+
     def _start(self, api: DockerAPI, say: Progress) -> None:
         spec = self.spec
+        model_in_container = PurePosixPath(MODELS_MOUNT) / self.model_path.name
+        try:
+            # Before any container: a missing binary or tokenizer fails at once.
+            inside, self._files = self.engine.for_containers(self.model_path, model_in_container)
+        except EngineError as exc:
+            raise ClusterError(str(exc)) from exc
+        for file in self._files:
+            say(f"mounting {file.source} at {file.target} (read-only, {'+'.join(file.roles)})")
         reaped = api.reap_orphans()
         if reaped:
             say(f"removed leftovers of dead edgelab processes: {', '.join(reaped)}")
@@ -236,6 +259,7 @@ class DockerCluster(Cluster):
 
         nano_cpus = int(self.cpus * 1e9)
         limits = f"{self.cpus:g} CPU" + (f", {self.mem} memory" if self.mem else "")
+        worker_volumes, worker_env = self._mounts("worker")
         for i in range(1, spec.nodes):
             node = _Container(spec.worker_name(i), "worker", f"{self.network_name}-worker{i}")
             say(f"starting {node.name} container {node.container_name} ({limits})")
@@ -255,6 +279,8 @@ class DockerCluster(Cluster):
                 labels=self._labels(node.name),
                 nano_cpus=nano_cpus,
                 mem_limit=self.mem,
+                volumes=worker_volumes,
+                environment=worker_env,
             )
             node.ip = api.ip_address(node.id, self._network_id)
             self._workers.append(node)
@@ -267,11 +293,11 @@ class DockerCluster(Cluster):
             say(f"{node.name} ready at {node.ip} in {node.ready_ms:.0f} ms")
 
         root = _Container("root", "root", f"{self.network_name}-root")
-        model_in_container = Path(MODELS_MOUNT) / self.model_path.name
-        launch = self.engine.root_launch(
+        root_volumes, root_env = self._mounts("root")
+        launch = inside.root_launch(
             "0.0.0.0",
             ROOT_PORT,
-            model_in_container,
+            Path(model_in_container),
             [f"{w.container_name}:{PROXY_PORT}" for w in self._workers],
             spec.threads,
         )
@@ -285,7 +311,8 @@ class DockerCluster(Cluster):
             labels=self._labels("root"),
             nano_cpus=nano_cpus,
             mem_limit=self.mem,
-            volumes={self._models_source(): MODELS_MOUNT},
+            volumes={self._models_source(): MODELS_MOUNT, **root_volumes},
+            environment=root_env,
         )
         self._root = root
         self._sources.insert(0, DockerStatsSource(root.name, root.role, api, root.id))
@@ -456,6 +483,10 @@ class DockerCluster(Cluster):
             "limits": {"cpus": self.cpus, "mem": self.mem},
             "network": self.network_name,
             "containers": containers,
+            "mounts": [
+                {"source": str(f.source), "target": str(f.target), "roles": list(f.roles)}
+                for f in self._files
+            ],
         }
 
 

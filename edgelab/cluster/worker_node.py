@@ -10,6 +10,11 @@ lives and dies with it:
 * a :class:`~edgelab.netem.control.ControlServer` lets the host read the link's
   counters and change its profile while the cluster stays warm.
 
+Readiness is the engine's own ready line when it prints one (its output is
+copied to ours line by line, so it still is the container's log); only an
+engine without one is probed by connecting, because a distributed-llama worker
+treats a connection that closes before its handshake as fatal.
+
 When the engine worker dies this process exits with the worker's status (a
 signal death becomes 128 + signal, as a shell would report it), which is what
 Docker's container state then shows to ``DockerCluster.check_alive``.
@@ -28,6 +33,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import IO
 
 from edgelab.engines import get_engine
 from edgelab.netem.control import ControlServer
@@ -40,9 +46,28 @@ CONTROL_PORT = 50053
 READY_MARKER = "worker node ready"
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+def _copy_output(stream: IO[bytes], marker: str, seen: threading.Event) -> None:
+    """Copy the engine's output to our stdout, noting when its ready line appears."""
+    out = sys.stdout.buffer
+    for line in iter(stream.readline, b""):
+        out.write(line)
+        out.flush()
+        if not seen.is_set() and marker.encode() in line:
+            seen.set()
+
+
+def _wait_ready(
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    ready_line: threading.Event | None,
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
+        if ready_line is not None:
+            if ready_line.wait(0.05):
+                return True
+            continue
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return True
@@ -70,8 +95,21 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = LatencyProfile.from_dict(json.loads(args.latency))
     launch = get_engine(args.engine).worker_launch("127.0.0.1", args.engine_port, args.threads)
-    # stdout/stderr are inherited, so the engine's own messages are the container's log.
-    proc = subprocess.Popen([sys.executable, *launch.argv])
+    # The engine's messages are the container's log: stderr is inherited, stdout is
+    # copied through when we need to watch it for the ready line.
+    ready_line: threading.Event | None = None
+    if launch.ready_marker is None:
+        proc = subprocess.Popen([sys.executable, *launch.argv])
+    else:
+        ready_line = threading.Event()
+        proc = subprocess.Popen([sys.executable, *launch.argv], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        threading.Thread(
+            target=_copy_output,
+            args=(proc.stdout, launch.ready_marker, ready_line),
+            name="engine-output",
+            daemon=True,
+        ).start()
 
     stopping = threading.Event()
 
@@ -83,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    if not _wait_listening(args.engine_port, proc, args.ready_timeout):
+    if not _wait_ready(args.engine_port, proc, args.ready_timeout, ready_line):
         code = proc.poll()
         if code is None:
             proc.kill()

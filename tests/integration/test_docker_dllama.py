@@ -1,0 +1,153 @@
+"""A dllama run on the Docker backend, with a stand-in for the dllama binary.
+
+Why a stand-in: no distributed-llama build exists where these tests run and
+edgelab may never build one (see tests/integration/test_dllama_standin.py). The
+stand-in (tests/standins/dllama_standin.py, plain Python, which the node images
+have) is mounted exactly where a user's binary would be, so this checks what
+the Docker backend adds for dllama: the binary and the tokenizer mounted
+read-only and named by the paths the nodes are told, ``EDGELAB_DLLAMA_BIN`` set
+in every container, the worker entrypoint starting the dllama worker
+supervisor, and worker-to-worker connections through the per-worker proxies.
+Whether a real build runs in the images (its shared libraries, its CPU
+features) cannot be checked here; issue 8 lists that.
+
+``EDGELAB_TEST_ROOT_IMAGE``/``EDGELAB_TEST_WORKER_IMAGE`` name other images than
+the default tags (e.g. ones built from a working tree while the defaults are in
+use by someone else).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edgelab.catalog import Catalog
+from edgelab.catalog.dllama import describe_dllama
+from edgelab.cluster.dockerapi import (
+    LABEL_CLUSTER,
+    LABEL_OWNER,
+    DockerAPI,
+    DockerUnavailable,
+    owner_labels,
+)
+from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
+from edgelab.engines.dllama import CONTAINER_BINARY
+from edgelab.engines.dllama.synthetic import write_synthetic_model
+from edgelab.models.db import session_scope, upgrade
+from edgelab.runs.config import parse_config
+from edgelab.runs.executor import cluster_for, create_run, execute_run
+from edgelab.runs.views import run_detail
+from edgelab.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+IMAGES = {
+    "root_image": os.environ.get("EDGELAB_TEST_ROOT_IMAGE", ROOT_IMAGE),
+    "worker_image": os.environ.get("EDGELAB_TEST_WORKER_IMAGE", WORKER_IMAGE),
+}
+
+
+def _mine(api: DockerAPI) -> list[str]:
+    """Names of labelled containers and networks this test process owns."""
+    owner = owner_labels()[LABEL_OWNER]
+    containers, networks = api.labelled(LABEL_CLUSTER)
+    return [r["name"] for r in containers + networks if r["labels"].get(LABEL_OWNER) == owner]
+
+
+@pytest.fixture
+def docker_api() -> Iterator[DockerAPI]:
+    """A live engine with the images, or a skip saying what is missing; nothing of ours left."""
+    try:
+        api = DockerAPI.connect(timeout_s=10)
+    except DockerUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    missing = [image for image in IMAGES.values() if api.image_id(image) is None]
+    if missing:
+        api.close()
+        pytest.skip(
+            f"Docker images {', '.join(missing)} missing; build them with .ci/docker-setup.sh"
+        )
+    try:
+        yield api
+        assert _mine(api) == []
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def standin_settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dllama_standin: Callable[[Path, str], Path],
+) -> Settings:
+    """Own dirs; the tokenizer lies outside the models dir so it needs a mount of its own."""
+    binary = dllama_standin(tmp_path / "bin", "/usr/bin/env python3")
+    monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(binary))
+    monkeypatch.delenv("EDGELAB_DOCKER_MODELS_SOURCE", raising=False)
+    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    upgrade(settings.database_url)
+    model, tokenizer = write_synthetic_model(settings.models_dir)
+    moved = tmp_path / "tokenizers" / "synthetic.t"
+    moved.parent.mkdir()
+    tokenizer.rename(moved)
+    Catalog(settings).register(describe_dllama(model, "synthetic", tokenizer=moved))
+    return settings
+
+
+def test_three_node_dllama_run_in_containers(
+    standin_settings: Settings, docker_api: DockerAPI
+) -> None:
+    settings = standin_settings
+    catalog = Catalog(settings)
+    config, model = parse_config(
+        {
+            "prompt": "Hello the world",
+            "model": "synthetic",
+            "engine": "dllama",
+            "backend": "docker",
+            "nodes": 3,
+            "threads": 1,
+            "latency": "2ms",
+            "max_tokens": 6,
+            "options": dict(IMAGES),
+        },
+        catalog,
+    )
+    with session_scope(settings.database_url) as s:
+        run_id = create_run(s, config).id
+
+    with cluster_for(settings, config, model, name=f"run{run_id}") as cluster:
+        result = execute_run(settings, run_id, cluster=cluster, catalog=catalog)
+        worker_logs = {
+            name: lines for name, lines in cluster.node_logs(200).items() if name != "root"
+        }
+    assert result.status == "succeeded", result.error
+
+    data = run_detail(settings.database_url, run_id)
+    assert data["output_text"] == " stand-in token\n more text"
+    for token in data["tokens"]:
+        assert token["detail"]["sent_kb"] == 4, token
+        assert token["detail"]["recv_kb"] == 4, token
+    assert data["tokens"][0]["detail"]["load_ms"] is not None
+    assert str(data["provenance"]["engine_version"]).startswith("dllama sha256:")
+
+    links = {link["link"]: link for link in data["links"]}
+    assert set(links) == {"root<->worker1", "root<->worker2"}
+    assert all(link["bytes_up"] > 0 and link["bytes_down"] > 0 for link in links.values())
+    # worker1 -> worker2 went through worker2's proxy (its container name and proxy port).
+    assert links["root<->worker2"]["bytes_up"] > links["root<->worker1"]["bytes_up"]
+
+    mounts = {m["target"]: m for m in data["provenance"]["image_ids"]["mounts"]}
+    assert mounts[str(CONTAINER_BINARY)]["roles"] == ["root", "worker"]
+    assert mounts["/opt/dllama/tokenizer/synthetic.t"]["roles"] == ["root"]
+
+    assert set(worker_logs) == {"worker1", "worker2"}
+    for name, lines in worker_logs.items():
+        text = "\n".join(lines)
+        assert "dllama worker listening on" in text, (name, text)
+        assert "worker node ready" in text, (name, text)
+        # Readiness came from the ready line, not a probe connection (fatal to dllama).
+        assert "dllama exited" not in text, (name, text)
