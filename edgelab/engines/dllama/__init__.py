@@ -143,13 +143,16 @@ class DllamaEngine(Engine):
 
     def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
         # dllama slices tensors, not layers: its rules are about divisibility.
-        if model.format != "dllama":
-            return {"model": f"{model.name} is a {model.format} model; dllama needs a .m model"}
         problems: dict[str, str] = {}
         try:
+            # First, whatever the model: a form that picks dllama learns at once
+            # that a binary is missing and how to provide one.
             resolve_binary(self._binary)
         except EngineError as exc:
             problems["engine"] = str(exc)
+        if model.format != "dllama":
+            problems["model"] = f"{model.name} is a {model.format} model; dllama needs a .m model"
+            return problems
         try:
             validate_topology(read_dllama_header(model.path), nodes)
         except (EngineError, CatalogError) as exc:

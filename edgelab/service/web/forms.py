@@ -25,6 +25,29 @@ LATENCY_HELP = (
 BANDWIDTH_HELP = "Per-link cap such as 100mbit, 1gbit or 500kbit (empty = unlimited)."
 
 
+def engine_help() -> str:
+    """What the engine field says: whether dllama can be chosen here, and how to enable it.
+
+    Read on every page view, so setting ``EDGELAB_DLLAMA_BIN`` in the service's
+    environment and restarting is all it takes. The check is the same one
+    ``parse_config`` makes when the form is submitted.
+    """
+    from edgelab.engines.base import EngineError
+    from edgelab.engines.dllama.binary import ENV_VAR, HOW_TO, resolve_binary
+
+    try:
+        binary = resolve_binary()
+    except EngineError as exc:
+        problem = str(exc).removesuffix(HOW_TO).rstrip(":; ")
+        return (
+            f"dllama (distributed-llama) is not usable here: {problem}. To enable it, build "
+            "distributed-llama yourself (git clone https://github.com/b4rtaz/distributed-llama "
+            f"&& make dllama), set {ENV_VAR}=/path/to/dllama in the environment of the service "
+            "and its workers, and restart them."
+        )
+    return f"dllama (distributed-llama) runs {binary}."
+
+
 class LoginForm(FlaskForm):  # type: ignore[misc]
     token = PasswordField("API token", validators=[InputRequired("type the API token")])
 

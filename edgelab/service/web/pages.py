@@ -40,6 +40,7 @@ from edgelab.service.web.forms import (
     LATENCY_HELP,
     ActionForm,
     RunForm,
+    engine_help,
     latency_error_field,
     run_input,
 )
@@ -187,6 +188,7 @@ def new_run() -> Any:
         errors=errors,
         latency_help=LATENCY_HELP,
         bandwidth_help=BANDWIDTH_HELP,
+        engine_help=engine_help(),
     ), status
 
 

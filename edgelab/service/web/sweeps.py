@@ -17,7 +17,13 @@ from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
 from edgelab.service import api as api_views
 from edgelab.service.extensions import current_celery, current_settings, db
 from edgelab.service.web import web
-from edgelab.service.web.forms import LATENCY_HELP, ActionForm, SweepForm, sweep_input
+from edgelab.service.web.forms import (
+    LATENCY_HELP,
+    ActionForm,
+    SweepForm,
+    engine_help,
+    sweep_input,
+)
 from edgelab.service.web.pages import NO_BROKER, broker, call_api, model_names
 from edgelab.sweeps import SpecError, control, expand, parse_spec
 from edgelab.tasks.submit import enqueue_launch
@@ -102,6 +108,7 @@ def new_sweep() -> Any:
         errors=errors,
         models=models,
         latency_help=LATENCY_HELP,
+        engine_help=engine_help(),
         max_cells=settings.max_sweep_cells,
     ), status
 
