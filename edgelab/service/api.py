@@ -22,7 +22,13 @@ from edgelab.models import RUN_STATUSES, Run, Sweep
 from edgelab.runs.config import ConfigError, parse_config
 from edgelab.runs.executor import create_run
 from edgelab.runs.views import run_detail, run_summary
-from edgelab.service.extensions import current_celery, current_redis, current_settings, db
+from edgelab.service.extensions import (
+    broker,
+    current_celery,
+    current_redis,
+    current_settings,
+    db,
+)
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.tasks.events import request_cancel, stream_run_events
 from edgelab.tasks.submit import enqueue_launch, enqueue_run
@@ -61,17 +67,6 @@ def _json_body() -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _broker() -> redis.Redis | None:
-    r = current_redis()
-    if r is None:
-        return None
-    try:
-        r.ping()
-    except redis.RedisError:
-        return None
-    return r
-
-
 # --- runs ---------------------------------------------------------------------
 
 
@@ -87,7 +82,7 @@ def submit_run() -> Any:
         return _invalid(exc.errors)
     except CatalogError as exc:
         return _invalid({"model": str(exc)})
-    if _broker() is None:
+    if broker() is None:
         return jsonify(error=NO_BROKER), 503
     run = create_run(db.session, config)
     db.session.commit()
@@ -210,7 +205,7 @@ def run_events(run_id: int) -> Any:
     settings = current_settings()
     if db.session.get(Run, run_id) is None:
         return _not_found(f"run {run_id}")
-    r = _broker()
+    r = broker()
     if r is None:
         return jsonify(error=NO_BROKER), 503
     events = stream_run_events(settings.database_url, r, run_id)
@@ -234,7 +229,7 @@ def cancel_run(run_id: int) -> Any:
         return jsonify(id=run_id, status="cancelled"), 202
     db.session.refresh(run)
     if run.status in ("starting", "running"):
-        r = _broker()
+        r = broker()
         if r is None:
             return jsonify(error=NO_BROKER), 503
         request_cancel(r, [run_id])
@@ -262,7 +257,7 @@ def submit_sweep() -> Any:
         cells = expand(spec, Catalog(settings), default_backend=settings.backend)
     except SpecError as exc:
         return _invalid(exc.errors)
-    if _broker() is None:
+    if broker() is None:
         return jsonify(error=NO_BROKER), 503
     sweep = control.create_sweep(db.session, spec, cells)
     db.session.commit()
@@ -310,7 +305,7 @@ def get_sweep(sweep_id: int) -> Any:
 def cancel_sweep(sweep_id: int) -> Any:
     if db.session.get(Sweep, sweep_id) is None:
         return _not_found(f"sweep {sweep_id}")
-    r = _broker()
+    r = broker()
     running = control.cancel_sweep(db.session, sweep_id)
     db.session.commit()
     if running and r is not None:
@@ -323,7 +318,7 @@ def resume_sweep(sweep_id: int) -> Any:
     settings = current_settings()
     if db.session.get(Sweep, sweep_id) is None:
         return _not_found(f"sweep {sweep_id}")
-    if _broker() is None:
+    if broker() is None:
         return jsonify(error=NO_BROKER), 503
     try:
         result = control.resume(db.session, sweep_id, Catalog(settings), settings)

@@ -54,5 +54,21 @@ def current_redis() -> redis.Redis | None:
     return redis_client(url) if url else None
 
 
+def broker() -> redis.Redis | None:
+    """The broker's Redis if it answers now, else None.
+
+    Every submit path (API and pages) asks this first: work accepted without a
+    reachable broker would sit in the database as queued with nobody to run it.
+    """
+    r = current_redis()
+    if r is None:
+        return None
+    try:
+        r.ping()
+    except redis.RedisError:
+        return None
+    return r
+
+
 def current_celery() -> Any:
     return current_app.extensions["celery"]

@@ -33,7 +33,7 @@ from edgelab.runs.config import ConfigError, parse_config
 from edgelab.runs.executor import config_of, create_run
 from edgelab.runs.views import METRIC_FIELDS, run_detail, run_summary
 from edgelab.service import api as api_views
-from edgelab.service.extensions import current_celery, current_redis, current_settings, db
+from edgelab.service.extensions import broker, current_celery, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
     BANDWIDTH_HELP,
@@ -66,18 +66,6 @@ COMPARE_CONFIG = (
     "seed",
     "repetition",
 )
-
-
-def broker() -> redis.Redis | None:
-    """The broker if it answers now; submitting without one would strand the run."""
-    r = current_redis()
-    if r is None:
-        return None
-    try:
-        r.ping()
-    except redis.RedisError:
-        return None
-    return r
 
 
 def model_names() -> list[str]:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from edgelab.catalog import Catalog
 from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
 from edgelab.service import api as api_views
-from edgelab.service.extensions import current_celery, current_settings, db
+from edgelab.service.extensions import broker, current_celery, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
     LATENCY_HELP,
@@ -24,7 +24,7 @@ from edgelab.service.web.forms import (
     engine_help,
     sweep_input,
 )
-from edgelab.service.web.pages import NO_BROKER, broker, call_api, model_names
+from edgelab.service.web.pages import NO_BROKER, call_api, model_names
 from edgelab.sweeps import SpecError, control, expand, parse_spec
 from edgelab.tasks.submit import enqueue_launch
 
