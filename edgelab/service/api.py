@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
@@ -18,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context, ur
 from sqlalchemy import func, select, text
 
 from edgelab.catalog import Catalog, CatalogError
-from edgelab.models import RUN_STATUSES, Run, Sweep
+from edgelab.models import Run, Sweep
 from edgelab.runs.config import ConfigError, parse_config
 from edgelab.runs.executor import create_run
 from edgelab.runs.views import run_detail, run_summary
@@ -29,27 +28,13 @@ from edgelab.service.extensions import (
     current_settings,
     db,
 )
+from edgelab.service.history import parse_history, parse_paging
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.tasks.events import request_cancel, stream_run_events
 from edgelab.tasks.submit import enqueue_launch, enqueue_run
 
 api = Blueprint("api", __name__)
 
-SORTABLE = (
-    "id",
-    "created_at",
-    "finished_at",
-    "status",
-    "model",
-    "nodes",
-    "threads",
-    "max_tokens",
-    "ttft_ms",
-    "e2el_ms",
-    "tpot_ms",
-    "decode_tps",
-)
-MAX_PER_PAGE = 500
 NO_BROKER = "no broker configured: set EDGELAB_REDIS_URL, or start everything with `edgelab up`"
 
 
@@ -97,86 +82,19 @@ def submit_run() -> Any:
     return resp, 202
 
 
-def _parse_when(raw: str, name: str, errors: dict[str, str]) -> datetime | None:
-    try:
-        if len(raw) == 10:
-            d = date.fromisoformat(raw)
-            when = datetime(d.year, d.month, d.day, tzinfo=UTC)
-        else:
-            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
-    except ValueError:
-        errors[name] = (
-            f"must be an ISO date or date-time (2026-01-31 or 2026-01-31T12:00), got {raw!r}"
-        )
-        return None
-
-
-def _int_arg(
-    name: str,
-    errors: dict[str, str],
-    *,
-    default: int | None = None,
-    lo: int = 0,
-    hi: int | None = None,
-) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        errors[name] = f"must be a whole number, got {raw!r}"
-        return default
-    if value < lo or (hi is not None and value > hi):
-        errors[name] = (
-            f"must be between {lo} and {hi}" if hi is not None else f"must be at least {lo}"
-        )
-        return default
-    return value
-
-
 @api.get("/runs")
 def list_runs() -> Any:
-    """History: filters status, model, nodes, threads, sweep, since/until; sort; pages."""
-    errors: dict[str, str] = {}
-    stmt = select(Run)
-    statuses = [s for s in request.args.get("status", "").split(",") if s]
-    bad = [s for s in statuses if s not in RUN_STATUSES]
-    if bad:
-        errors["status"] = f"unknown status {', '.join(bad)}; one of {', '.join(RUN_STATUSES)}"
-    elif statuses:
-        stmt = stmt.where(Run.status.in_(statuses))
-    if request.args.get("model"):
-        stmt = stmt.where(Run.model == request.args["model"])
-    for name, column in (("nodes", Run.nodes), ("threads", Run.threads), ("sweep", Run.sweep_id)):
-        value = _int_arg(name, errors, lo=0 if name == "sweep" else 1)
-        if value is not None:
-            stmt = stmt.where(column == value)
-    for name in ("since", "until"):
-        raw = request.args.get(name)
-        if raw:
-            when = _parse_when(raw, name, errors)
-            if when is not None:
-                stmt = stmt.where(
-                    Run.created_at >= when if name == "since" else Run.created_at < when
-                )
-    sort = request.args.get("sort", "-id")
-    key = sort.lstrip("-")
-    if key not in SORTABLE:
-        errors["sort"] = f"must be one of {', '.join(SORTABLE)} (prefix - for descending)"
-        key = "id"
-    page = _int_arg("page", errors, default=1, lo=1) or 1
-    per_page = _int_arg("per_page", errors, default=50, lo=1, hi=MAX_PER_PAGE) or 50
-    if errors:
-        return _invalid(errors)
-    column = getattr(Run, key)
-    order = column.desc() if sort.startswith("-") else column.asc()
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    runs = db.session.scalars(
-        stmt.order_by(order, Run.id.desc()).offset((page - 1) * per_page).limit(per_page)
+    """History: the filters, sort and pages of :mod:`edgelab.service.history`."""
+    f = parse_history(request.args, until_includes_day=False)
+    if f.errors:
+        return _invalid(f.errors)
+    runs = f.page_of(db.session)
+    return jsonify(
+        runs=[run_summary(r) for r in runs],
+        total=f.count(db.session),
+        page=f.page,
+        per_page=f.per_page,
     )
-    return jsonify(runs=[run_summary(r) for r in runs], total=total, page=page, per_page=per_page)
 
 
 @api.get("/runs/<int:run_id>")
@@ -277,8 +195,7 @@ def submit_sweep() -> Any:
 @api.get("/sweeps")
 def list_sweeps() -> Any:
     errors: dict[str, str] = {}
-    page = _int_arg("page", errors, default=1, lo=1) or 1
-    per_page = _int_arg("per_page", errors, default=50, lo=1, hi=MAX_PER_PAGE) or 50
+    page, per_page = parse_paging(request.args, errors)
     if errors:
         return _invalid(errors)
     total = db.session.scalar(select(func.count(Sweep.id))) or 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgelab import __version__
 from edgelab.models import RUN_STATUSES
-from edgelab.service.api import SORTABLE
+from edgelab.service.history import DEFAULT_PER_PAGE, MAX_PER_PAGE, SORTABLE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -127,6 +127,9 @@ def document() -> dict[str, Any]:
                         _query("model", {"type": "string"}, "Catalog name"),
                         _query("nodes", {"type": "integer"}, "Exact node count"),
                         _query("threads", {"type": "integer"}, "Exact threads per node"),
+                        _query(
+                            "latency", {"type": "string"}, "Latency profile label, e.g. 10ms..50ms"
+                        ),
                         _query("sweep", {"type": "integer"}, "Sweep id"),
                         _query(
                             "since", {"type": "string"}, "Created at or after (ISO date/date-time)"
@@ -142,7 +145,12 @@ def document() -> dict[str, Any]:
                         ),
                         _query(
                             "per_page",
-                            {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                            {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PER_PAGE,
+                                "default": DEFAULT_PER_PAGE,
+                            },
                             "Page size",
                         ),
                     ],
@@ -204,7 +212,7 @@ def document() -> dict[str, Any]:
                         _query("page", {"type": "integer", "minimum": 1}, "Page number"),
                         _query(
                             "per_page",
-                            {"type": "integer", "minimum": 1, "maximum": 500},
+                            {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
                             "Page size",
                         ),
                     ],

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from edgelab.models import Run, Sweep
 from edgelab.runs.views import CONFIG_FIELDS, METRIC_FIELDS, PROVENANCE_FIELDS, run_summary
 from edgelab.service.extensions import db
+from edgelab.service.history import parse_history
 from edgelab.service.web import web
-from edgelab.service.web.queries import parse_history
 from edgelab.sweeps import control
 
 TOP_FIELDS = ("id", "sweep_id", "status", "error", "fingerprint")
@@ -83,7 +83,7 @@ def _download(body: Iterator[str], filename: str, mimetype: str) -> Response:
 
 
 def _history_runs() -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
-    f = parse_history(request.args)
+    f = parse_history(request.args, until_includes_day=True)
     if f.errors:
         abort(400, "; ".join(f"{k}: {v}" for k, v in f.errors.items()))
     stmt = f.ordered().execution_options(yield_per=BATCH)

@@ -34,6 +34,7 @@ from edgelab.runs.executor import config_of, create_run
 from edgelab.runs.views import METRIC_FIELDS, run_detail, run_summary
 from edgelab.service import api as api_views
 from edgelab.service.extensions import broker, current_celery, current_settings, db
+from edgelab.service.history import PER_PAGE_CHOICES, parse_history
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
     BANDWIDTH_HELP,
@@ -44,7 +45,6 @@ from edgelab.service.web.forms import (
     latency_error_field,
     run_input,
 )
-from edgelab.service.web.queries import PER_PAGE_CHOICES, parse_history
 from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
 from edgelab.tasks.submit import enqueue_run
 
@@ -92,7 +92,7 @@ def index() -> Any:
 
 @web.get("/runs")
 def history() -> Any:
-    f = parse_history(request.args)
+    f = parse_history(request.args, until_includes_day=True)
     total = f.count(db.session)
     pages = max(1, math.ceil(total / f.per_page))
     runs = f.page_of(db.session)

@@ -1,10 +1,16 @@
-"""The history filter, shared by the history page and its exports.
+"""The run-history filter: one parser and one query for ``GET /api/runs``, the
+history page and its exports.
 
-Query parameters have the API's names (``status``, ``model``, ``nodes``,
-``threads``, ``sweep``, ``since``, ``until``, ``sort``, ``page``, ``per_page``)
-plus ``latency`` (a profile label such as ``10ms..50ms``), so a URL copied from
-the history page works against ``GET /api/runs`` too, minus ``latency``.
-Bad values are reported per field and ignored, never a 500.
+Query parameters: ``status`` (comma-separated or repeated), ``model``, ``nodes``,
+``threads``, ``latency`` (a profile label such as ``10ms..50ms``), ``sweep``,
+``since``, ``until``, ``sort`` (one of :data:`SORTABLE`, ``-`` for descending),
+``page`` and ``per_page``. So a URL copied from the history page works against the
+API, with one documented difference: a bare date in ``until`` means "before that
+day" in the API and "up to and including that day" on the page (see
+:func:`parse_history`). Bad values are reported per field, never a 500.
+
+It lives in ``edgelab/service`` rather than ``web/`` because both blueprints use it
+and the API must not depend on the viewer's package.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ SORTABLE = (
     "decode_tps",
 )
 PER_PAGE_CHOICES = (25, 50, 100, 200)
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 500
 FILTER_KEYS = ("status", "model", "nodes", "threads", "latency", "sweep", "since", "until")
 
 
@@ -53,7 +61,7 @@ class HistoryFilter:
     until: datetime | None = None
     sort: str = "-id"
     page: int = 1
-    per_page: int = 50
+    per_page: int = DEFAULT_PER_PAGE
     errors: dict[str, str] = field(default_factory=dict)
 
     def statement(self) -> Select[Run]:
@@ -104,7 +112,7 @@ class HistoryFilter:
 
 
 def _when(raw: str, name: str, errors: dict[str, str], *, end: bool) -> datetime | None:
-    """A date (whole day; ``until`` includes that day) or a date-time, UTC if no zone."""
+    """A date (midnight UTC, or the next midnight if ``end``) or a date-time, UTC if no zone."""
     try:
         if len(raw) == 10:
             d = date.fromisoformat(raw)
@@ -129,7 +137,24 @@ def _int(raw: str, name: str, errors: dict[str, str], lo: int, hi: int | None = 
     return value
 
 
-def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
+def parse_paging(args: MultiDict[str, str], errors: dict[str, str]) -> tuple[int, int]:
+    """``page`` (from 1) and ``per_page`` (1 to :data:`MAX_PER_PAGE`); bad values fall back."""
+    raw_page = args.get("page", "").strip()
+    page = (_int(raw_page, "page", errors, lo=1) if raw_page else 1) or 1
+    raw_pp = args.get("per_page", "").strip()
+    per_page = (
+        _int(raw_pp, "per_page", errors, lo=1, hi=MAX_PER_PAGE) if raw_pp else DEFAULT_PER_PAGE
+    ) or DEFAULT_PER_PAGE
+    return page, per_page
+
+
+def parse_history(args: MultiDict[str, str], *, until_includes_day: bool) -> HistoryFilter:
+    """Parse the query arguments; problems go to ``errors``, the bad value is ignored.
+
+    ``until_includes_day``: whether ``until=2026-01-31`` keeps the runs of the 31st.
+    The page does (its "To" date field reads inclusively); the API does not, as its
+    OpenAPI document says ("Created before").
+    """
     f = HistoryFilter()
     keep = (*FILTER_KEYS, "sort", "per_page")
     f.args = {k: args.get(k, "").strip() for k in keep if args.get(k, "").strip()}
@@ -148,17 +173,16 @@ def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
         raw = args.get(name, "").strip()
         if raw:
             setattr(f, name, _int(raw, name, errors, lo=0 if name == "sweep" else 1))
-    for name in ("since", "until"):
-        raw = args.get(name, "").strip()
-        if raw:
-            setattr(f, name, _when(raw, name, errors, end=name == "until"))
+    raw = args.get("since", "").strip()
+    if raw:
+        f.since = _when(raw, "since", errors, end=False)
+    raw = args.get("until", "").strip()
+    if raw:
+        f.until = _when(raw, "until", errors, end=until_includes_day)
     sort = args.get("sort", "").strip() or "-id"
     if sort.lstrip("-") not in SORTABLE:
         errors["sort"] = f"must be one of {', '.join(SORTABLE)} (prefix - for descending)"
         sort = "-id"
     f.sort = sort
-    raw_page = args.get("page", "").strip()
-    f.page = (_int(raw_page, "page", errors, lo=1) if raw_page else 1) or 1
-    raw_pp = args.get("per_page", "").strip()
-    f.per_page = (_int(raw_pp, "per_page", errors, lo=1, hi=500) if raw_pp else 50) or 50
+    f.page, f.per_page = parse_paging(args, errors)
     return f
