@@ -421,8 +421,7 @@ def fake_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]
     from edgelab.service.web import pages, sweeps
 
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(pages, "broker", lambda: object())
-    monkeypatch.setattr(sweeps, "broker", lambda: object())
+    monkeypatch.setattr(pages, "broker", lambda: object())  # both forms ask pages.cannot_queue
     monkeypatch.setattr(pages, "enqueue_run", lambda _c, run_id: sent.append(("run", run_id)))
     monkeypatch.setattr(sweeps, "enqueue_launch", lambda _c, sid: sent.append(("sweep", sid)))
     return sent

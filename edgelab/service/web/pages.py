@@ -49,6 +49,7 @@ from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
 from edgelab.tasks.submit import enqueue_run
 
 NO_BROKER = "no broker is reachable: start everything with `edgelab up` or set EDGELAB_REDIS_URL"
+FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
 COMPARE_CONFIG = (
@@ -66,6 +67,18 @@ COMPARE_CONFIG = (
     "seed",
     "repetition",
 )
+
+
+def cannot_queue(errors: dict[str, str]) -> tuple[dict[str, str], int] | None:
+    """Why a submitted form is not queued: its errors (400) or no broker (503); None if it can be.
+
+    The run and sweep forms share this, so both refuse in the same way and order.
+    """
+    if errors:
+        return errors, 400
+    if broker() is None:
+        return {"form": NO_BROKER}, 503
+    return None
 
 
 def model_names() -> list[str]:
@@ -146,7 +159,7 @@ def new_run() -> Any:
             _prefill(form, run)
     else:
         if not form.validate():
-            errors = {"form": "the form expired or was not sent by this page; submit it again"}
+            errors = {"form": FORM_EXPIRED}
             errors.update({k: "; ".join(v) for k, v in form.errors.items() if k != "csrf_token"})
             status = 400
         else:
@@ -160,11 +173,9 @@ def new_run() -> Any:
                     )
             except CatalogError as exc:
                 errors["model"] = str(exc)
-            if errors:
-                status = 400
-            elif broker() is None:
-                errors = {"form": NO_BROKER}
-                status = 503
+            refused = cannot_queue(errors)
+            if refused:
+                errors, status = refused
             else:
                 run = create_run(db.session, config)
                 db.session.commit()

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from edgelab.catalog import Catalog
 from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
 from edgelab.service import api as api_views
-from edgelab.service.extensions import broker, current_celery, current_settings, db
+from edgelab.service.extensions import current_celery, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
     LATENCY_HELP,
@@ -24,7 +24,7 @@ from edgelab.service.web.forms import (
     engine_help,
     sweep_input,
 )
-from edgelab.service.web.pages import NO_BROKER, call_api, model_names
+from edgelab.service.web.pages import FORM_EXPIRED, call_api, cannot_queue, model_names
 from edgelab.sweeps import SpecError, control, expand, parse_spec
 from edgelab.tasks.submit import enqueue_launch
 
@@ -82,7 +82,7 @@ def new_sweep() -> Any:
         form.model.data = form.model.data or default_model
         form.backend.data = form.backend.data or settings.backend
     elif not form.validate():
-        errors = {"form": "the form expired or was not sent by this page; submit it again"}
+        errors = {"form": FORM_EXPIRED}
         status = 400
     else:
         spec_data, errors = sweep_input(form, default_model)
@@ -92,11 +92,9 @@ def new_sweep() -> Any:
         except SpecError as exc:
             for key, message in exc.errors.items():
                 errors.setdefault(key if key in FORM_FIELDS else "form", message)
-        if errors:
-            status = 400
-        elif broker() is None:
-            errors = {"form": NO_BROKER}
-            status = 503
+        refused = cannot_queue(errors)
+        if refused:
+            errors, status = refused
         else:
             sweep = control.create_sweep(db.session, spec, cells)
             db.session.commit()
