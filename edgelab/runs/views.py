@@ -27,6 +27,9 @@ CONFIG_FIELDS = (
     "seed",
     "repetition",
 )
+#: The same fields as :func:`run_summary` names them in ``config`` (the API's names:
+#: ``latency_label`` is ``latency``); the summary adds ``latency_profile`` and ``options``.
+SUMMARY_CONFIG_FIELDS = tuple("latency" if f == "latency_label" else f for f in CONFIG_FIELDS)
 METRIC_FIELDS = (
     "ttft_ms",
     "e2el_ms",

@@ -21,7 +21,12 @@ from flask import Response, abort, request, stream_with_context
 from sqlalchemy import select
 
 from edgelab.models import Run, Sweep
-from edgelab.runs.views import CONFIG_FIELDS, METRIC_FIELDS, PROVENANCE_FIELDS, run_summary
+from edgelab.runs.views import (
+    METRIC_FIELDS,
+    PROVENANCE_FIELDS,
+    SUMMARY_CONFIG_FIELDS,
+    run_summary,
+)
 from edgelab.service.extensions import db
 from edgelab.service.history import parse_history
 from edgelab.service.web import web
@@ -29,12 +34,7 @@ from edgelab.sweeps import control
 
 TOP_FIELDS = ("id", "sweep_id", "status", "error", "fingerprint")
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
-#: ``run_summary`` renames ``latency_label`` to ``latency`` and adds the full profile.
-CONFIG_COLUMNS = (
-    *("latency" if f == "latency_label" else f for f in CONFIG_FIELDS),
-    "latency_profile",
-    "options",
-)
+CONFIG_COLUMNS = (*SUMMARY_CONFIG_FIELDS, "latency_profile", "options")
 CSV_COLUMNS = (*TOP_FIELDS, *TIME_FIELDS, *CONFIG_COLUMNS, *METRIC_FIELDS, *PROVENANCE_FIELDS)
 BATCH = 1000
 

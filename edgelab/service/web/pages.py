@@ -31,7 +31,7 @@ from edgelab.catalog import Catalog, CatalogError
 from edgelab.models import RUN_STATUSES, TERMINAL_STATUSES, Run, Sweep, TokenEvent
 from edgelab.runs.config import ConfigError, parse_config
 from edgelab.runs.executor import config_of, create_run
-from edgelab.runs.views import METRIC_FIELDS, run_detail, run_summary
+from edgelab.runs.views import METRIC_FIELDS, SUMMARY_CONFIG_FIELDS, run_detail, run_summary
 from edgelab.service import api as api_views
 from edgelab.service.extensions import broker, current_celery, current_settings, db
 from edgelab.service.history import PER_PAGE_CHOICES, parse_history
@@ -52,21 +52,7 @@ NO_BROKER = "no broker is reachable: start everything with `edgelab up` or set E
 FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
-COMPARE_CONFIG = (
-    "sweep_id",
-    "engine",
-    "backend",
-    "model",
-    "nodes",
-    "threads",
-    "latency",
-    "bandwidth_bps",
-    "max_tokens",
-    "prompt",
-    "temperature",
-    "seed",
-    "repetition",
-)
+COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS)
 
 
 def cannot_queue(errors: dict[str, str]) -> tuple[dict[str, str], int] | None:
