@@ -85,7 +85,7 @@ def submit_run() -> Any:
 @api.get("/runs")
 def list_runs() -> Any:
     """History: the filters, sort and pages of :mod:`edgelab.service.history`."""
-    f = parse_history(request.args, until_includes_day=False)
+    f = parse_history(request.args)
     if f.errors:
         return _invalid(f.errors)
     runs = f.page_of(db.session)

@@ -5,9 +5,8 @@ Query parameters: ``status`` (comma-separated or repeated), ``model``, ``nodes``
 ``threads``, ``latency`` (a profile label such as ``10ms..50ms``), ``sweep``,
 ``since``, ``until``, ``sort`` (one of :data:`SORTABLE`, ``-`` for descending),
 ``page`` and ``per_page``. So a URL copied from the history page works against the
-API, with one documented difference: a bare date in ``until`` means "before that
-day" in the API and "up to and including that day" on the page (see
-:func:`parse_history`). Bad values are reported per field, never a 500.
+API and gives the same runs. A bare date in ``until`` includes that whole day, as
+a "to" date reads. Bad values are reported per field, never a 500.
 
 It lives in ``edgelab/service`` rather than ``web/`` because both blueprints use it
 and the API must not depend on the viewer's package.
@@ -148,13 +147,8 @@ def parse_paging(args: MultiDict[str, str], errors: dict[str, str]) -> tuple[int
     return page, per_page
 
 
-def parse_history(args: MultiDict[str, str], *, until_includes_day: bool) -> HistoryFilter:
-    """Parse the query arguments; problems go to ``errors``, the bad value is ignored.
-
-    ``until_includes_day``: whether ``until=2026-01-31`` keeps the runs of the 31st.
-    The page does (its "To" date field reads inclusively); the API does not, as its
-    OpenAPI document says ("Created before").
-    """
+def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
+    """Parse the query arguments; problems go to ``errors``, the bad value is ignored."""
     f = HistoryFilter()
     keep = (*FILTER_KEYS, "sort", "per_page")
     f.args = {k: args.get(k, "").strip() for k in keep if args.get(k, "").strip()}
@@ -178,7 +172,7 @@ def parse_history(args: MultiDict[str, str], *, until_includes_day: bool) -> His
         f.since = _when(raw, "since", errors, end=False)
     raw = args.get("until", "").strip()
     if raw:
-        f.until = _when(raw, "until", errors, end=until_includes_day)
+        f.until = _when(raw, "until", errors, end=True)
     sort = args.get("sort", "").strip() or "-id"
     if sort.lstrip("-") not in SORTABLE:
         errors["sort"] = f"must be one of {', '.join(SORTABLE)} (prefix - for descending)"

@@ -134,7 +134,11 @@ def document() -> dict[str, Any]:
                         _query(
                             "since", {"type": "string"}, "Created at or after (ISO date/date-time)"
                         ),
-                        _query("until", {"type": "string"}, "Created before (ISO date/date-time)"),
+                        _query(
+                            "until",
+                            {"type": "string"},
+                            "Created up to (ISO date-time; a bare date includes that whole day)",
+                        ),
                         _query(
                             "sort",
                             {"type": "string", "default": "-id"},

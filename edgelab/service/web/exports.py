@@ -83,7 +83,7 @@ def _download(body: Iterator[str], filename: str, mimetype: str) -> Response:
 
 
 def _history_runs() -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
-    f = parse_history(request.args, until_includes_day=True)
+    f = parse_history(request.args)
     if f.errors:
         abort(400, "; ".join(f"{k}: {v}" for k, v in f.errors.items()))
     stmt = f.ordered().execution_options(yield_per=BATCH)

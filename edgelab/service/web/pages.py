@@ -91,7 +91,7 @@ def index() -> Any:
 
 @web.get("/runs")
 def history() -> Any:
-    f = parse_history(request.args, until_includes_day=True)
+    f = parse_history(request.args)
     total = f.count(db.session)
     pages = max(1, math.ceil(total / f.per_page))
     runs = f.page_of(db.session)
