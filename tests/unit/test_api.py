@@ -248,3 +248,14 @@ def test_cross_site_writes_are_refused(client: FlaskClient, api_settings: Settin
     assert client.get(f"/api/runs/{rid}").get_json()["status"] == "queued"
     same = client.post(f"/api/runs/{rid}/cancel", headers={"Origin": "http://localhost"})
     assert same.status_code == 202
+
+
+def test_until_date_includes_that_whole_day(client: FlaskClient, api_settings: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    rid = _add_run(api_settings)
+    today = datetime.now(UTC).date()
+    ids = [r["id"] for r in client.get(f"/api/runs?until={today}").get_json()["runs"]]
+    assert rid in ids
+    before = today - timedelta(days=1)
+    assert client.get(f"/api/runs?until={before}").get_json()["runs"] == []
