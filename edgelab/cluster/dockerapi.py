@@ -124,6 +124,19 @@ class DockerAPI:
         except docker.errors.ImageNotFound:
             return None
 
+    def prune_dangling_images(self) -> int:
+        """Remove untagged images that edgelab built (install stages, replaced images).
+
+        Every rebuild leaves the previous image and its install stage behind without a
+        tag; only images carrying the ``edgelab.image`` label are touched, and Docker
+        keeps any that a container still uses.
+        """
+        try:
+            result = self._client.images.prune(filters={"dangling": True, "label": "edgelab.image"})
+        except docker.errors.APIError as exc:
+            raise DockerAPIError(f"pruning old edgelab images failed: {exc}") from exc
+        return len(result.get("ImagesDeleted") or [])
+
     def build_image(
         self,
         path: Path,

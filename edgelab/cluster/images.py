@@ -248,6 +248,12 @@ def build_images(
             progress(f"== {tag} = {image_id}")
         data_dir.mkdir(parents=True, exist_ok=True)
         images_record(data_dir).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        try:
+            pruned = api.prune_dangling_images()
+        except DockerAPIError as exc:
+            progress(f"== warning: {exc}")
+        else:
+            progress(f"== removed {pruned} old untagged edgelab image layers")
         return record
     finally:
         api.close()

@@ -248,3 +248,15 @@ def test_images_are_recorded_by_build(docker_api: DockerAPI) -> None:
     for image in (ROOT_IMAGE, WORKER_IMAGE):
         line = next(row for row in done.stdout.splitlines() if image in row)
         assert f"engine={docker_api.image_id(image)}" in line
+
+
+def test_builds_leave_no_untagged_edgelab_images() -> None:
+    """Rebuilding (CI builds before the tests) prunes replaced images and install stages."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        leftovers = client.images.list(filters={"dangling": True, "label": "edgelab.image"})
+    finally:
+        client.close()
+    assert leftovers == [], [image.id for image in leftovers]
