@@ -25,6 +25,19 @@ class EngineError(RuntimeError):
     """An engine cannot run as asked (missing binary, bad topology, ...)."""
 
 
+def module_argv(module: str, **options: object) -> list[str]:
+    """The argv of a node that runs as ``python -m module --option value ...``.
+
+    Option names take dashes for underscores (``dllama_bin`` -> ``--dllama-bin``);
+    options that are ``None`` are left out, so optional flags need no special case.
+    """
+    argv = ["-m", module]
+    for name, value in options.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
 @dataclass(frozen=True)
 class WorkerLaunch:
     """How to start one worker node listening on ``host:port`` with ``threads`` threads."""

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 from edgelab.catalog.dllama import default_tokenizer_path, read_dllama_header
 from edgelab.catalog.info import CatalogError
-from edgelab.engines.base import ContainerFile, Engine, EngineError, RootLaunch, WorkerLaunch
+from edgelab.engines.base import (
+    ContainerFile,
+    Engine,
+    EngineError,
+    RootLaunch,
+    WorkerLaunch,
+    module_argv,
+)
 from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
 from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
 
@@ -65,20 +72,14 @@ class DllamaEngine(Engine):
 
     def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
         return WorkerLaunch(
-            argv=[
-                "-m",
+            argv=module_argv(
                 "edgelab.engines.dllama.worker",
-                "--dllama-bin",
-                str(self.binary()),
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--threads",
-                str(threads),
-                "--net-turbo",
-                "1" if self.net_turbo else "0",
-            ],
+                dllama_bin=self.binary(),
+                host=host,
+                port=port,
+                threads=threads,
+                net_turbo=int(self.net_turbo),
+            ),
             ready_marker=READY_MARKER,
         )
 
@@ -90,27 +91,19 @@ class DllamaEngine(Engine):
         workers: list[str],
         threads: int,
     ) -> RootLaunch:
-        argv = [
-            "-m",
-            "edgelab.engines.dllama.root",
-            "--dllama-bin",
-            str(self.binary()),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--model",
-            str(model_path),
-            "--workers",
-            ",".join(workers),
-            "--threads",
-            str(threads),
-            "--net-turbo",
-            "1" if self.net_turbo else "0",
-        ]
-        if self.tokenizer is not None:
-            argv += ["--tokenizer", str(self.tokenizer)]
-        return RootLaunch(argv=argv)
+        return RootLaunch(
+            argv=module_argv(
+                "edgelab.engines.dllama.root",
+                dllama_bin=self.binary(),
+                host=host,
+                port=port,
+                model=model_path,
+                workers=",".join(workers),
+                threads=threads,
+                net_turbo=int(self.net_turbo),
+                tokenizer=self.tokenizer,
+            )
+        )
 
     def check_available(self) -> None:
         resolve_binary(self._binary)

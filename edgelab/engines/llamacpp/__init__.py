@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch
+from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch, module_argv
 
 if TYPE_CHECKING:
     from edgelab.catalog import ModelInfo
@@ -30,16 +30,9 @@ class LlamaCppEngine(Engine):
 
     def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
         return WorkerLaunch(
-            argv=[
-                "-m",
-                "edgelab.engines.llamacpp.worker",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--threads",
-                str(threads),
-            ],
+            argv=module_argv(
+                "edgelab.engines.llamacpp.worker", host=host, port=port, threads=threads
+            ),
             ready_marker=READY_MARKER,
         )
 
@@ -52,20 +45,14 @@ class LlamaCppEngine(Engine):
         threads: int,
     ) -> RootLaunch:
         return RootLaunch(
-            argv=[
-                "-m",
+            argv=module_argv(
                 "edgelab.engines.llamacpp.root",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--model",
-                str(model_path),
-                "--workers",
-                ",".join(workers),
-                "--threads",
-                str(threads),
-            ]
+                host=host,
+                port=port,
+                model=model_path,
+                workers=",".join(workers),
+                threads=threads,
+            )
         )
 
     def check_available(self) -> None:
