@@ -17,10 +17,11 @@ DATA_DIR=${EDGELAB_DATA_DIR:-var}
 LOG_DIR="$DATA_DIR/docker"
 mkdir -p "$LOG_DIR"
 
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
-  echo "== installing docker.io and debootstrap"
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+   || ! command -v docker-compose >/dev/null; then
+  echo "== installing docker.io, docker-compose and debootstrap"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -6,6 +6,7 @@ provides both here); without them every test skips and says why.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -260,3 +261,46 @@ def test_builds_leave_no_untagged_edgelab_images() -> None:
     finally:
         client.close()
     assert leftovers == [], [image.id for image in leftovers]
+
+
+def test_compose_file_describes_the_stack_safely(tmp_path: Path) -> None:
+    """docker-compose.yml validates and keeps its promises: full stack, web on loopback,
+    the socket only where experiments are started, a token required."""
+    import shutil
+
+    import yaml
+
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (.ci/docker-setup.sh installs it)")
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "EDGELAB_API_TOKEN"}
+    # An empty env file: a developer's own .env must not decide the outcome.
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = [compose, "--env-file", str(empty)]
+    refused = subprocess.run(
+        [*base, "config", "-q"], cwd=repo, env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0
+    assert "EDGELAB_API_TOKEN" in refused.stderr
+    done = subprocess.run(
+        [*base, "config"],
+        cwd=repo,
+        env={**env, "EDGELAB_API_TOKEN": "test-token"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"redis", "postgres", "migrate", "web", "worker"} <= set(services)
+    ports = services["web"]["ports"]
+    assert all(str(p).startswith("127.0.0.1:") or "127.0.0.1" in str(p) for p in ports), ports
+    sockets = {
+        name
+        for name, svc in services.items()
+        if any("docker.sock" in str(v) for v in svc.get("volumes", []))
+    }
+    assert sockets == {"worker"}
+    assert services["worker"]["environment"]["EDGELAB_BACKEND"] == "docker"
