@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgelab.catalog.gguf_kv import block_count
 from edgelab.engines.llamacpp.ggml import load_ggml
 from edgelab.engines.rootapi import (
     GenerateRequest,
@@ -175,15 +176,6 @@ def _check_reachable(endpoint: str, timeout_s: float = 10.0) -> None:
         raise RuntimeError(f"worker {endpoint} is not reachable: {exc}") from exc
 
 
-def _read_n_layers(model_path: Path) -> int:
-    # The split must be known before llama.cpp loads, so read the GGUF header first.
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(model_path))
-    arch = reader.fields["general.architecture"].contents()
-    return int(reader.fields[f"{arch}.block_count"].contents())
-
-
 class LlamaCppGenerator(Generator):
     """One GGUF model loaded with llama-cpp-python over the root CPU and RPC workers."""
 
@@ -217,7 +209,8 @@ class LlamaCppGenerator(Generator):
     def load(self) -> None:
         if not self.model_path.is_file():
             raise FileNotFoundError(f"model {self.model_path} not found")
-        n_layers = _read_n_layers(self.model_path)
+        # The split must be known before llama.cpp loads: read the GGUF header first.
+        n_layers = block_count(self.model_path)
         self._plan = plan_split(n_layers, self.nodes)
         ggml = load_ggml()
         for endpoint in self.workers:
