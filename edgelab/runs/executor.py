@@ -129,20 +129,20 @@ def host_cpu() -> str:
 
 
 def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float]:
-    """Counters of one link accumulated during this run only (clusters are reused)."""
-    a = after.to_dict()
-    b = before.to_dict() if before is not None else {}
-    return {
-        "bytes_up": a["up"]["bytes"] - b.get("up", {}).get("bytes", 0),
-        "bytes_down": a["down"]["bytes"] - b.get("down", {}).get("bytes", 0),
-        "chunks_up": a["up"]["chunks"] - b.get("up", {}).get("chunks", 0),
-        "chunks_down": a["down"]["chunks"] - b.get("down", {}).get("chunks", 0),
-        "delay_total_ms_up": 1000
-        * (a["up"]["delay_total_s"] - b.get("up", {}).get("delay_total_s", 0.0)),
-        "delay_total_ms_down": 1000
-        * (a["down"]["delay_total_s"] - b.get("down", {}).get("delay_total_s", 0.0)),
-        "delay_max_ms": 1000 * max(a["up"]["delay_max_s"], a["down"]["delay_max_s"]),
+    """Counters of one link accumulated during this run only (clusters are reused).
+
+    The column mapping is ``LinkStats.link_stat_fields``; here only the counters are
+    differenced. The maximum delay cannot be, so the link's running maximum is kept.
+    """
+    a = after.link_stat_fields()
+    b = before.link_stat_fields() if before is not None else {}
+    row = {
+        key: value - b.get(key, 0)
+        for key, value in a.items()
+        if key not in ("link", "delay_max_ms")
     }
+    row["delay_max_ms"] = a["delay_max_ms"]
+    return row
 
 
 class _TokenWriter:
