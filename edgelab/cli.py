@@ -52,6 +52,7 @@ COMMANDS = {
     "images": "edgelab.cluster.images:images",
     "worker": "edgelab.tasks.cli:worker_command",
     "sweep": "edgelab.tasks.cli:sweep_group",
+    "runs": "edgelab.runs.history_cli:runs_group",
     "serve": "edgelab.service.cli:serve_command",
     "up": "edgelab.service.cli:up_command",
 }

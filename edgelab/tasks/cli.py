@@ -168,6 +168,70 @@ def sweep_status(sweep_id: int, as_json: bool, wait: bool) -> None:
         )
 
 
+@sweep_group.command("list")
+@click.option("--status", default=None, help="Only sweeps in this status (queued, running, ...).")
+@click.option("--name", default=None, help="Only sweeps whose name contains this text.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--per-page", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="Print GET /api/sweeps's JSON.")
+def sweep_list(
+    status: str | None, name: str | None, page: int, per_page: int, as_json: bool
+) -> None:
+    """Sweeps, newest first, with their progress."""
+    from sqlalchemy import func, select
+
+    from edgelab.models import SWEEP_STATUSES, Sweep
+    from edgelab.models.db import session_scope
+    from edgelab.runs.history_cli import table
+    from edgelab.service.web.format import fmt_time
+    from edgelab.sweeps import control
+
+    if status and status not in SWEEP_STATUSES:
+        raise click.BadParameter(f"one of {', '.join(SWEEP_STATUSES)}", param_hint="--status")
+    settings = load_settings()
+    stmt = select(Sweep)
+    if status:
+        stmt = stmt.where(Sweep.status == status)
+    if name:
+        stmt = stmt.where(Sweep.name.contains(name, autoescape=True))
+    with session_scope(settings.database_url) as s:
+        total = s.scalar(stmt.with_only_columns(func.count(Sweep.id))) or 0
+        sweeps = [
+            control.sweep_summary(s, sw)
+            for sw in s.scalars(
+                stmt.order_by(Sweep.id.desc()).offset((page - 1) * per_page).limit(per_page)
+            )
+        ]
+    if as_json:
+        out = {"sweeps": sweeps, "total": total, "page": page, "per_page": per_page}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    if not sweeps:
+        click.echo("no sweeps match" if total == 0 else f"page {page} is empty ({total} sweeps)")
+        return
+    rows = []
+    for sw in sweeps:
+        p = sw["progress"]
+        rows.append(
+            [
+                str(sw["id"]),
+                sw["name"],
+                sw["status"],
+                f"{p['done']}/{p['total']}",
+                str(p["succeeded"]),
+                str(p["failed"]),
+                str(p["cancelled"]),
+                str(sw["model_loads"]),
+                fmt_time(sw["created_at"]),
+            ]
+        )
+    headers = ["id", "name", "status", "done", "ok", "failed", "cancelled", "loads", "created"]
+    click.echo(table(headers, rows, right={0, 3, 4, 5, 6, 7}))
+    first = (page - 1) * per_page + 1
+    more = f"; --page {page + 1} for more" if first + len(rows) - 1 < total else ""
+    click.echo(f"sweeps {first}-{first + len(rows) - 1} of {total}{more}")
+
+
 @sweep_group.command("cancel")
 @click.argument("sweep_id", type=int)
 def sweep_cancel(sweep_id: int) -> None:

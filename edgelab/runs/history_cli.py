@@ -1,0 +1,366 @@
+"""``edgelab runs list|show|compare|export``: the run history from the terminal.
+
+Every command reads what the viewer reads, through the same code: the filter is
+:func:`edgelab.service.history.parse_history` (so ``--status failed --nodes 3``
+selects exactly the runs of ``/runs?status=failed&nodes=3``), rows are
+:func:`edgelab.runs.views.run_summary`, exports are :mod:`edgelab.runs.export`
+(byte-identical to the web download), and ``compare`` groups and tests with
+:mod:`edgelab.analysis`. Tables show numbers with units; ``--json`` gives the
+API's shapes for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from edgelab.cli import load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The history filters as options: (option name, query key, help). The keys are the
+#: history page's query arguments, parsed by the one parser in service/history.py.
+FILTER_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--status", "status", "Run status; repeat or comma-separate (queued, succeeded, ...)."),
+    ("--model", "model", "Catalog model name."),
+    ("--nodes", "nodes", "Node count (root included)."),
+    ("--threads", "threads", "Threads per node."),
+    ("--latency", "latency", "Latency profile label, e.g. 20ms or 10ms..50ms."),
+    ("--sweep", "sweep", "Runs of this sweep id."),
+    ("--since", "since", "Created on/after this date or date-time (UTC)."),
+    ("--until", "until", "Created on/before this date (whole day) or before this date-time."),
+)
+
+
+def filter_options(func: F) -> F:
+    """Add the history filters and ``--sort`` to a command (as ``filters`` kwargs)."""
+    func = click.option(
+        "--sort",
+        default="-id",
+        show_default=True,
+        help="Column to sort by (id, created_at, ttft_ms, tpot_ms, decode_tps, ...); "
+        "prefix - for descending.",
+    )(func)
+    for option, key, help_text in reversed(FILTER_OPTIONS):
+        func = click.option(option, key, multiple=key == "status", default=None, help=help_text)(
+            func
+        )
+    return func
+
+
+def _history_filter(options: dict[str, Any], page: int = 1, per_page: int | None = None) -> Any:
+    """The :class:`HistoryFilter` of the command-line options; errors name the option."""
+    from werkzeug.datastructures import MultiDict
+
+    from edgelab.service.history import parse_history
+
+    args: MultiDict[str, str] = MultiDict()
+    for _option, key, _help in FILTER_OPTIONS:
+        value = options.get(key)
+        for item in value if isinstance(value, tuple) else [value]:
+            if item not in (None, ""):
+                args.add(key, str(item))
+    args.add("sort", str(options.get("sort") or "-id"))
+    args.add("page", str(page))
+    if per_page is not None:
+        args.add("per_page", str(per_page))
+    f = parse_history(args)
+    if f.errors:
+        lines = "\n".join(f"  --{k.replace('_', '-')}: {v}" for k, v in f.errors.items())
+        raise click.ClickException(f"invalid filter:\n{lines}")
+    return f
+
+
+# --- formatting -------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    from edgelab.service.web.format import fmt_num
+
+    return fmt_num(value, digits)
+
+
+def ms(value: Any) -> str:
+    """A duration in ms as a person reads it ("183 ms", "12.4 s")."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if abs(v) >= 10_000:
+        return f"{v / 1000:,.1f} s"
+    return f"{v:,.0f} ms" if abs(v) >= 100 else f"{v:,.1f} ms"
+
+
+def rate(value: Any) -> str:
+    return "-" if value is None else f"{float(value):,.1f} tok/s"
+
+
+def size(value: Any) -> str:
+    from edgelab.service.web.format import fmt_bytes
+
+    return "-" if value is None else fmt_bytes(value)
+
+
+def bandwidth(value: Any) -> str:
+    from edgelab.service.web.format import fmt_bps
+
+    return fmt_bps(value)
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    """A plain aligned text table; columns in ``right`` are right-aligned (numbers)."""
+    right = right or set()
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _when(value: str | None) -> str:
+    from edgelab.service.web.format import fmt_time
+
+    return "-" if value is None else fmt_time(value)
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Browse, inspect, compare and export stored runs."""
+
+
+LIST_HEADERS = [
+    "id",
+    "status",
+    "sweep",
+    "model",
+    "nodes",
+    "thr",
+    "latency",
+    "bandwidth",
+    "tokens",
+    "TTFT",
+    "TPOT",
+    "decode",
+    "created (UTC)",
+]
+
+
+def list_row(run: dict[str, Any]) -> list[str]:
+    c, m = run["config"], run["metrics"]
+    return [
+        str(run["id"]),
+        run["status"],
+        "-" if run["sweep_id"] is None else str(run["sweep_id"]),
+        c["model"],
+        str(c["nodes"]),
+        str(c["threads"]),
+        c["latency"],
+        "-" if c["bandwidth_bps"] is None else bandwidth(c["bandwidth_bps"]),
+        "-" if m["output_tokens"] is None else str(m["output_tokens"]),
+        ms(m["ttft_ms"]),
+        ms(m["tpot_ms"]),
+        rate(m["decode_tps"]),
+        _when(run["created_at"]),
+    ]
+
+
+@runs_group.command("list")
+@filter_options
+@click.option("--page", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--per-page", default=50, show_default=True, type=click.IntRange(1, 500), help="Rows per page."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print GET /api/runs's JSON.")
+def runs_list(page: int, per_page: int, as_json: bool, **filters: Any) -> None:
+    """Stored runs, newest first, with the history page's filters."""
+    from edgelab.models.db import session_scope
+    from edgelab.runs.views import run_summary
+
+    settings = load_settings()
+    f = _history_filter(filters, page, per_page)
+    with session_scope(settings.database_url) as s:
+        total = f.count(s)
+        runs = [run_summary(r) for r in f.page_of(s)]
+    if as_json:
+        out = {"runs": runs, "total": total, "page": f.page, "per_page": f.per_page}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    if not runs:
+        click.echo("no runs match" if total == 0 else f"page {page} is empty ({total} runs)")
+        return
+    click.echo(table(LIST_HEADERS, [list_row(r) for r in runs], right={0, 4, 5, 8, 9, 10, 11}))
+    first = (f.page - 1) * f.per_page + 1
+    more = f"; --page {f.page + 1} for more" if first + len(runs) - 1 < total else ""
+    click.echo(f"runs {first}-{first + len(runs) - 1} of {total}{more}")
+
+
+def _detail(database_url: str, run_id: int) -> dict[str, Any]:
+    from edgelab.runs.views import run_detail
+
+    try:
+        return run_detail(database_url, run_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def show_text(run: dict[str, Any]) -> str:
+    """A stored run as a person reads it: configuration, metrics, network, nodes."""
+    c, m, p = run["config"], run["metrics"], run["provenance"]
+    sweep = f" (sweep {run['sweep_id']}, repetition {c['repetition']})" if run["sweep_id"] else ""
+    lines = [f"run {run['id']} {run['status']}{sweep}"]
+    if run.get("error"):
+        lines.append(f"  error: {run['error']}")
+    lines += [
+        "configuration",
+        f"  model {c['model']} · engine {c['engine']} · backend {c['backend']}",
+        f"  {c['nodes']} node(s) x {c['threads']} thread(s) · latency {c['latency']} · "
+        f"bandwidth {bandwidth(c['bandwidth_bps'])}",
+        f"  max tokens {c['max_tokens']} · temperature {c['temperature']} · seed {c['seed']}",
+        f"  prompt {c['prompt']!r}",
+        f"  created {_when(run['created_at'])} · started {_when(run['started_at'])} · "
+        f"finished {_when(run['finished_at'])} (UTC)",
+        "metrics",
+        f"  TTFT {ms(m['ttft_ms'])} · TPOT {ms(m['tpot_ms'])} · E2EL {ms(m['e2el_ms'])} · "
+        f"start-up {ms(m['load_ms'])}",
+        f"  ITL mean {ms(m['itl_mean_ms'])} · p50 {ms(m['itl_p50_ms'])} · "
+        f"p90 {ms(m['itl_p90_ms'])} · p99 {ms(m['itl_p99_ms'])}",
+        f"  decode {rate(m['decode_tps'])} · prefill {rate(m['prefill_tps'])} · "
+        f"tokens {_num(m['prompt_tokens'])} in, {_num(m['output_tokens'])} out · "
+        f"network {size(m['net_bytes_per_token'])}/token",
+    ]
+    flags = run.get("flags") or []
+    if flags:
+        lines.append(f"  flags: {', '.join(flags)}")
+    breakdown = run.get("breakdown")
+    if breakdown:
+        lines.append("time per token (breakdown)")
+        lines += [f"  {part}" for part in breakdown_lines(breakdown)]
+    if run["links"]:
+        lines.append("links")
+        for link in run["links"]:
+            injected = link["delay_total_ms_up"] + link["delay_total_ms_down"]
+            lines.append(
+                f"  {link['link']}: {size(link['bytes_up'])} up / {size(link['bytes_down'])} "
+                f"down · {link['chunks_up']}/{link['chunks_down']} chunks · injected "
+                f"{ms(injected)} total, max {ms(link['delay_max_ms'])}"
+            )
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    for sample in run["samples"]:
+        nodes.setdefault(sample["node"], []).append(sample)
+    if nodes:
+        lines.append("nodes")
+        for name, samples in nodes.items():
+            cpu = max(s["cpu_percent"] for s in samples)
+            rss = max(s["rss_bytes"] for s in samples)
+            lines.append(
+                f"  {name}: peak CPU {cpu:.0f} % · peak RSS {size(rss)} ({len(samples)} samples)"
+            )
+    lines.append("provenance")
+    lines.append(
+        f"  engine {p['engine_version'] or '-'} · edgelab {p['edgelab_version'] or '-'} · "
+        f"host {p['host_cpu'] or '-'} ({p['host_cores'] or '-'} cores)"
+    )
+    lines.append(f"  model sha256 {p['model_sha256'] or '-'}")
+    for part in p["layer_split"] or []:
+        lines.append(f"  layers: {json.dumps(part, sort_keys=True)}")
+    for role, image in (p["image_ids"] or {}).items():
+        lines.append(f"  image {role}: {image}")
+    return "\n".join(lines)
+
+
+def breakdown_lines(breakdown: dict[str, Any]) -> list[str]:
+    """The per-token time breakdown, one line per part (ms and share of TPOT)."""
+    parts = breakdown.get("parts") or {}
+    total = breakdown.get("tpot_ms") or sum(v for v in parts.values() if v) or None
+    out = []
+    for name, value in parts.items():
+        share = f" ({100 * value / total:.0f} %)" if total and value is not None else ""
+        out.append(f"{name.replace('_', ' ')}: {ms(value)}{share}")
+    return out
+
+
+@runs_group.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print GET /api/runs/<id>'s JSON.")
+def runs_show(run_id: int, as_json: bool) -> None:
+    """Everything stored about one run: metrics, configuration, provenance."""
+    settings = load_settings()
+    data = _detail(settings.database_url, run_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(show_text(data))
+
+
+@runs_group.command("export")
+@filter_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: stdout).",
+)
+def runs_export(fmt: str, output: Path | None, **filters: Any) -> None:
+    """Every run the filters select, as the web export writes it (CSV or JSON)."""
+    from edgelab.models.db import session_scope
+    from edgelab.runs.export import BATCH, csv_chunks, json_chunks
+    from edgelab.runs.views import run_summary
+
+    settings = load_settings()
+    f = _history_filter(filters)
+    written = 0
+    with session_scope(settings.database_url) as s:
+        stmt = f.ordered().execution_options(yield_per=BATCH)
+
+        def rows() -> Iterator[dict[str, Any]]:
+            nonlocal written
+            for run in s.scalars(stmt):
+                written += 1
+                yield run_summary(run)
+
+        if fmt == "csv":
+            chunks = csv_chunks(rows())
+        else:
+            chunks = json_chunks({"filter": f.query_args(page=None), "total": f.count(s)}, rows())
+        write_chunks(chunks, output)
+    if output is not None:
+        click.echo(f"wrote {written} run(s) to {output}", err=True)
+
+
+def write_chunks(chunks: Iterator[str], output: Path | None) -> None:
+    """Write text chunks to ``output`` or stdout.
+
+    A file is written beside its final name and renamed at the end, so an export
+    interrupted half-way never leaves a truncated file that looks complete.
+    """
+    if output is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return
+    tmp = output.with_name(output.name + ".part")
+    try:
+        with tmp.open("w", newline="") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,296 @@
+"""``edgelab runs list|show|compare|export`` and ``edgelab sweep list`` through Click's
+runner, against a real SQLite database holding runs inserted here.
+
+The CLI must select what the history page selects (same parser), write exports
+byte-identical to the web download (same code), and show numbers with units.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edgelab.cli import main
+from edgelab.models import LinkStat, NodeSample, Sweep
+from edgelab.models.db import session_scope, upgrade
+from edgelab.netem.profile import LatencyProfile
+from edgelab.runs.config import RunConfig
+from edgelab.runs.executor import create_run
+from edgelab.service import create_app
+from edgelab.settings import Settings
+
+MODEL = "tiny-test"
+
+
+@pytest.fixture
+def db_settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    upgrade(s.database_url)
+    return s
+
+
+def add_run(
+    settings: Settings,
+    *,
+    nodes: int = 2,
+    latency: str = "10ms",
+    status: str = "succeeded",
+    sweep_id: int | None = None,
+    repetition: int = 0,
+    tpot: float = 50.0,
+    ttft: float = 100.0,
+    created: datetime | None = None,
+) -> int:
+    """A stored run with metrics, node samples and a link like a finished one."""
+    config = RunConfig(
+        prompt="Name three planets.",
+        model=MODEL,
+        nodes=nodes,
+        threads=1,
+        latency=LatencyProfile.parse(latency),
+        max_tokens=16,
+        repetition=repetition,
+    )
+    with session_scope(settings.database_url) as s:
+        run = create_run(s, config, sweep_id=sweep_id)
+        run.status = status
+        if created is not None:
+            run.created_at = created
+        if status == "failed":
+            run.error = "node worker1 exited with status 1"
+        if status == "succeeded":
+            run.ttft_ms, run.tpot_ms = ttft, tpot
+            run.e2el_ms = ttft + 15 * tpot
+            run.decode_tps = 1000.0 / tpot
+            run.itl_p50_ms, run.itl_p99_ms = tpot - 1, tpot + 20
+            run.output_tokens, run.prompt_tokens = 16, 5
+            run.net_bytes_per_token = 12_345.0
+            run.engine_version, run.host_cpu, run.host_cores = "llama.cpp test", "Test CPU", 2
+            run.model_sha256 = "ab" * 32
+            for node, role in (("root", "root"), ("worker1", "worker")):
+                s.add(
+                    NodeSample(
+                        run_id=run.id,
+                        node=node,
+                        role=role,
+                        offset_ms=0.0,
+                        cpu_percent=97.0,
+                        rss_bytes=150_000_000,
+                    )
+                )
+            s.add(
+                LinkStat(
+                    run_id=run.id,
+                    link="root<->worker1",
+                    bytes_up=150_000,
+                    bytes_down=2000,
+                    chunks_up=10,
+                    chunks_down=12,
+                    delay_total_ms_up=100.0,
+                    delay_total_ms_down=120.0,
+                    delay_max_ms=10.0,
+                )
+            )
+        return run.id
+
+
+def add_sweep(settings: Settings, name: str = "grid", status: str = "succeeded") -> int:
+    with session_scope(settings.database_url) as s:
+        sweep = Sweep(name=name, spec={"nodes": [1, 2]}, status=status, total_cells=4)
+        s.add(sweep)
+        s.flush()
+        return sweep.id
+
+
+def cli(settings: Settings, *args: str) -> Result:
+    env = {
+        "EDGELAB_DATA_DIR": str(settings.data_dir),
+        "EDGELAB_DATABASE_URL": settings.database_url,
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def ok(settings: Settings, *args: str) -> str:
+    result = cli(settings, *args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def listed_ids(output: str) -> list[int]:
+    """The run ids of a ``runs list`` table (first column, below the header rule)."""
+    lines = output.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("--"))
+    rows = [line.split() for line in lines[rule + 1 :]]
+    return [int(r[0]) for r in rows if r and r[0].isdigit()]
+
+
+# --- runs list ------------------------------------------------------------------
+
+
+def test_runs_list_filters_like_the_history_api(db_settings: Settings) -> None:
+    ids = [add_run(db_settings, nodes=n) for n in (1, 2, 2, 3)]
+    failed = add_run(db_settings, nodes=2, status="failed")
+    out = ok(db_settings, "runs", "list", "--nodes", "2", "--status", "succeeded", "--sort", "id")
+    assert listed_ids(out) == [ids[1], ids[2]]
+    assert "runs 1-2 of 2" in out
+
+    # The same filter through the API gives the same runs, in the same JSON.
+    client = create_app(db_settings, {"TESTING": True}).test_client()
+    api = client.get("/api/runs?nodes=2&status=succeeded&sort=id").get_json()
+    as_json = json.loads(
+        ok(
+            db_settings,
+            "runs",
+            "list",
+            "--nodes",
+            "2",
+            "--status",
+            "succeeded",
+            "--sort",
+            "id",
+            "--json",
+        )
+    )
+    assert as_json == api
+
+    # Repeated --status means either; default order is newest first.
+    out = ok(db_settings, "runs", "list", "--status", "failed", "--status", "succeeded")
+    assert listed_ids(out) == [failed, *reversed(ids)]
+
+
+def test_runs_list_table_has_units_and_pages(db_settings: Settings) -> None:
+    for _ in range(3):
+        add_run(db_settings, nodes=3, latency="20ms", tpot=123.4, ttft=15_000.0)
+    out = ok(db_settings, "runs", "list", "--per-page", "2")
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["id", "status", "sweep", "model"]
+    assert "123 ms" in out  # TPOT
+    assert "15.0 s" in out  # TTFT above 10 s reads in seconds
+    assert "8.1 tok/s" in out  # 1000 / 123.4
+    assert "runs 1-2 of 3; --page 2 for more" in out
+    out = ok(db_settings, "runs", "list", "--per-page", "2", "--page", "2")
+    assert "runs 3-3 of 3" in out
+    assert ok(db_settings, "runs", "list", "--model", "nope").strip() == "no runs match"
+
+
+def test_runs_list_dates_and_sweep_filter(db_settings: Settings) -> None:
+    sweep = add_sweep(db_settings)
+    old = add_run(db_settings, created=datetime(2026, 1, 5, 12, tzinfo=UTC))
+    new = add_run(db_settings, sweep_id=sweep, created=datetime(2026, 3, 1, tzinfo=UTC))
+    assert listed_ids(ok(db_settings, "runs", "list", "--until", "2026-01-05")) == [old]
+    assert listed_ids(ok(db_settings, "runs", "list", "--since", "2026-02-01")) == [new]
+    assert listed_ids(ok(db_settings, "runs", "list", "--sweep", str(sweep))) == [new]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nodes", "many"], "--nodes: must be a whole number, got 'many'"),
+        (["--status", "done"], "--status: unknown status done"),
+        (["--since", "yesterday"], "--since: must be a date"),
+        (["--sort", "color"], "--sort: must be one of id, created_at"),
+    ],
+)
+def test_runs_list_bad_filters_name_the_option(
+    db_settings: Settings, args: list[str], message: str
+) -> None:
+    result = cli(db_settings, "runs", "list", *args)
+    assert result.exit_code == 1
+    assert "invalid filter" in result.output
+    assert message in result.output
+
+
+# --- runs show ------------------------------------------------------------------
+
+
+def test_runs_show_reads_like_a_report(db_settings: Settings) -> None:
+    run_id = add_run(db_settings, nodes=2, latency="10ms", tpot=62.5)
+    out = ok(db_settings, "runs", "show", str(run_id))
+    assert out.startswith(f"run {run_id} succeeded")
+    assert "2 node(s) x 1 thread(s) · latency 10ms · bandwidth unlimited" in out
+    assert "TPOT 62.5 ms" in out
+    assert "decode 16.0 tok/s" in out
+    assert "network 12.3 kB/token" in out
+    assert "root<->worker1: 150.0 kB up / 2.0 kB down" in out
+    assert "injected 220 ms total" in out
+    assert "worker1: peak CPU 97 % · peak RSS 150.0 MB" in out
+    assert "engine llama.cpp test" in out
+    assert f"model sha256 {'ab' * 32}" in out
+
+    data = json.loads(ok(db_settings, "runs", "show", str(run_id), "--json"))
+    client = create_app(db_settings, {"TESTING": True}).test_client()
+    assert data == client.get(f"/api/runs/{run_id}").get_json()
+
+
+def test_runs_show_unknown_run(db_settings: Settings) -> None:
+    result = cli(db_settings, "runs", "show", "999")
+    assert result.exit_code == 1
+    assert "run 999 not found" in result.output
+
+
+# --- runs export ----------------------------------------------------------------
+
+
+def test_runs_export_is_the_web_download(db_settings: Settings, tmp_path: Path) -> None:
+    for n in (1, 2, 2, 3):
+        add_run(db_settings, nodes=n)
+    add_run(db_settings, nodes=2, status="failed")
+    client = create_app(db_settings, {"TESTING": True}).test_client()
+    for fmt in ("csv", "json"):
+        web = client.get(f"/export/runs.{fmt}?nodes=2&sort=id").get_data(as_text=True)
+        result = cli(db_settings, "runs", "export", "--format", fmt, "--nodes", "2", "--sort", "id")
+        assert result.exit_code == 0, result.output
+        assert result.stdout_bytes.decode() == web  # CSV keeps its \r\n line ends
+        target = tmp_path / f"runs.{fmt}"
+        result = cli(
+            db_settings,
+            "runs",
+            "export",
+            "--format",
+            fmt,
+            "--nodes",
+            "2",
+            "--sort",
+            "id",
+            "-o",
+            str(target),
+        )
+        assert result.exit_code == 0, result.output
+        assert target.read_bytes().decode() == web
+        assert f"wrote 3 run(s) to {target}" in result.output
+        assert not list(tmp_path.glob("*.part"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "runs.csv").read_text())))
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded", "failed"]
+    assert json.loads((tmp_path / "runs.json").read_text())["total"] == 3
+
+
+# --- sweep list -----------------------------------------------------------------
+
+
+def test_sweep_list(db_settings: Settings) -> None:
+    done = add_sweep(db_settings, "latency-scaling")
+    for rep in range(2):
+        for n in (1, 2):
+            add_run(db_settings, nodes=n, sweep_id=done, repetition=rep)
+    running = add_sweep(db_settings, "second", status="running")
+    add_run(db_settings, sweep_id=running, status="queued")
+    out = ok(db_settings, "sweep", "list")
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["id", "name", "status", "done"]
+    assert lines[2].split()[:4] == [str(running), "second", "running", "0/1"]
+    assert lines[3].split()[:5] == [str(done), "latency-scaling", "succeeded", "4/4", "4"]
+    assert "sweeps 1-2 of 2" in out
+    assert listed_ids(ok(db_settings, "sweep", "list", "--status", "succeeded")) == [done]
+    assert listed_ids(ok(db_settings, "sweep", "list", "--name", "scal")) == [done]
+    data = json.loads(ok(db_settings, "sweep", "list", "--json"))
+    client = create_app(db_settings, {"TESTING": True}).test_client()
+    assert data == client.get("/api/sweeps").get_json()
+    bad = cli(db_settings, "sweep", "list", "--status", "done")
+    assert bad.exit_code == 2
+    assert "--status" in bad.output
