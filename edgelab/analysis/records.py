@@ -1,0 +1,200 @@
+"""Plain run records: the only shape the analysis functions read.
+
+Every analysis function takes :class:`RunRecord` values instead of ORM rows, so
+the API, the pages, the CLI, the report and the tests share one code path and a
+test can build a synthetic sweep without a database. :func:`load_records` is the
+one place that turns ``Run`` rows into records.
+
+Fields that other parts of edgelab record only in newer schemas (round trips per
+token, host contention, oversubscription, warm-up runs) are read when the column
+exists and are ``None``/absent otherwise, so the analysis works on old databases
+and says "not recorded" rather than inventing a value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgelab.models import Run
+
+#: Per-run metrics the statistics summarise, in the order tables show them
+#: (the names are :mod:`edgelab.metrics.timeline`'s and the API's).
+METRICS: tuple[str, ...] = (
+    "ttft_ms",
+    "tpot_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "decode_tps",
+    "e2el_ms",
+)
+#: Metrics where a smaller value is better (everything but throughput).
+LOWER_IS_BETTER: frozenset[str] = frozenset(METRICS) - {"decode_tps"}
+#: Run flags the analysis understands. ``contended`` and ``oversubscribed`` come from
+#: the run's host measurements; ``warmup`` runs are stored but never counted.
+FLAG_NAMES: tuple[str, ...] = ("contended", "oversubscribed", "warmup")
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """One stored run as the analysis sees it: configuration, metrics, flags.
+
+    ``rtt_delay_ms`` is the mean injected delay of one root<->worker round trip
+    (up + down) implied by the latency profile; ``round_trips_per_token`` is the
+    measured number of round trips per generated token summed over the links
+    (``None`` when the link proxies did not record it). ``flags`` holds any of
+    :data:`FLAG_NAMES`.
+    """
+
+    id: int
+    nodes: int
+    metrics: Mapping[str, float | None]
+    sweep_id: int | None = None
+    status: str = "succeeded"
+    engine: str = "llamacpp"
+    backend: str = "local"
+    model: str = "smollm2-135m"
+    threads: int = 1
+    latency: str = "0ms"
+    rtt_delay_ms: float = 0.0
+    bandwidth_bps: int | None = None
+    max_tokens: int = 32
+    prompt: str = ""
+    temperature: float = 0.0
+    seed: int = 0
+    repetition: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    host_cores: int | None = None
+    net_bytes_per_token: float | None = None
+    round_trips_per_token: float | None = None
+    flags: frozenset[str] = frozenset()
+
+    def metric(self, name: str) -> float | None:
+        """A metric's value, ``None`` when missing or not a finite number."""
+        value = self.metrics.get(name)
+        if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    @property
+    def oversubscribed(self) -> bool:
+        """More threads over all nodes than the host has cores (compute cannot scale).
+
+        The run's own flag when recorded; otherwise derived from ``host_cores``.
+        """
+        if "oversubscribed" in self.flags:
+            return True
+        return self.host_cores is not None and self.nodes * self.threads > self.host_cores
+
+    @property
+    def counted(self) -> bool:
+        """Whether the run enters statistics: succeeded and not a warm-up."""
+        return self.status == "succeeded" and "warmup" not in self.flags
+
+
+def one_way_mean_ms(profile: Mapping[str, Any] | None) -> float:
+    """Mean delay of one direction of a stored latency profile (``LatencyProfile.to_dict``).
+
+    Uniform: the midpoint; normal: the mean of the normal truncated at 0 (the proxy
+    redraws negative samples), which is above the nominal mean when jitter is large.
+    """
+    if not profile:
+        return 0.0
+    kind = profile.get("kind", "fixed")
+    base = float(profile.get("delay_ms") or 0.0)
+    if kind == "uniform":
+        return (base + float(profile.get("max_ms") or base)) / 2
+    if kind == "normal":
+        sigma = float(profile.get("jitter_ms") or 0.0)
+        if sigma <= 0:
+            return base
+        alpha = -base / sigma
+        pdf = math.exp(-alpha * alpha / 2) / math.sqrt(2 * math.pi)
+        tail = 0.5 * math.erfc(alpha / math.sqrt(2))  # P(X >= 0)
+        return base + sigma * pdf / tail
+    return base
+
+
+def rtt_delay_ms(profile: Mapping[str, Any] | None) -> float:
+    """Mean injected delay of one round trip: up one way plus down (``down`` or the same)."""
+    if not profile:
+        return 0.0
+    up = one_way_mean_ms(profile)
+    down_profile = profile.get("down")
+    down = one_way_mean_ms(down_profile) if down_profile else up
+    return up + down
+
+
+def _flags_of(run: Run) -> frozenset[str]:
+    found: set[str] = set()
+    for name in FLAG_NAMES:
+        if getattr(run, name, None):
+            found.add(name)
+    extra = getattr(run, "flags", None)  # a JSON list/dict of flags, if the schema has one
+    if isinstance(extra, Mapping):
+        found.update(k for k, v in extra.items() if v and k in FLAG_NAMES)
+    elif isinstance(extra, Sequence) and not isinstance(extra, str):
+        found.update(str(f) for f in extra if str(f) in FLAG_NAMES)
+    return frozenset(found)
+
+
+def _optional_float(run: Run, name: str) -> float | None:
+    value = getattr(run, name, None)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def record_from_run(run: Run) -> RunRecord:
+    """The record of one ``Run`` row (no relationship is loaded)."""
+    return RunRecord(
+        id=run.id,
+        sweep_id=run.sweep_id,
+        status=run.status,
+        engine=run.engine,
+        backend=run.backend,
+        model=run.model,
+        nodes=run.nodes,
+        threads=run.threads,
+        latency=run.latency_label,
+        rtt_delay_ms=rtt_delay_ms(run.latency) if run.nodes > 1 else 0.0,
+        bandwidth_bps=run.bandwidth_bps,
+        max_tokens=run.max_tokens,
+        prompt=run.prompt,
+        temperature=run.temperature,
+        seed=run.seed,
+        repetition=run.repetition,
+        options=dict(run.options or {}),
+        fingerprint=run.fingerprint,
+        metrics={m: getattr(run, m) for m in METRICS},
+        host_cores=run.host_cores,
+        net_bytes_per_token=run.net_bytes_per_token,
+        round_trips_per_token=_optional_float(run, "round_trips_per_token"),
+        flags=_flags_of(run),
+    )
+
+
+def records_from_runs(runs: Iterable[Run]) -> list[RunRecord]:
+    return [record_from_run(r) for r in runs]
+
+
+def load_records(
+    session: Session, *, sweep_id: int | None = None, run_ids: Sequence[int] | None = None
+) -> list[RunRecord]:
+    """Records of a sweep's runs and/or of given run ids, in id order.
+
+    Every run is returned (failed and warm-up ones too, which the statistics skip
+    and count), so a caller can say how many runs were left out and why.
+    """
+    if sweep_id is None and run_ids is None:
+        raise ValueError("give a sweep_id or run_ids")
+    stmt = select(Run).order_by(Run.id)
+    if sweep_id is not None:
+        stmt = stmt.where(Run.sweep_id == sweep_id)
+    if run_ids is not None:
+        stmt = stmt.where(Run.id.in_(list(run_ids)))
+    return records_from_runs(session.scalars(stmt))
