@@ -102,18 +102,28 @@ def run_command(
         run_id = create_run(s, config).id
 
     log = sys.stderr if as_json else sys.stdout
-    streaming = {"tokens": False}
+    # True while the streamed answer's last line has no newline yet: a status or
+    # progress line must then start on a line of its own.
+    open_line = {"answer": False}
+
+    def end_answer_line() -> None:
+        if open_line["answer"]:
+            log.write("\n")
+            log.flush()
+            open_line["answer"] = False
 
     def sink(event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "progress":
+            end_answer_line()
             click.echo(f"[{event['message']}]", file=sys.stderr)
         elif kind == "status":
+            end_answer_line()
             click.echo(f"[run {run_id}: {event['status']}]", file=sys.stderr)
         elif kind == "token":
-            streaming["tokens"] = True
             log.write(event["text"])
             log.flush()
+            open_line["answer"] = not event["text"].endswith("\n")
 
     click.echo(f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}]", err=True)
     # SIGTERM ends the run like Ctrl-C does: cluster torn down, run marked cancelled.
@@ -122,8 +132,7 @@ def run_command(
         result = execute_run(settings, run_id, sink=sink, catalog=catalog)
     except KeyboardInterrupt:
         raise click.ClickException(f"run {run_id} interrupted; its cluster was stopped") from None
-    if streaming["tokens"]:
-        log.write("\n")
+    end_answer_line()
     data = run_as_dict(settings.database_url, run_id)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -147,6 +156,8 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
 
 def summary(run: dict[str, Any]) -> str:
     """A short human-readable report of a stored run."""
+    from edgelab.units import fmt_bytes
+
     m = run["metrics"]
     lines = [
         f"run {run['id']} {run['status']}: {run['config']['nodes']} nodes x "
@@ -159,9 +170,11 @@ def summary(run: dict[str, Any]) -> str:
         f"  start-up {_fmt(m['load_ms'], ' ms', 0)}",
     ]
     for link in run["links"]:
+        # Bytes per link; per-message delay sums would read like critical-path time.
         lines.append(
-            f"  {link['link']}: {link['bytes_up']} B up / {link['bytes_down']} B down, "
-            f"injected {_fmt(link['delay_total_ms_up'] + link['delay_total_ms_down'], ' ms')}"
+            f"  {link['link']}: {fmt_bytes(link['bytes_up'])} up / "
+            f"{fmt_bytes(link['bytes_down'])} down, "
+            f"{link['chunks_up']}/{link['chunks_down']} messages"
         )
     nodes: dict[str, list[dict[str, Any]]] = {}
     for sample in run["samples"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,8 @@ CancelCheck = Callable[[], bool]
 
 TOKEN_FLUSH_EVERY = 16
 TOKEN_FLUSH_S = 0.5
+#: How often running metrics, node samples and link counters are published.
+LIVE_EVERY_S = 0.5
 
 
 class RunCancelled(Exception):
@@ -290,8 +293,12 @@ def _generate(
     offsets: list[float] = []
     pieces: list[str] = []
     prompt_tokens = 0
+    live = _LiveFeed(emit, sampler, cluster, links_before)
+    next_metrics = 0.0
+    stopped: BaseException | None = None
     t0 = time.monotonic()
     sampler.start(t0)
+    live.start()
     try:
         try:
             for event in cluster.client.generate(
@@ -312,6 +319,12 @@ def _generate(
                             "text": pieces[-1],
                         }
                     )
+                    # Running metrics: TTFT with the first token, then TPOT and
+                    # tokens/s as they settle (the same definitions as the final ones).
+                    if time.monotonic() >= next_metrics:
+                        next_metrics = time.monotonic() + LIVE_EVERY_S
+                        live_metrics = timeline.compute(offsets, prompt_tokens).to_dict()
+                        emit({"type": "metrics", "live": True, **live_metrics})
                     if should_cancel is not None and should_cancel():
                         raise RunCancelled()
         except EngineError as exc:
@@ -325,29 +338,101 @@ def _generate(
                 failure = node_failure
             failure.node_logs = cluster.node_logs()
             raise failure from exc
+    except (RunCancelled, KeyboardInterrupt, ClusterError) as exc:
+        # What was measured up to a cancel (or a node failure) is kept: the metrics
+        # of the tokens produced so far, the node samples, the link counters.
+        stopped = exc
     finally:
+        live.stop()
         samples = sampler.stop()
         writer.flush()
-    links_after = cluster.link_stats()
+    try:
+        links_after = cluster.link_stats()
+    except ClusterError:
+        if stopped is None:
+            raise
+        links_after = {}  # a cancelled run still keeps its tokens and samples
 
     metrics = timeline.compute(offsets, prompt_tokens)
     link_rows = {name: _link_delta(links_before.get(name), st) for name, st in links_after.items()}
     total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
+    per_token = timeline.net_bytes_per_token(total_bytes, len(offsets))
+    values: dict[str, Any] = {
+        "output_text": "".join(pieces),
+        "net_bytes_per_token": per_token,
+        **metrics.to_dict(),
+    }
+    if stopped is None:
+        values.update(status="succeeded", finished_at=utcnow())
     with session_scope(url) as s:
         s.add_all(_sample_rows(run_id, samples))
         s.add_all(LinkStat(run_id=run_id, link=name, **row) for name, row in link_rows.items())
-        s.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(
-                status="succeeded",
-                finished_at=utcnow(),
-                output_text="".join(pieces),
-                net_bytes_per_token=timeline.net_bytes_per_token(total_bytes, len(offsets)),
-                **metrics.to_dict(),
-            )
-        )
-    emit({"type": "metrics", **metrics.to_dict()})
+        # A stopped run's status is set by the caller, which reports why it stopped.
+        s.execute(update(Run).where(Run.id == run_id).values(**values))
+    emit(
+        {
+            "type": "metrics",
+            **metrics.to_dict(),
+            "net_bytes_per_token": values["net_bytes_per_token"],
+        }
+    )
+    if stopped is not None:
+        raise stopped
+
+
+class _LiveFeed:
+    """Publishes node samples and link counters while a run generates.
+
+    A thread of its own, so the charts grow during a long prefill too (no tokens yet).
+    Samples are sent once each (late viewers replay them from the event log); link
+    counters are cumulative for this run, the same deltas as the stored rows.
+    """
+
+    def __init__(
+        self,
+        emit: EventSink,
+        sampler: NodeSampler,
+        cluster: Cluster,
+        links_before: dict[str, LinkStats],
+        every_s: float = LIVE_EVERY_S,
+    ) -> None:
+        self.emit = emit
+        self.sampler = sampler
+        self.cluster = cluster
+        self.links_before = links_before
+        self.every_s = every_s
+        self._sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="live-feed", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.publish()
+            except Exception:  # a viewer aid must never fail the run
+                continue
+
+    def publish(self) -> None:
+        samples = self.sampler.samples[self._sent :]
+        self._sent += len(samples)
+        if samples:
+            self.emit({"type": "samples", "samples": [s.to_dict() for s in samples]})
+        rows = [
+            {"link": name, **_link_delta(self.links_before.get(name), stats)}
+            for name, stats in sorted(self.cluster.link_stats().items())
+        ]
+        if rows:
+            self.emit({"type": "links", "links": rows})
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
 
 
 def _sample_rows(run_id: int, samples: list[Sample]) -> list[NodeSample]:

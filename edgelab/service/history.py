@@ -27,6 +27,7 @@ from edgelab.models import RUN_STATUSES, Run
 SORTABLE = (
     "id",
     "created_at",
+    "started_at",
     "finished_at",
     "status",
     "model",
@@ -38,6 +39,7 @@ SORTABLE = (
     "e2el_ms",
     "tpot_ms",
     "decode_tps",
+    "repetition",
 )
 PER_PAGE_CHOICES = (25, 50, 100, 200)
 DEFAULT_PER_PAGE = 50

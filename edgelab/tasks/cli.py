@@ -106,15 +106,21 @@ def _progress_line(data: dict[str, Any]) -> str:
     )
 
 
-def _wait(settings: Settings, sweep_id: int) -> dict[str, Any]:
+def _wait(settings: Settings, sweep_id: int, *, echo_final: bool = True) -> dict[str, Any]:
+    """Poll until the sweep ends, printing its progress line whenever it changes.
+
+    ``echo_final=False`` leaves the final line to the caller, which prints it once
+    as the summary (a finished sweep would otherwise show it twice).
+    """
     last = ""
     while True:
         data = _detail(settings, sweep_id)
         line = _progress_line(data)
-        if line != last:
+        final = data["status"] in FINAL
+        if line != last and (echo_final or not final):
             click.echo(line, err=True)
             last = line
-        if data["status"] in FINAL:
+        if final:
             return data
         time.sleep(1.0)
 
@@ -155,7 +161,7 @@ def sweep_submit(spec_file: Path, wait: bool) -> None:
 def sweep_status(sweep_id: int, as_json: bool, wait: bool) -> None:
     """Progress of sweep SWEEP_ID and the state of each cell."""
     settings = load_settings()
-    data = _wait(settings, sweep_id) if wait else _detail(settings, sweep_id)
+    data = _wait(settings, sweep_id, echo_final=False) if wait else _detail(settings, sweep_id)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

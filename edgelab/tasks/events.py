@@ -127,7 +127,8 @@ def _final_events(database_url: str, run_id: int) -> list[dict[str, Any]]:
         if run is None:
             return []
         out: list[dict[str, Any]] = []
-        if run.status == "succeeded":
+        # A cancelled or failed run keeps the metrics of the tokens it produced.
+        if run.status == "succeeded" or run.output_tokens:
             out.append(
                 {"type": "metrics", "run_id": run_id, **{f: getattr(run, f) for f in METRIC_FIELDS}}
             )

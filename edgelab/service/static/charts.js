@@ -39,18 +39,9 @@ window.EL = (function () {
     const m = mean(xs);
     return Math.sqrt(xs.reduce((a, b) => a + (b - m) * (b - m), 0) / (xs.length - 1));
   }
-  function fmt(v, digits) {
-    if (v === null || v === undefined || Number.isNaN(v)) return "—";
-    if (Number.isInteger(v)) return v.toLocaleString("en-US");
-    return Number(v).toLocaleString("en-US", { minimumFractionDigits: digits ?? 1, maximumFractionDigits: digits ?? 1 });
-  }
-  function fmtBytes(v) {
-    if (v === null || v === undefined) return "—";
-    const units = ["B", "kB", "MB", "GB"];
-    let i = 0;
-    while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-    return i === 0 ? v.toFixed(0) + " B" : v.toFixed(1) + " " + units[i];
-  }
+  // Numbers go through format.js, the same rules as the templates' filters.
+  function fmt(v, digits) { return ELFMT.num(v, digits); }
+  function fmtBytes(v) { return ELFMT.bytes(v); }
   function badge(holder, status) {
     holder.dataset.status = status;
     let b = holder.querySelector(".badge");

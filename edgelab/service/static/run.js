@@ -1,5 +1,7 @@
-/* The run page: the answer streams in over server-sent events (replayed when the
-   page is opened late), the cards and charts fill in when the run ends. */
+/* The run page, live: the answer streams in over server-sent events (replayed when
+   the page is opened late); TTFT appears with the first token, TPOT and tokens/s
+   update while tokens arrive, and the node and link charts grow from the samples
+   and link counters the executor publishes during the run. */
 "use strict";
 (function () {
   const data = EL.json("run-data");
@@ -13,9 +15,22 @@
   let offsets = data.tokens.map((t) => t.offset_ms);
   let lastIndex = data.tokens.length ? data.tokens[data.tokens.length - 1].index : -1;
   let liveTokens = 0;
-  let chartPending = false;
+  let liveSamples = 0;
+  let liveLinks = 0;
+  let samples = data.samples.slice();
+  let links = data.links.slice();
+  let ttft = data.metrics.ttft_ms;
+  const pending = {};
   const openedTerminal = EL.TERMINAL.includes(status);
   document.body.dataset.liveTokens = "0";
+  document.body.dataset.liveSamples = "0";
+  document.body.dataset.liveLinks = "0";
+
+  // Redraw at most every 250 ms per chart, however fast events arrive.
+  function later(name, fn) {
+    if (pending[name]) return;
+    pending[name] = setTimeout(() => { pending[name] = null; fn(); }, 250);
+  }
 
   function setStatus(s, error) {
     status = s;
@@ -24,6 +39,13 @@
     if (EL.TERMINAL.includes(s)) {
       cancelForm.hidden = true;
       progress.hidden = true;
+      // A "run N: cancelling" banner from the cancel button follows the state.
+      document.querySelectorAll(".flash-pending").forEach((el) => {
+        el.textContent = "run " + data.id + ": " + s;
+        el.classList.remove("flash-pending");
+        el.classList.add("flash-ok");
+        el.dataset.followed = s;
+      });
     } else {
       progress.hidden = false;
       if (s === "queued") progress.textContent = "queued: waiting for a worker…";
@@ -47,27 +69,36 @@
     if (!ev.replay && !EL.TERMINAL.includes(status)) {
       liveTokens++;
       document.body.dataset.liveTokens = String(liveTokens);
-      if (liveTokens === 1) document.body.dataset.firstLiveTokenStatus = status;
+      if (liveTokens === 1) {
+        document.body.dataset.firstLiveTokenStatus = status;
+        document.body.dataset.firstTokenAt = String(performance.now());
+      }
     }
-    if (!chartPending) {
-      chartPending = true;
-      setTimeout(() => { chartPending = false; tokenChart(); }, 250);
-    }
+    later("tokens", tokenChart);
   }
 
   function setMetrics(m) {
     document.querySelectorAll("[data-metric]").forEach((card) => {
       const key = card.dataset.metric;
       if (m[key] !== undefined && m[key] !== null) {
-        document.getElementById("m-" + key).textContent = EL.fmt(m[key], 1);
+        const p = ELFMT.metricParts(m[key], key);
+        document.getElementById("m-" + key).textContent = p[0];
+        document.getElementById("u-" + key).textContent = p[1] || "\u00a0";
+        card.dataset.live = m.live ? "1" : "0";
       }
     });
+    if (m.ttft_ms !== undefined && m.ttft_ms !== null && ttft !== m.ttft_ms) {
+      ttft = m.ttft_ms;
+      later("nodes", nodeCharts);
+    }
+    if (m.live && m.ttft_ms !== null && !document.body.dataset.ttftShownAt) {
+      document.body.dataset.ttftShownAt = String(performance.now());
+    }
   }
 
   function tokenChart() {
     const gaps = EL.itl(offsets);
     const x = gaps.map((_, i) => i + 1);
-    const ttft = offsets.length ? offsets[0] : null;
     return EL.plot("chart-tokens", gaps.length ? [
       { x: x, y: gaps, type: "scatter", mode: "lines+markers", name: "inter-token latency",
         line: { color: "#2b6cb0" }, marker: { size: 4 } },
@@ -75,22 +106,22 @@
       xaxis: { title: { text: "token index" } },
       yaxis: { title: { text: "ms since previous token" }, rangemode: "tozero" },
       showlegend: false,
-      empty: ttft === null ? "no tokens yet" : "first token after " + EL.fmt(ttft) + " ms",
+      empty: offsets.length ? "first token after " + ELFMT.ms(offsets[0]) + "; a second one draws the chart"
+        : "no tokens yet",
     });
   }
 
-  function nodeCharts(d) {
+  function nodeCharts() {
     const byNode = {};
-    d.samples.forEach((s) => {
+    samples.forEach((s) => {
       (byNode[s.node] = byNode[s.node] || { x: [], cpu: [], mem: [], role: s.role });
       byNode[s.node].x.push(s.offset_ms);
       byNode[s.node].cpu.push(s.cpu_percent);
       byNode[s.node].mem.push(s.rss_bytes / 1e6);
     });
     const names = Object.keys(byNode).sort();
-    const xs = d.samples.map((s) => s.offset_ms).concat(offsets);
+    const xs = samples.map((s) => s.offset_ms).concat(offsets);
     const range = xs.length ? [Math.min(0, ...xs), Math.max(...xs)] : undefined;
-    const ttft = d.metrics.ttft_ms;
     const marker = ttft === null || ttft === undefined ? {} : {
       shapes: [{ type: "line", x0: ttft, x1: ttft, yref: "paper", y0: 0, y1: 1,
                  line: { color: "#c53030", dash: "dot", width: 1.5 } }],
@@ -101,34 +132,48 @@
       xaxis: { title: { text: "ms since the request" }, range: range },
       yaxis: { title: { text: title }, rangemode: "tozero" },
     }, marker);
+    const none = EL.TERMINAL.includes(status) ? "no samples were taken" : "no samples yet";
     EL.plot("chart-cpu", names.map((n) => ({ x: byNode[n].x, y: byNode[n].cpu, name: n + " (" + byNode[n].role + ")", type: "scatter", mode: "lines" })),
-      Object.assign(common("CPU %"), { empty: "no samples (yet)" }));
+      Object.assign(common("CPU %"), { empty: none }));
     EL.plot("chart-mem", names.map((n) => ({ x: byNode[n].x, y: byNode[n].mem, name: n, type: "scatter", mode: "lines" })),
-      Object.assign(common("RSS MB"), { empty: "no samples (yet)" }));
+      Object.assign(common("RSS MB"), { empty: none }));
   }
 
-  function links(d) {
-    EL.plot("chart-links", d.links.length ? [
-      { x: d.links.map((l) => l.link), y: d.links.map((l) => l.bytes_up), name: "bytes up (root→worker)", type: "bar" },
-      { x: d.links.map((l) => l.link), y: d.links.map((l) => l.bytes_down), name: "bytes down (worker→root)", type: "bar" },
-    ] : [], { barmode: "group", yaxis: { title: { text: "bytes" } }, height: 240, empty: "no link statistics (yet)" });
+  function linkParts() {
+    const none = EL.TERMINAL.includes(status) ? "no link statistics (this run has no links)" : "no link statistics yet";
+    EL.plot("chart-links", links.length ? [
+      { x: links.map((l) => l.link), y: links.map((l) => l.bytes_up), name: "up (root→worker)", type: "bar" },
+      { x: links.map((l) => l.link), y: links.map((l) => l.bytes_down), name: "down (worker→root)", type: "bar" },
+    ] : [], { barmode: "group", yaxis: { title: { text: "bytes" }, tickformat: ".3s", ticksuffix: "B" },
+              height: 240, empty: none });
     const body = document.querySelector("#links-table tbody");
-    if (!d.links.length) return;
+    if (!links.length) return;
     body.replaceChildren();
-    d.links.forEach((l) => {
+    const configured = data.config.latency;
+    let effective = false;
+    links.forEach((l) => {
       const tr = document.createElement("tr");
-      [l.link, EL.fmtBytes(l.bytes_up), EL.fmtBytes(l.bytes_down), l.chunks_up + "/" + l.chunks_down,
-       EL.fmt(l.delay_total_ms_up) + " ms", EL.fmt(l.delay_total_ms_down) + " ms", EL.fmt(l.delay_max_ms) + " ms"]
-        .forEach((v, i) => { const td = document.createElement("td"); td.textContent = v; if (i) td.className = "num"; tr.appendChild(td); });
+      if (l.effective_p50_ms !== undefined && l.effective_p50_ms !== null) effective = true;
+      [l.link, ELFMT.bytes(l.bytes_up), ELFMT.bytes(l.bytes_down),
+       ELFMT.num(l.chunks_up) + " / " + ELFMT.num(l.chunks_down), configured,
+       ELFMT.ms(l.effective_p50_ms), ELFMT.ms(l.effective_p99_ms), ELFMT.ms(l.effective_max_ms)]
+        .forEach((v, i) => {
+          const td = document.createElement("td");
+          td.textContent = v;
+          if (i && i !== 4) td.className = "num";
+          tr.appendChild(td);
+        });
       body.appendChild(tr);
     });
+    const note = document.getElementById("links-pending");
+    if (note) note.hidden = effective;
   }
 
   function renderAll(d) {
     setMetrics(d.metrics);
     tokenChart();
-    nodeCharts(d);
-    links(d);
+    nodeCharts();
+    linkParts();
   }
 
   function refreshServerParts() {
@@ -151,6 +196,10 @@
         d.tokens.forEach((t) => addToken(Object.assign({ replay: true }, t)));
         offsets = d.tokens.map((t) => t.offset_ms);
         setStatus(d.status, d.error);
+        // The stored rows are the truth once the run ended (the live ones were a preview).
+        samples = d.samples;
+        links = d.links;
+        ttft = d.metrics.ttft_ms;
         renderAll(d);
         return refreshServerParts();
       })
@@ -186,6 +235,20 @@
   es.addEventListener("progress", (e) => { progress.hidden = false; progress.textContent = JSON.parse(e.data).message; });
   es.addEventListener("token", (e) => addToken(JSON.parse(e.data)));
   es.addEventListener("metrics", (e) => setMetrics(JSON.parse(e.data)));
+  es.addEventListener("samples", (e) => {
+    const ev = JSON.parse(e.data);
+    samples = samples.concat(ev.samples);
+    if (!EL.TERMINAL.includes(status)) {
+      liveSamples += ev.samples.length;
+      document.body.dataset.liveSamples = String(liveSamples);
+    }
+    later("nodes", nodeCharts);
+  });
+  es.addEventListener("links", (e) => {
+    links = JSON.parse(e.data).links;
+    if (!EL.TERMINAL.includes(status)) document.body.dataset.liveLinks = String(++liveLinks);
+    later("links", linkParts);
+  });
   es.addEventListener("end", () => { es.close(); finish(); });
   es.onerror = () => { if (es.readyState === EventSource.CLOSED) poll(); };
 })();

@@ -19,7 +19,7 @@
       a.dataset.status = c.status;
       a.textContent = c.nodes + "n · " + c.latency + " · r" + c.repetition;
       a.title = "run #" + c.run_id + " · " + c.status + " · " + c.model + " · " + c.threads +
-        " threads · max " + c.max_tokens + " tokens" + (c.decode_tps ? " · " + EL.fmt(c.decode_tps) + " tok/s" : "");
+        " threads · max " + c.max_tokens + " tokens" + (c.decode_tps ? " · " + ELFMT.rate(c.decode_tps) : "");
       box.appendChild(a);
     });
   }

@@ -1,30 +1,45 @@
-/* Sweep form: count the cells while the axes are typed. */
+/* Sweep form: the cell count while the axes are typed. The server counts (GET
+   /sweeps/count, the same parser as the submit), so bad input reads as an error
+   naming the field instead of a made-up number. */
 "use strict";
 (function () {
   const form = document.getElementById("sweep-form");
   const out = document.getElementById("cell-count");
-  const max = parseInt(form.dataset.maxCells, 10);
-  function values(el) {
-    const parts = el.dataset.lines ? el.value.split("\n") : el.value.split(/[,;\n]/);
-    return parts.map((s) => s.trim()).filter((s) => s.length).length;
+  const url = form.dataset.countUrl;
+  let timer = null;
+  let asked = 0;
+
+  function render(d) {
+    const names = Object.keys(d.errors || {});
+    out.className = "";
+    if (names.length) {
+      out.textContent = "cannot count the cells yet: " + names.map((k) => k + ": " + d.errors[k]).join("; ");
+      out.className = "too-many";
+      out.dataset.cells = "";
+      out.dataset.error = names.join(",");
+      return;
+    }
+    const sizes = Object.keys(d.axes).filter((k) => d.axes[k] > 1).map((k) => d.axes[k] + " " + k);
+    sizes.push(d.repetitions + " repetition" + (d.repetitions === 1 ? "" : "s"));
+    out.textContent = d.cells + (d.cells === 1 ? " cell" : " cells") + " = " + sizes.join(" × ");
+    if (d.cells > d.max_cells) {
+      out.className = "too-many";
+      out.textContent += " — more than the limit of " + d.max_cells;
+    }
+    out.dataset.cells = String(d.cells);
+    out.dataset.error = "";
   }
+
   function update() {
-    const sizes = [];
-    let cells = 1;
-    form.querySelectorAll("[data-axis]").forEach((el) => {
-      const n = values(el);
-      const counted = n || (["nodes", "max_tokens", "prompts"].includes(el.dataset.axis) ? 0 : 1);
-      cells *= counted;
-      if (counted !== 1) sizes.push(counted + " " + el.dataset.axis);
-    });
-    const reps = parseInt(document.getElementById("repetitions").value || "1", 10);
-    const r = Number.isFinite(reps) && reps > 0 ? reps : 0;
-    cells *= r;
-    out.textContent = cells + " cells" + (sizes.length || r !== 1 ? " = " + sizes.concat([r + " repetition" + (r === 1 ? "" : "s")]).join(" × ") : "");
-    out.className = cells > max ? "too-many" : "";
-    if (cells > max) out.textContent += " — more than the limit of " + max;
-    out.dataset.cells = String(cells);
+    const params = new URLSearchParams();
+    new FormData(form).forEach((v, k) => { if (k !== "csrf_token") params.append(k, v); });
+    const mine = ++asked;
+    out.dataset.cells = "…";
+    fetch(url + "?" + params.toString(), { headers: { Accept: "application/json" } })
+      .then((r) => r.json())
+      .then((d) => { if (mine === asked) render(d); })
+      .catch(() => { if (mine === asked) { out.textContent = "…"; out.dataset.cells = ""; } });
   }
-  form.addEventListener("input", update);
+  form.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(update, 200); });
   update();
 })();

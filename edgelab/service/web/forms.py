@@ -15,12 +15,19 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import InputRequired
 
+from edgelab.catalog import ModelInfo
 from edgelab.netem.profile import ACCEPTED_FORMS
 from edgelab.runs.config import BACKENDS, ENGINES, MAX_TOKENS_LIMIT
 
 LATENCY_HELP = (
     "Either min/max in ms (uniform between them; equal or max empty = fixed), or a "
     "profile: " + ACCEPTED_FORMS + ". A profile, when given, wins over min/max."
+)
+SWEEP_LATENCY_HELP = (
+    "One or more latency profiles, comma-separated, each one a cell of the latency axis "
+    "applied to every root↔worker link: '0ms' (none), '20ms' (fixed), '10ms..50ms' "
+    "(uniform), '20ms~5ms' (normal), optionally '@100mbit' for a bandwidth cap or "
+    "'UP/DOWN' for different directions."
 )
 BANDWIDTH_HELP = "Per-link cap such as 100mbit, 1gbit or 500kbit (empty = unlimited)."
 
@@ -46,6 +53,29 @@ def engine_help() -> str:
             "and its workers, and restart them."
         )
     return f"dllama (distributed-llama) runs {binary}."
+
+
+def engines_for(models: list[ModelInfo]) -> dict[str, str]:
+    """Each model's engine: the first of ``ENGINES`` whose own check accepts its format.
+
+    The run form preselects it when a model is picked, and the default model is
+    one the default engine runs, so Start with only a prompt typed just works.
+    """
+    from edgelab.engines import get_engine
+
+    found: dict[str, str] = {}
+    for model in models:
+        for engine in ENGINES:
+            if "model" not in get_engine(engine).run_problems(model, 1):
+                found[model.name] = engine
+                break
+    return found
+
+
+def default_model(models: list[ModelInfo], engine: str = ENGINES[0]) -> str | None:
+    """The first catalogued model that ``engine`` can run (None if there is none)."""
+    runs_on = engines_for(models)
+    return next((m.name for m in models if runs_on.get(m.name) == engine), None)
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]

@@ -27,9 +27,9 @@ from flask import (
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from edgelab.catalog import Catalog, CatalogError
+from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.models import RUN_STATUSES, TERMINAL_STATUSES, Run, Sweep, TokenEvent
-from edgelab.runs.config import ConfigError, parse_config
+from edgelab.runs.config import ENGINES, ConfigError, parse_config
 from edgelab.runs.executor import config_of, create_run
 from edgelab.runs.views import METRIC_FIELDS, SUMMARY_CONFIG_FIELDS, run_detail, run_summary
 from edgelab.service import api as api_views
@@ -41,7 +41,9 @@ from edgelab.service.web.forms import (
     LATENCY_HELP,
     ActionForm,
     RunForm,
+    default_model,
     engine_help,
+    engines_for,
     latency_error_field,
     run_input,
 )
@@ -67,11 +69,15 @@ def cannot_queue(errors: dict[str, str]) -> tuple[dict[str, str], int] | None:
     return None
 
 
-def model_names() -> list[str]:
+def catalog_models() -> list[ModelInfo]:
     try:
-        return [m.name for m in Catalog(current_settings()).list()]
+        return Catalog(current_settings()).list()
     except CatalogError:
         return []
+
+
+def model_names() -> list[str]:
+    return [m.name for m in catalog_models()]
 
 
 def call_api(view: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -133,12 +139,14 @@ def _prefill(form: RunForm, run: Run) -> None:
 def new_run() -> Any:
     settings = current_settings()
     form = RunForm()
-    models = model_names()
-    form.model.choices = models or ["smollm2-135m"]
+    models = catalog_models()
+    form.model.choices = [m.name for m in models] or ["smollm2-135m"]
+    runs_on = engines_for(models)
     errors: dict[str, str] = {}
     status = 200
     if request.method == "GET":
         form.backend.data = form.backend.data or settings.backend
+        form.model.data = default_model(models, form.engine.data or ENGINES[0])
         source = request.args.get("from", "")
         run = db.session.get(Run, int(source)) if source.isdigit() else None
         if run is not None:
@@ -174,6 +182,7 @@ def new_run() -> Any:
         latency_help=LATENCY_HELP,
         bandwidth_help=BANDWIDTH_HELP,
         engine_help=engine_help(),
+        model_engines=runs_on,
     ), status
 
 
@@ -223,7 +232,8 @@ def cancel_run(run_id: int) -> Any:
         f"run {run_id}: {body.get('status', '')}"
         if code < 400
         else f"run {run_id}: {body.get('error', 'cannot cancel')}",
-        "ok" if code < 400 else "error",
+        # "pending": the run page's script updates the banner when the run has stopped.
+        "error" if code >= 400 else "pending" if body.get("status") == "cancelling" else "ok",
     )
     return redirect(url_for("web.run_page", run_id=run_id), code=303)
 

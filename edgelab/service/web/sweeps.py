@@ -18,13 +18,16 @@ from edgelab.service import api as api_views
 from edgelab.service.extensions import current_celery, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
-    LATENCY_HELP,
+    SWEEP_LATENCY_HELP,
     ActionForm,
     SweepForm,
     engine_help,
     sweep_input,
 )
-from edgelab.service.web.pages import FORM_EXPIRED, call_api, cannot_queue, model_names
+from edgelab.service.web.forms import (
+    default_model as pick_default,
+)
+from edgelab.service.web.pages import FORM_EXPIRED, call_api, cannot_queue, catalog_models
 from edgelab.sweeps import SpecError, control, expand, parse_spec
 from edgelab.tasks.submit import enqueue_launch
 
@@ -74,8 +77,9 @@ def sweeps() -> Any:
 def new_sweep() -> Any:
     settings = current_settings()
     form = SweepForm()
-    models = model_names()
-    default_model = models[0] if models else "smollm2-135m"
+    catalogued = catalog_models()
+    models = [m.name for m in catalogued]
+    default_model = pick_default(catalogued, form.engine.data or "llamacpp") or "smollm2-135m"
     errors: dict[str, str] = {}
     status = 200
     if request.method == "GET":
@@ -105,10 +109,46 @@ def new_sweep() -> Any:
         form=form,
         errors=errors,
         models=models,
-        latency_help=LATENCY_HELP,
+        latency_help=SWEEP_LATENCY_HELP,
         engine_help=engine_help(),
         max_cells=settings.max_sweep_cells,
     ), status
+
+
+@web.get("/sweeps/count")
+def sweep_count() -> Any:
+    """The sweep form's live cell count, by the parser that checks the submitted form.
+
+    The page sends the fields as typed; the answer is the grid's size per axis and
+    the problems that would refuse it ("0, abc" is an error, not two node values),
+    so the count on the page can never disagree with what a submit does.
+    """
+    settings = current_settings()
+    form = SweepForm(formdata=request.args, meta={"csrf": False})
+    catalogued = catalog_models()
+    default_model = pick_default(catalogued, form.engine.data or "llamacpp") or "smollm2-135m"
+    spec_data, errors = sweep_input(form, default_model)
+    axes: dict[str, int] = {}
+    repetitions = spec_data["repetitions"] if isinstance(spec_data["repetitions"], int) else 0
+    cells = 0
+    try:
+        # No size limit here: the count is shown (and refused) even above the limit.
+        spec = parse_spec(spec_data, max_cells=2**62)
+        axes = {axis: len(values) for axis, values in spec.axes.items()}
+        repetitions = spec.repetitions
+        cells = spec.total_cells
+        if cells <= settings.max_sweep_cells and not errors:
+            expand(spec, Catalog(settings), default_backend=settings.backend)
+    except SpecError as exc:
+        for key, message in exc.errors.items():
+            errors.setdefault(key, message)
+    return jsonify(
+        cells=cells if not errors else None,
+        axes=axes,
+        repetitions=repetitions,
+        max_cells=settings.max_sweep_cells,
+        errors=errors,
+    )
 
 
 def _detail_or_404(sweep_id: int) -> dict[str, Any]:
