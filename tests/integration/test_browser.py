@@ -326,7 +326,8 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     page.fill("#max_tokens", "8")
     page.fill("#prompts", PROMPT)
     page.fill("#repetitions", "1")
-    assert page.get_attribute("#cell-count", "data-cells") == "4"
+    # Counted by the server (the sweep parser), so it arrives a moment after typing.
+    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '4'")
     shot(page, "05-new-sweep-form")
     page.click("#submit-sweep")
     page.wait_for_url(re.compile(r"/sweeps/\d+$"))
