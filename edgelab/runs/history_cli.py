@@ -80,7 +80,7 @@ def _history_filter(options: dict[str, Any], page: int = 1, per_page: int | None
 
 
 def _num(value: Any, digits: int = 1) -> str:
-    from edgelab.service.web.format import fmt_num
+    from edgelab.units import fmt_num
 
     return fmt_num(value, digits)
 
@@ -100,13 +100,13 @@ def rate(value: Any) -> str:
 
 
 def size(value: Any) -> str:
-    from edgelab.service.web.format import fmt_bytes
+    from edgelab.units import fmt_bytes
 
     return "-" if value is None else fmt_bytes(value)
 
 
 def bandwidth(value: Any) -> str:
-    from edgelab.service.web.format import fmt_bps
+    from edgelab.units import fmt_bps
 
     return fmt_bps(value)
 
@@ -129,7 +129,7 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] | None = No
 
 
 def _when(value: str | None) -> str:
-    from edgelab.service.web.format import fmt_time
+    from edgelab.units import fmt_time
 
     return "-" if value is None else fmt_time(value)
 

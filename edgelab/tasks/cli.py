@@ -189,8 +189,8 @@ def sweep_list(
     from edgelab.models import SWEEP_STATUSES, Sweep
     from edgelab.models.db import session_scope
     from edgelab.runs.history_cli import table
-    from edgelab.service.web.format import fmt_time
     from edgelab.sweeps import control
+    from edgelab.units import fmt_time
 
     if status and status not in SWEEP_STATUSES:
         raise click.BadParameter(f"one of {', '.join(SWEEP_STATUSES)}", param_hint="--status")

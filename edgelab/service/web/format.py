@@ -15,8 +15,6 @@ from edgelab.units import (
     metric_parts,
 )
 
-__all__ = ["register_filters"]
-
 
 def register_filters(app: Flask) -> None:
     app.jinja_env.filters.update(
