@@ -38,7 +38,9 @@ from edgelab.analysis.summary import (
     CompareAnalysis,
     SweepAnalysis,
     analyze,
+    analyze_sweep,
     compare,
+    compare_runs,
     differing_fields,
 )
 
@@ -60,8 +62,10 @@ __all__ = [
     "Summary",
     "SweepAnalysis",
     "analyze",
+    "analyze_sweep",
     "compare",
     "compare_groups",
+    "compare_runs",
     "differing_fields",
     "fit_model",
     "fit_models",

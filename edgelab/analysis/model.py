@@ -147,6 +147,7 @@ class ModelFit:
     bytes_per_worker: float | None  # b in B(N) = b * (N - 1); None if no bytes recorded
     nodes_tried: tuple[int, ...]
     max_delay_tried_ms: float  # largest one-way delay among the fitted runs
+    bandwidths_tried: tuple[int | None, ...]
     oversubscribed: bool
     notes: tuple[str, ...]
 
@@ -222,6 +223,26 @@ class ModelFit:
             f"{nodes} nodes beat 1 node up to {d_star:.1f} ms one-way delay",
         )
 
+    def curves(self, points: int = 21) -> list[dict[str, Any]]:
+        """Predicted TPOT over one-way delay 0..1.25 x the largest tried, per node count and
+        bandwidth tried (what a chart draws over the measured points)."""
+        top = max(self.max_delay_tried_ms, 1.0) * 1.25
+        delays = [top * i / (points - 1) for i in range(points)]
+        out = []
+        for bandwidth in self.bandwidths_tried:
+            for nodes in self.nodes_tried:
+                if nodes == 1 and bandwidth is not None:
+                    continue
+                out.append(
+                    {
+                        "nodes": nodes,
+                        "bandwidth_bps": bandwidth,
+                        "delay_ms": delays,
+                        "tpot_ms": [self.predict(nodes, d, bandwidth) for d in delays],
+                    }
+                )
+        return out
+
     def to_dict(self, predict_nodes: Sequence[int] = ()) -> dict[str, Any]:
         nodes = sorted({*self.nodes_tried, *predict_nodes} - {1})
         return {
@@ -242,6 +263,11 @@ class ModelFit:
             "bytes_per_worker": self.bytes_per_worker,
             "nodes_tried": list(self.nodes_tried),
             "max_delay_tried_ms": self.max_delay_tried_ms,
+            "bandwidths_tried": list(self.bandwidths_tried),
+            "curves": self.curves(),
+            "predictions": [
+                {"nodes": n, "delay_ms": 0.0, "tpot_ms": self.predict(n)} for n in nodes
+            ],
             "oversubscribed": self.oversubscribed,
             "notes": list(self.notes),
             "break_even": [self.break_even(n).to_dict() for n in nodes],
@@ -354,6 +380,10 @@ def fit_model(records: Sequence[RunRecord]) -> ModelFit | None:
         bytes_per_worker=b_unit,
         nodes_tried=tuple(sorted({r.nodes for r in runs})),
         max_delay_tried_ms=max(r.rtt_delay_ms for r in runs) / 2,
+        bandwidths_tried=tuple(
+            sorted({r.bandwidth_bps for r in runs if r.nodes > 1}, key=lambda b: b or 0)
+        )
+        or (None,),
         oversubscribed=over,
         notes=tuple(notes),
     )

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from edgelab.models import Run
+from edgelab.models import LinkStat, Run
 
 #: Per-run metrics the statistics summarise, in the order tables show them
 #: (the names are :mod:`edgelab.metrics.timeline`'s and the API's).
@@ -149,8 +149,16 @@ def _optional_float(run: Run, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def record_from_run(run: Run) -> RunRecord:
-    """The record of one ``Run`` row (no relationship is loaded)."""
+def record_from_run(run: Run, decode_round_trips: float | None = None) -> RunRecord:
+    """The record of one ``Run`` row (no relationship is loaded).
+
+    ``decode_round_trips``: round trips of the decode phase summed over the run's links
+    (what :func:`load_records` reads from ``link_stats``); divided by the decode
+    tokens (all but the first) it is ``round_trips_per_token``.
+    """
+    trips = _optional_float(run, "round_trips_per_token")
+    if trips is None and decode_round_trips is not None and (run.output_tokens or 0) > 1:
+        trips = decode_round_trips / ((run.output_tokens or 0) - 1)
     return RunRecord(
         id=run.id,
         sweep_id=run.sweep_id,
@@ -173,13 +181,36 @@ def record_from_run(run: Run) -> RunRecord:
         metrics={m: getattr(run, m) for m in METRICS},
         host_cores=run.host_cores,
         net_bytes_per_token=run.net_bytes_per_token,
-        round_trips_per_token=_optional_float(run, "round_trips_per_token"),
+        round_trips_per_token=trips,
         flags=_flags_of(run),
     )
 
 
-def records_from_runs(runs: Iterable[Run]) -> list[RunRecord]:
-    return [record_from_run(r) for r in runs]
+def records_from_runs(
+    runs: Iterable[Run], decode_round_trips: Mapping[int, float] | None = None
+) -> list[RunRecord]:
+    trips = decode_round_trips or {}
+    return [record_from_run(r, trips.get(r.id)) for r in runs]
+
+
+def _decode_round_trips(session: Session, run_ids: Sequence[int]) -> dict[int, float]:
+    """Decode-phase round trips per run, summed over its links (empty on schemas or
+    runs without link timing)."""
+    column = getattr(LinkStat, "round_trips_decode", None)
+    if column is None or not run_ids:
+        return {}
+    out: dict[int, float] = {}
+    for start in range(0, len(run_ids), 500):  # stay under SQLite's bound-parameter limit
+        chunk = list(run_ids[start : start + 500])
+        rows = session.execute(
+            select(LinkStat.run_id, func.sum(column), func.count(column))
+            .where(LinkStat.run_id.in_(chunk))
+            .group_by(LinkStat.run_id)
+        )
+        for run_id, total, counted in rows:
+            if counted:  # every link NULL: not recorded (not zero round trips)
+                out[int(run_id)] = float(total)
+    return out
 
 
 def load_records(
@@ -197,4 +228,5 @@ def load_records(
         stmt = stmt.where(Run.sweep_id == sweep_id)
     if run_ids is not None:
         stmt = stmt.where(Run.id.in_(list(run_ids)))
-    return records_from_runs(session.scalars(stmt))
+    runs = list(session.scalars(stmt))
+    return records_from_runs(runs, _decode_round_trips(session, [r.id for r in runs]))

@@ -10,15 +10,19 @@ significance verdict for every pair. Both return frozen dataclasses with a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from edgelab.analysis.groups import ConfigKey, Group, group_records
 from edgelab.analysis.model import ModelFit, fit_models
-from edgelab.analysis.records import METRICS, RunRecord
+from edgelab.analysis.records import METRICS, RunRecord, load_records
 from edgelab.analysis.scaling import ScalingSeries, scaling
 from edgelab.analysis.significance import Comparison, pairwise
+from edgelab.models import Sweep
 
 #: Node counts every fit predicts (and solves break-even for), beyond what ran.
 PREDICT_NODES: tuple[int, ...] = (2, 3, 4, 6, 8)
@@ -37,6 +41,23 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "seed",
     "options",
 )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/infinity replaced by ``None`` (strict JSON has neither, and
+    a page's ``JSON.parse`` rejects them), tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _safe_dict(value: dict[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = json_safe(value)
+    return safe
 
 
 @dataclass(frozen=True)
@@ -84,14 +105,16 @@ class SweepAnalysis:
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metrics": list(METRICS),
-            "counts": self.counts.to_dict(),
-            "notes": list(self.notes),
-            "groups": [g.to_dict() for g in self.groups],
-            "scaling": [s.to_dict() for s in self.scaling],
-            "fits": [f.to_dict(PREDICT_NODES) for f in self.fits],
-        }
+        return _safe_dict(
+            {
+                "metrics": list(METRICS),
+                "counts": self.counts.to_dict(),
+                "notes": list(self.notes),
+                "groups": [g.to_dict() for g in self.groups],
+                "scaling": [s.to_dict() for s in self.scaling],
+                "fits": [f.to_dict(PREDICT_NODES) for f in self.fits],
+            }
+        )
 
 
 def analyze(records: Sequence[RunRecord]) -> SweepAnalysis:
@@ -112,20 +135,56 @@ def differing_fields(keys: Sequence[ConfigKey]) -> list[str]:
     return [f for f in CONFIG_FIELDS if len({repr(d[f]) for d in dicts}) > 1]
 
 
+def group_letter(index: int) -> str:
+    """A, B, ... Z, then 27, 28, ...: how pages and the CLI name the groups of a comparison."""
+    return chr(ord("A") + index) if index < 26 else str(index + 1)
+
+
 @dataclass(frozen=True)
 class CompareAnalysis:
     groups: tuple[Group, ...]
     differing: tuple[str, ...]
     comparisons: tuple[Comparison, ...]
     counts: Counts
+    group_of: dict[int, int]  # every given run id (counted or not) -> index into groups
+
+    @property
+    def letters(self) -> list[str]:
+        return [group_letter(i) for i in range(len(self.groups))]
+
+    @property
+    def pairs(self) -> list[tuple[str, str, list[str], Comparison]]:
+        """(letter of A, letter of B, fields that differ, comparison), in ``comparisons`` order."""
+        letters = self.letters
+        index = {id(g): i for i, g in enumerate(self.groups)}
+        return [
+            (
+                letters[index[id(c.a)]],
+                letters[index[id(c.b)]],
+                differing_fields([c.a.key, c.b.key]),
+                c,
+            )
+            for c in self.comparisons
+        ]
+
+    def letter_of(self, run_id: int) -> str:
+        index = self.group_of.get(run_id)
+        return group_letter(index) if index is not None else "–"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "counts": self.counts.to_dict(),
-            "differing": list(self.differing),
-            "groups": [g.to_dict() for g in self.groups],
-            "comparisons": [c.to_dict() for c in self.comparisons],
-        }
+        return _safe_dict(
+            {
+                "counts": self.counts.to_dict(),
+                "group_of": {str(k): group_letter(v) for k, v in self.group_of.items()},
+                "letters": self.letters,
+                "differing": list(self.differing),
+                "groups": [g.to_dict() for g in self.groups],
+                "comparisons": [
+                    c.to_dict() | {"a_letter": la, "b_letter": lb, "differing": fields}
+                    for la, lb, fields, c in self.pairs
+                ],
+            }
+        )
 
 
 def compare(records: Sequence[RunRecord]) -> CompareAnalysis:
@@ -134,10 +193,29 @@ def compare(records: Sequence[RunRecord]) -> CompareAnalysis:
     Repetitions of one configuration fall into one group, so they are never shown
     as "differing"; only configuration fields that differ between groups are.
     """
-    groups = [g for g in group_records(records) if g.n or g.excluded_runs]
+    groups = group_records(records)
+    index = {g.key: i for i, g in enumerate(groups)}
     return CompareAnalysis(
         groups=tuple(groups),
         differing=tuple(differing_fields([g.key for g in groups])),
         comparisons=tuple(pairwise(groups)),
         counts=_counts(records),
+        group_of={r.id: index[ConfigKey.of(r)] for r in records},
     )
+
+
+def analyze_sweep(session: Session, sweep_id: int) -> SweepAnalysis:
+    """:func:`analyze` over every run of a stored sweep; ``LookupError`` if there is none."""
+    if session.get(Sweep, sweep_id) is None:
+        raise LookupError(f"sweep {sweep_id} not found")
+    return analyze(load_records(session, sweep_id=sweep_id))
+
+
+def compare_runs(session: Session, run_ids: Sequence[int]) -> CompareAnalysis:
+    """:func:`compare` over stored runs; ``LookupError`` naming every unknown id."""
+    records = load_records(session, run_ids=run_ids)
+    found = {r.id for r in records}
+    missing = [i for i in run_ids if i not in found]
+    if missing:
+        raise LookupError(f"no run with id {', '.join(map(str, missing))}")
+    return compare(records)

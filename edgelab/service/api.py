@@ -16,8 +16,10 @@ import redis
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 from sqlalchemy import func, select, text
 
+from edgelab import analysis
 from edgelab.catalog import Catalog, CatalogError
 from edgelab.models import Run, Sweep
+from edgelab.netem.profile import ProfileError, parse_bandwidth
 from edgelab.runs.config import ConfigError, parse_config
 from edgelab.runs.executor import create_run
 from edgelab.runs.views import run_detail, run_summary
@@ -245,6 +247,113 @@ def resume_sweep(sweep_id: int) -> Any:
     if result.requeue:
         enqueue_launch(current_celery(), sweep_id)
     return jsonify(id=sweep_id, created=result.created, requeued=result.requeue), 202
+
+
+# --- analysis -----------------------------------------------------------------
+
+#: How many runs one ``/api/compare`` call may group and test pairwise.
+COMPARE_API_MAX = 200
+PREDICT_MAX_NODES = 1024
+PREDICT_MAX_DELAY_MS = 60_000.0
+
+
+@api.get("/sweeps/<int:sweep_id>/analysis")
+def sweep_analysis(sweep_id: int) -> Any:
+    """Groups with CIs and flags, scaling, model fits and break-even (:mod:`edgelab.analysis`)."""
+    try:
+        result = analysis.analyze_sweep(db.session, sweep_id)
+    except LookupError:
+        return _not_found(f"sweep {sweep_id}")
+    return jsonify({"sweep_id": sweep_id, **result.to_dict()})
+
+
+def _number(name: str, errors: dict[str, str], low: float, high: float) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        errors[name] = f"must be a number, got {raw!r}"
+        return None
+    if not low <= value <= high:
+        errors[name] = f"must be between {low:g} and {high:g}, got {raw}"
+    return value
+
+
+@api.get("/sweeps/<int:sweep_id>/predict")
+def sweep_predict(sweep_id: int) -> Any:
+    """TPOT predicted by each fitted model at (nodes, delay_ms, bandwidth), any node count."""
+    errors: dict[str, str] = {}
+    nodes = _number("nodes", errors, 1, PREDICT_MAX_NODES)
+    if nodes is None and "nodes" not in errors:
+        errors["nodes"] = "required: the node count to predict for (root included)"
+    elif nodes is not None and nodes != int(nodes):
+        errors["nodes"] = f"must be a whole number, got {request.args.get('nodes')}"
+    delay = _number("delay_ms", errors, 0.0, PREDICT_MAX_DELAY_MS)
+    bandwidth: int | None = None
+    raw_bw = request.args.get("bandwidth", "").strip()
+    if raw_bw:
+        try:
+            bandwidth = parse_bandwidth(raw_bw)
+        except ProfileError as exc:
+            errors["bandwidth"] = str(exc)
+    if errors:
+        return _invalid(errors)
+    try:
+        result = analysis.analyze_sweep(db.session, sweep_id)
+    except LookupError:
+        return _not_found(f"sweep {sweep_id}")
+    n = int(nodes or 1)
+    d = delay or 0.0
+    out = []
+    for fit in result.fits:
+        tpot = fit.predict(n, d, bandwidth)
+        out.append(
+            {
+                "engine": fit.engine,
+                "model": fit.model,
+                "threads": fit.threads,
+                "backend": fit.backend,
+                "r2": fit.r2,
+                "tpot_ms": tpot,
+                "decode_tps": 1000.0 / tpot if tpot > 0 else None,
+                "extrapolated": n > max(fit.nodes_tried) or d > fit.max_delay_tried_ms,
+                "break_even": fit.break_even(n, bandwidth).to_dict() if n > 1 else None,
+            }
+        )
+    return jsonify(sweep_id=sweep_id, nodes=n, delay_ms=d, bandwidth_bps=bandwidth, predictions=out)
+
+
+def parse_run_ids(values: list[str], low: int, high: int) -> tuple[list[int], str | None]:
+    """Run ids from ``ids=1,2&ids=3`` (deduplicated, in order) and what is wrong with them.
+
+    The compare page and ``/api/compare`` share it, so both refuse the same input.
+    """
+    ids: list[int] = []
+    for part in (p.strip() for v in values for p in v.split(",")):
+        if not part:
+            continue
+        if not part.isdigit():
+            return [], f"run ids must be whole numbers, got {part!r}"
+        if int(part) not in ids:
+            ids.append(int(part))
+    if not low <= len(ids) <= high:
+        return ids, f"select between {low} and {high} runs to compare (got {len(ids)})"
+    return ids, None
+
+
+@api.get("/compare")
+def compare_runs() -> Any:
+    """Runs grouped by configuration, the fields that differ, and a verdict per pair."""
+    ids, problem = parse_run_ids(request.args.getlist("ids"), 2, COMPARE_API_MAX)
+    if problem:
+        return _invalid({"ids": problem})
+    try:
+        result = analysis.compare_runs(db.session, ids)
+    except LookupError as exc:
+        return jsonify(error=str(exc)), 404
+    return jsonify({"ids": ids, **result.to_dict()})
 
 
 # --- models and health --------------------------------------------------------

@@ -95,6 +95,105 @@ SWEEP_SPEC = {
 }
 
 
+NUM = {"type": ["number", "null"]}
+INTERVAL = {
+    "type": ["array", "null"],
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 2,
+    "description": "[low, high] of a 95 % confidence interval; null when not computable",
+}
+SUMMARY = {
+    "type": "object",
+    "description": "n, mean, sample sd, CV and a 95 % Student-t CI of the mean",
+    "properties": {
+        "n": {"type": "integer", "minimum": 0},
+        "mean": NUM,
+        "sd": NUM,
+        "cv": NUM,
+        "ci_low": NUM,
+        "ci_high": NUM,
+        "half_width": NUM,
+        "confidence": {"type": "number"},
+    },
+    "required": ["n", "mean", "sd", "cv", "ci_low", "ci_high", "half_width", "confidence"],
+}
+GROUP = {
+    "type": "object",
+    "description": "The counted runs of one configuration (1-node runs ignore latency)",
+    "properties": {
+        "key": {"type": "object", "description": "The configuration (latency null for 1 node)"},
+        "label": {"type": "string"},
+        "n": {"type": "integer", "minimum": 0},
+        "run_ids": {"type": "array", "items": {"type": "integer"}},
+        "stats": {
+            "type": "object",
+            "description": "Metric name (ttft_ms, tpot_ms, itl_p50_ms, itl_p99_ms, "
+            "decode_tps, e2el_ms) -> Summary",
+            "additionalProperties": _ref("Summary"),
+        },
+        "flags": {
+            "type": "array",
+            "items": {"enum": ["too few", "noisy", "contended", "oversubscribed"]},
+        },
+        "noisy_metrics": {"type": "array", "items": {"type": "string"}},
+        "rtt_delay_ms": {"type": "number"},
+        "latencies": {"type": "array", "items": {"type": "string"}},
+        "contended_runs": {"type": "integer"},
+        "excluded_runs": {"type": "integer"},
+        "oversubscribed": {"type": "boolean"},
+        "round_trips_per_token": NUM,
+        "net_bytes_per_token": NUM,
+        "host_cores": {"type": ["integer", "null"]},
+    },
+    "required": ["key", "label", "n", "run_ids", "stats", "flags"],
+}
+COUNTS = {
+    "type": "object",
+    "properties": {k: {"type": "integer"} for k in ("runs", "counted", "failed", "warmup")},
+}
+BREAK_EVEN = {
+    "type": "object",
+    "properties": {
+        "nodes": {"type": "integer"},
+        "verdict": {
+            "enum": [
+                "break-even",
+                "never",
+                "always within the range tried",
+                "not delay-sensitive",
+                "unknown",
+            ]
+        },
+        "delay_ms": NUM,
+        "text": {"type": "string"},
+    },
+    "required": ["nodes", "verdict", "delay_ms", "text"],
+}
+VERDICT = {"enum": ["faster", "slower", "no significant difference", "too few runs"]}
+METRIC_TEST = {
+    "type": "object",
+    "description": "Welch's t-test of B vs A on one metric; diff = mean(B) - mean(A)",
+    "properties": {
+        "metric": {"type": "string"},
+        "n_a": {"type": "integer"},
+        "n_b": {"type": "integer"},
+        "mean_a": NUM,
+        "mean_b": NUM,
+        "diff": NUM,
+        "relative": NUM,
+        "diff_ci": INTERVAL,
+        "t": NUM,
+        "df": NUM,
+        "p_value": NUM,
+        "effect_size": {**NUM, "description": "Hedges' g of B - A"},
+        "verdict": VERDICT,
+        "significant": {"type": "boolean"},
+    },
+    "required": ["metric", "p_value", "verdict"],
+}
+
+
 def document() -> dict[str, Any]:
     run_id = _id_param("run_id")
     sweep_id = _id_param("sweep_id")
@@ -254,6 +353,69 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/sweeps/{sweep_id}/analysis": {
+                "get": {
+                    "summary": "Statistics of a sweep: configurations with CIs and flags, "
+                    "speedup/efficiency, the fitted TPOT model and break-even latencies",
+                    "parameters": [sweep_id],
+                    "responses": {
+                        "200": _json(_ref("SweepAnalysis"), "The analysis"),
+                        "404": ERRORS["404"],
+                    },
+                }
+            },
+            "/api/sweeps/{sweep_id}/predict": {
+                "get": {
+                    "summary": "TPOT predicted by each fitted model at any node count, "
+                    "one-way delay and bandwidth (also beyond what ran)",
+                    "parameters": [
+                        sweep_id,
+                        {
+                            **_query(
+                                "nodes",
+                                {"type": "integer", "minimum": 1, "maximum": 1024},
+                                "Node count, root included",
+                            ),
+                            "required": True,
+                        },
+                        _query(
+                            "delay_ms",
+                            {"type": "number", "minimum": 0, "maximum": 60000, "default": 0},
+                            "One-way delay on every link, ms",
+                        ),
+                        _query(
+                            "bandwidth",
+                            {"type": "string"},
+                            "Per-link cap, e.g. 100mbit (none: uncapped)",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Prediction"), "One prediction per fitted model"),
+                        **ERRORS,
+                    },
+                }
+            },
+            "/api/compare": {
+                "get": {
+                    "summary": "Runs grouped by configuration, the configuration fields that "
+                    "differ, and Welch verdicts (TPOT, TTFT) for every pair of groups",
+                    "parameters": [
+                        {
+                            **_query(
+                                "ids",
+                                {"type": "string", "pattern": "^[0-9, ]+$"},
+                                "Comma-separated run ids (or repeated ids=); 2 to 200 runs",
+                            ),
+                            "required": True,
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(_ref("CompareAnalysis"), "Groups and verdicts"),
+                        "400": ERRORS["400"],
+                        "404": _json(_ref("Error"), "A run id does not exist"),
+                    },
+                }
+            },
             "/api/models": {
                 "get": {
                     "summary": "Models in the catalog",
@@ -317,6 +479,128 @@ def document() -> dict[str, Any]:
                         "page": {"type": "integer"},
                         "per_page": {"type": "integer"},
                     },
+                },
+                "Summary": SUMMARY,
+                "Group": GROUP,
+                "SweepAnalysis": {
+                    "type": "object",
+                    "properties": {
+                        "sweep_id": {"type": "integer"},
+                        "metrics": {"type": "array", "items": {"type": "string"}},
+                        "counts": COUNTS,
+                        "notes": {"type": "array", "items": {"type": "string"}},
+                        "groups": {"type": "array", "items": _ref("Group")},
+                        "scaling": {
+                            "type": "array",
+                            "description": "Speedup TPOT(baseline)/TPOT(N) and efficiency per "
+                            "latency profile; measurable=false (with a note) when oversubscribed",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "latency": {"type": "string"},
+                                    "baseline_nodes": {"type": "integer"},
+                                    "baseline_note": {"type": ["string", "null"]},
+                                    "measurable": {"type": "boolean"},
+                                    "note": {"type": ["string", "null"]},
+                                    "points": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "nodes": {"type": "integer"},
+                                                "n": {"type": "integer"},
+                                                "tpot_ms": {"type": "number"},
+                                                "speedup": {"type": "number"},
+                                                "speedup_ci": INTERVAL,
+                                                "efficiency": {"type": "number"},
+                                                "efficiency_ci": INTERVAL,
+                                                "oversubscribed": {"type": "boolean"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "fits": {
+                            "type": "array",
+                            "description": "One TPOT(N, d, bw) model per engine x model x "
+                            "threads x backend",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "formula": {"type": "string"},
+                                    "params": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "number"},
+                                    },
+                                    "stderr": {"type": "object"},
+                                    "dropped": {"type": "array", "items": {"type": "string"}},
+                                    "r2": NUM,
+                                    "rmse_ms": {"type": "number"},
+                                    "n_runs": {"type": "integer"},
+                                    "residuals": {"type": "array", "items": {"type": "object"}},
+                                    "notes": {"type": "array", "items": {"type": "string"}},
+                                    "break_even": {"type": "array", "items": BREAK_EVEN},
+                                },
+                            },
+                        },
+                    },
+                    "required": ["counts", "groups", "scaling", "fits"],
+                },
+                "Prediction": {
+                    "type": "object",
+                    "properties": {
+                        "sweep_id": {"type": "integer"},
+                        "nodes": {"type": "integer"},
+                        "delay_ms": {"type": "number"},
+                        "bandwidth_bps": {"type": ["integer", "null"]},
+                        "predictions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "engine": {"type": "string"},
+                                    "model": {"type": "string"},
+                                    "threads": {"type": "integer"},
+                                    "backend": {"type": "string"},
+                                    "r2": NUM,
+                                    "tpot_ms": {"type": "number"},
+                                    "decode_tps": NUM,
+                                    "extrapolated": {"type": "boolean"},
+                                    "break_even": {"oneOf": [BREAK_EVEN, {"type": "null"}]},
+                                },
+                            },
+                        },
+                    },
+                },
+                "CompareAnalysis": {
+                    "type": "object",
+                    "properties": {
+                        "ids": {"type": "array", "items": {"type": "integer"}},
+                        "counts": COUNTS,
+                        "differing": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Configuration fields that differ between groups",
+                        },
+                        "groups": {"type": "array", "items": _ref("Group")},
+                        "comparisons": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "a": {"type": "object"},
+                                    "b": {"type": "object"},
+                                    "verdict": VERDICT,
+                                    "tests": {
+                                        "type": "object",
+                                        "additionalProperties": METRIC_TEST,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "required": ["ids", "differing", "groups", "comparisons"],
                 },
                 "Sweep": {
                     "type": "object",

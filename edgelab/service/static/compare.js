@@ -29,6 +29,6 @@
                     mode: "lines", line: { dash: "dot", color: "#a0aec0" } });
     }
     EL.plot("chart-scaling", traces, { xaxis: { title: { text: "nodes" }, dtick: 1 },
-      yaxis: { title: { text: "speedup vs fewest nodes" } }, empty: "no succeeded runs to scale" });
+      yaxis: { title: { text: "speedup (TPOT ratio)" } }, empty: "no succeeded runs to scale" });
   }
 })();

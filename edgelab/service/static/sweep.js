@@ -53,17 +53,7 @@
       });
       return g;
     };
-    const tps = group("decode_tps");
-    const z = nodes.map((n) => latencies.map((l) => {
-      const v = tps[n + "|" + l];
-      return v ? EL.mean(v) : null;
-    }));
-    EL.plot("heatmap", done.length ? [{
-      type: "heatmap", x: latencies, y: nodes.map((n) => n + " nodes"), z: z,
-      colorscale: "Viridis", colorbar: { title: { text: "tok/s" } },
-      texttemplate: "%{z:.1f}", hovertemplate: "%{y}, %{x}: %{z:.2f} tok/s<extra></extra>",
-    }] : [], { xaxis: { title: { text: "latency profile" }, type: "category" }, yaxis: { type: "category" },
-               empty: "no succeeded cells yet" });
+    // The tokens/s heatmap (with n and CI) is drawn by analysis.js from edgelab.analysis.
     const ttft = group("ttft_ms");
     const traces = latencies.map((l) => {
       const xs = [], ys = [], es = [];
@@ -85,6 +75,7 @@
     progress(d);
     cells(d);
     charts(d);
+    document.dispatchEvent(new CustomEvent("edgelab:sweep", { detail: d }));
     const terminal = EL.TERMINAL.includes(d.status);
     document.getElementById("cancel").disabled = terminal;
     if (terminal) {

@@ -7,7 +7,6 @@ submitted or cancelled here behaves exactly like one handled by ``/api``.
 
 from __future__ import annotations
 
-import json
 import math
 from importlib.resources import files
 from typing import Any
@@ -27,6 +26,7 @@ from flask import (
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
+from edgelab import analysis
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.models import RUN_STATUSES, TERMINAL_STATUSES, Run, Sweep, TokenEvent
 from edgelab.runs.config import ENGINES, ConfigError, parse_config
@@ -260,55 +260,40 @@ def rerun(run_id: int) -> Any:
 
 
 def _compare_ids() -> tuple[list[int], str | None]:
-    raw = [p for v in request.args.getlist("ids") for p in v.split(",") if p.strip()]
-    ids: list[int] = []
-    for part in raw:
-        if not part.strip().isdigit():
-            return [], f"run ids must be whole numbers, got {part!r}"
-        if int(part) not in ids:
-            ids.append(int(part))
-    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
-        return ids, (
-            f"select between {COMPARE_MIN} and {COMPARE_MAX} runs to compare "
-            f"(got {len(ids)}); tick them in the history"
-        )
-    return ids, None
+    ids, problem = api_views.parse_run_ids(request.args.getlist("ids"), COMPARE_MIN, COMPARE_MAX)
+    return ids, (f"{problem}; tick them in the history" if problem else None)
 
 
-def _differs(values: list[Any]) -> bool:
-    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
-
-
-def _scaling(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Speedup of decode tokens/s vs nodes, per latency profile (runs of one sweep).
-
-    Repetitions are averaged; the baseline is the fewest nodes in each profile.
-    """
-    by_latency: dict[str, dict[int, list[float]]] = {}
-    for r in runs:
-        tps = r["metrics"]["decode_tps"]
-        if r["status"] == "succeeded" and tps:
-            cfg = r["config"]
-            by_latency.setdefault(cfg["latency"], {}).setdefault(cfg["nodes"], []).append(tps)
-    series = []
-    for latency, per_nodes in sorted(by_latency.items()):
-        nodes = sorted(per_nodes)
-        means = [sum(per_nodes[n]) / len(per_nodes[n]) for n in nodes]
-        base = means[0]
-        series.append({"latency": latency, "nodes": nodes, "speedup": [m / base for m in means]})
-    return series
+def _scaling_chart(result: analysis.CompareAnalysis) -> list[dict[str, Any]]:
+    """Speedup vs nodes per latency profile, from :func:`edgelab.analysis.scaling`."""
+    return [
+        {
+            "latency": s.latency,
+            "nodes": [p.nodes for p in s.points],
+            "speedup": [p.speedup for p in s.points],
+            "ci": [p.speedup_ci for p in s.points],
+            "measurable": s.measurable,
+            "note": s.note or s.baseline_note,
+        }
+        for s in analysis.scaling(result.groups)
+    ]
 
 
 @web.get("/compare")
 def compare() -> Any:
+    """Ticked runs side by side, grouped by configuration, with a verdict per pair of groups.
+
+    Only configuration fields that differ between groups are highlighted: repetitions of
+    one configuration differ in their metrics, which is noise, not a difference.
+    """
     ids, problem = _compare_ids()
     if problem:
         return render_template("compare.html", error=problem, runs=[]), 400
+    try:
+        result = analysis.compare_runs(db.session, ids)
+    except LookupError as exc:
+        return render_template("compare.html", error=str(exc), runs=[]), 404
     found = {r.id: r for r in db.session.scalars(select(Run).where(Run.id.in_(ids)))}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        msg = f"no run with id {', '.join(map(str, missing))}"
-        return render_template("compare.html", error=msg, runs=[]), 404
     runs = [run_summary(found[i]) for i in ids]
     offsets: dict[int, list[float]] = {i: [] for i in ids}
     for run_id, offset in db.session.execute(
@@ -317,14 +302,14 @@ def compare() -> Any:
         .order_by(TokenEvent.run_id, TokenEvent.index)
     ):
         offsets[run_id].append(offset)
+    differing = set(result.differing)
     config_rows = []
     for name in COMPARE_CONFIG:
         values = [r["sweep_id"] if name == "sweep_id" else r["config"][name] for r in runs]
-        config_rows.append({"name": name, "values": values, "differs": _differs(values)})
-    metric_rows = []
-    for name in METRIC_FIELDS:
-        values = [r["metrics"][name] for r in runs]
-        metric_rows.append({"name": name, "values": values, "differs": _differs(values)})
+        config_rows.append({"name": name, "values": values, "differs": name in differing})
+    metric_rows = [
+        {"name": name, "values": [r["metrics"][name] for r in runs]} for name in METRIC_FIELDS
+    ]
     sweep_ids = {r["sweep_id"] for r in runs}
     one_sweep = len(sweep_ids) == 1 and None not in sweep_ids
     chart = {
@@ -336,7 +321,7 @@ def compare() -> Any:
             }
             for r in runs
         ],
-        "scaling": _scaling(runs) if one_sweep else [],
+        "scaling": _scaling_chart(result) if one_sweep else [],
     }
     return render_template(
         "compare.html",
@@ -344,6 +329,7 @@ def compare() -> Any:
         runs=runs,
         config_rows=config_rows,
         metric_rows=metric_rows,
+        result=result,
         chart=chart,
         one_sweep=one_sweep,
     )

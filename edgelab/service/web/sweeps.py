@@ -12,6 +12,7 @@ from typing import Any
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
+from edgelab import analysis
 from edgelab.catalog import Catalog
 from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
 from edgelab.service import api as api_views
@@ -164,6 +165,7 @@ def sweep_page(sweep_id: int) -> Any:
     return render_template(
         "sweep.html",
         sweep=detail,
+        analysis=analysis.analyze_sweep(db.session, sweep_id).to_dict(),
         action=ActionForm(),
         terminal=detail["status"] in TERMINAL_STATUSES,
     )
@@ -172,6 +174,16 @@ def sweep_page(sweep_id: int) -> Any:
 @web.get("/sweeps/<int:sweep_id>/data")
 def sweep_data(sweep_id: int) -> Any:
     return jsonify(_detail_or_404(sweep_id))
+
+
+@web.get("/sweeps/<int:sweep_id>/analysis")
+def sweep_analysis_data(sweep_id: int) -> Any:
+    """The sweep analysis (same JSON as the API's) behind the pages' access check."""
+    try:
+        result = analysis.analyze_sweep(db.session, sweep_id)
+    except LookupError:
+        abort(404, f"sweep {sweep_id} not found")
+    return jsonify({"sweep_id": sweep_id, **result.to_dict()})
 
 
 def _sweep_action(view: Any, sweep_id: int, verb: str) -> Any:

@@ -1,0 +1,142 @@
+"""The analysis API and pages on synthetic stored sweeps (edgelab.analysis.synthetic).
+
+The rows follow a known TPOT model, so the numbers the API and the pages show can
+be checked against what went in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from edgelab.analysis.synthetic import TrueModel, insert_synthetic_sweep
+from edgelab.models import Run
+from edgelab.models.db import session_scope, upgrade
+from edgelab.service import create_app
+from edgelab.settings import Settings
+
+TRUTH = TrueModel(base_ms=8.0, compute_ms=20.0, per_worker_ms=1.0, delay_factor=1.0)
+
+
+@pytest.fixture
+def settings_db(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    upgrade(s.database_url)
+    return s
+
+
+@pytest.fixture
+def app(settings_db: Settings) -> Flask:
+    return create_app(settings_db, {"TESTING": True, "WTF_CSRF_ENABLED": False})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def sweep(settings: Settings, **kw: object) -> int:
+    with session_scope(settings.database_url) as s:
+        return insert_synthetic_sweep(s, truth=TRUTH, **kw)  # type: ignore[arg-type]
+
+
+def run_ids(settings: Settings, sweep_id: int, nodes: int, latency: str) -> list[int]:
+    with session_scope(settings.database_url) as s:
+        return [
+            r.id
+            for r in s.query(Run).filter_by(sweep_id=sweep_id, nodes=nodes, latency_label=latency)
+        ]
+
+
+def test_sweep_analysis_api(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, noise=0.002)
+    resp = client.get(f"/api/sweeps/{sweep_id}/analysis")
+    assert resp.status_code == 200
+    data = resp.get_json()
+    assert data["sweep_id"] == sweep_id
+    assert data["counts"] == {"runs": 36, "counted": 36, "failed": 0, "warmup": 0}
+    # 1 node x 4 latencies is one configuration of 12 runs; 2 x 4 + 3 x 4 of 3 runs each.
+    assert sorted(g["n"] for g in data["groups"]) == [3] * 8 + [12]
+    assert [g["flags"] for g in data["groups"]] == [[]] * 9
+    (fit,) = data["fits"]
+    assert fit["r2"] > 0.99
+    assert fit["params"]["delay_factor"] == pytest.approx(1.0, rel=0.02)
+    be = {b["nodes"]: b for b in fit["break_even"]}
+    # d*(3) = (TPOT(1) - TPOT(3, 0)) / (2 * 2) = (28 - (8 + 20/3 + 2)) / 4 = 2.83 ms
+    assert be[3]["verdict"] == "break-even"
+    assert be[3]["delay_ms"] == pytest.approx((28 - (10 + 20 / 3)) / 4, rel=0.05)
+    series = data["scaling"]
+    assert [s["latency"] for s in series] == ["0ms", "5ms", "10ms", "20ms"]
+    assert series[0]["points"][2]["speedup"] == pytest.approx(28 / (10 + 20 / 3), rel=0.02)
+    assert client.get("/api/sweeps/999/analysis").status_code == 404
+
+
+def test_predict_api(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, noise=0.002)
+    resp = client.get(f"/api/sweeps/{sweep_id}/predict?nodes=8&delay_ms=1&bandwidth=")
+    assert resp.status_code == 200
+    (pred,) = resp.get_json()["predictions"]
+    assert pred["tpot_ms"] == pytest.approx(TRUTH.tpot(8, 1.0), rel=0.02)
+    assert pred["extrapolated"] is True
+    bad = client.get(f"/api/sweeps/{sweep_id}/predict?nodes=0&delay_ms=x&bandwidth=9mbps")
+    assert bad.status_code == 400
+    assert set(bad.get_json()["errors"]) == {"nodes", "delay_ms", "bandwidth"}
+    assert "required" in client.get(f"/api/sweeps/{sweep_id}/predict").get_json()["errors"]["nodes"]
+    assert client.get("/api/sweeps/999/predict?nodes=2").status_code == 404
+
+
+def test_compare_api_verdicts(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, latencies_ms=(0.0, 5.0), repetitions=5, noise=0.01)
+    fast = run_ids(settings_db, sweep_id, 3, "0ms")
+    slow = run_ids(settings_db, sweep_id, 3, "5ms")
+    resp = client.get("/api/compare?ids=" + ",".join(map(str, fast + slow)))
+    assert resp.status_code == 200
+    data = resp.get_json()
+    assert [g["n"] for g in data["groups"]] == [5, 5]
+    assert data["differing"] == ["latency"]
+    (pair,) = data["comparisons"]
+    assert (pair["a_letter"], pair["b_letter"], pair["verdict"]) == ("A", "B", "slower")
+    assert pair["tests"]["tpot_ms"]["p_value"] < 1e-6
+    same = client.get("/api/compare?ids=" + ",".join(map(str, fast))).get_json()
+    assert same["comparisons"] == []
+    assert same["differing"] == []
+    assert client.get("/api/compare?ids=1").status_code == 400
+    assert client.get("/api/compare?ids=1,x").get_json()["errors"]["ids"].startswith("run ids")
+    missing = client.get("/api/compare?ids=1,99999")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"] == "no run with id 99999"
+
+
+def test_compare_page_groups_and_verdicts(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, latencies_ms=(0.0, 5.0), repetitions=3, noise=0.01)
+    ids = run_ids(settings_db, sweep_id, 3, "0ms") + run_ids(settings_db, sweep_id, 3, "5ms")
+    html = client.get("/compare?ids=" + ",".join(map(str, ids))).get_data(as_text=True)
+    diff = set(re.findall(r'<tr class="diff" data-field="(\w+)"', html))
+    assert diff == {"latency"}  # not repetition, not the metrics
+    assert 'class="metric" data-field="tpot_ms"' in html
+    assert re.findall(r'data-pair="B-A" data-verdict="([^"]+)"', html) == ["slower"]
+    groups = re.findall(r'<tr data-group="(\w)">', html)
+    assert groups == ["A", "B"]
+    assert "differing in <b>latency</b>" in unescape(html)
+
+
+def test_sweep_page_embeds_the_analysis(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, noise=0.002)
+    html = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    for part in ("results-table", "chart-speedup", "chart-efficiency", "chart-tps-latency"):
+        assert f'id="{part}"' in html
+    for part in ("chart-breakdown", "chart-model", "model-details"):
+        assert f'id="{part}"' in html
+    embedded = re.search(r'id="sweep-analysis">(.*?)</script>', html, re.S)
+    assert embedded is not None
+    data = json.loads(embedded.group(1))
+    assert data["fits"][0]["r2"] > 0.99
+    live = client.get(f"/sweeps/{sweep_id}/analysis").get_json()
+    assert live["groups"] == data["groups"]
+    assert client.get("/sweeps/999/analysis").status_code == 404
