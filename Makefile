@@ -21,9 +21,11 @@ setup: $(STAMP)
 model: setup
 	$(BIN)/edgelab models fetch smollm2-135m
 
-up: model
-	$(BIN)/edgelab db upgrade
-	$(BIN)/edgelab up
+# Quiet on purpose: `edgelab up` applies the migrations itself and prints one short
+# summary (the model fetch shows progress only while it downloads or verifies).
+up: setup
+	@$(BIN)/edgelab models fetch smollm2-135m > /dev/null
+	@$(BIN)/edgelab up $(UP_ARGS)
 
 lint: setup
 	$(BIN)/ruff check edgelab tests bench
