@@ -34,6 +34,13 @@ class Settings:
     api_token: str = ""
     dllama_bin: str = ""
     max_sweep_cells: int = 1000
+    # Watchdogs (seconds): a generation or a cluster start that shows no progress
+    # (no token, no byte over any link, no node using CPU) for this long fails,
+    # naming the node that went silent, instead of holding the worker until the
+    # task's time limit. Long enough for a slow but working cluster: any link
+    # traffic or node CPU counts as progress.
+    stall_timeout_s: float = 60.0
+    start_stall_timeout_s: float = 60.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,6 +109,16 @@ class Settings:
                 f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}"
             )
 
+        def seconds(name: str, default: float) -> float:
+            raw = get(name, f"{default:g}")
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not value > 0 or value == float("inf"):
+                raise SettingsError(f"EDGELAB_{name} must be a number of seconds > 0, got {raw!r}")
+            return value
+
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -112,4 +129,6 @@ class Settings:
             api_token=get("API_TOKEN"),
             dllama_bin=get("DLLAMA_BIN"),
             max_sweep_cells=int(cells),
+            stall_timeout_s=seconds("STALL_TIMEOUT", cls.stall_timeout_s),
+            start_stall_timeout_s=seconds("START_STALL_TIMEOUT", cls.start_stall_timeout_s),
         )

@@ -22,6 +22,10 @@ from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 
 Progress = Callable[[str], None]
+#: Called about every 0.1-0.5 s while a start waits (for a node, for the model
+#: load); it may raise (a cancel, a stall) to abort the start, which then tears
+#: down everything already started and re-raises.
+Watch = Callable[[], None]
 
 
 class ClusterError(RuntimeError):
@@ -58,6 +62,34 @@ def describe_split(info: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class NodeActivity:
+    """What one node is doing right now, as the watchdog sees it.
+
+    ``state`` is ``running``, ``stopped`` (a process in state T: SIGSTOP, a
+    debugger), ``paused`` (a frozen container), ``dead`` (exited) or ``unknown``;
+    ``cpu_s`` is the node's cumulative CPU time (None where it cannot be read).
+    """
+
+    name: str
+    role: str
+    state: str
+    cpu_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One snapshot of a cluster's nodes and links for the stall watchdog.
+
+    ``link_errors`` holds links whose counters could not be read (a Docker
+    worker's control endpoint that does not answer: its container is frozen).
+    """
+
+    nodes: dict[str, NodeActivity]
+    links: dict[str, LinkStats]
+    link_errors: dict[str, str]
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     name: str  # "root", "worker1", ...
     role: str  # "root" | "worker"
@@ -79,12 +111,17 @@ class Cluster(ABC):
         self.model_path = model_path
         self.root_info = {}
         self._client: RootClient | None = None
+        #: Set by the stall watchdog when a node went silent: the cluster must not
+        #: serve another run even though every node process still exists.
+        self.stalled: NodeFailure | None = None
 
     @abstractmethod
-    def start(self, progress: Progress | None = None) -> None:
+    def start(self, progress: Progress | None = None, watch: Watch | None = None) -> None:
         """Start workers, proxies and the root; return once the root is healthy.
 
-        On failure everything already started is torn down before raising.
+        ``watch`` is polled while the start waits (see :data:`Watch`). On failure
+        (or when ``watch`` raises) everything already started is torn down before
+        raising.
         """
 
     @property
@@ -108,6 +145,23 @@ class Cluster(ABC):
     @abstractmethod
     def sample_sources(self) -> list[SampleSource]:
         """Things the node sampler can read CPU/memory/network from, one per node."""
+
+    def activity(self) -> Activity:
+        """A snapshot for the stall watchdog: node states and CPU, link counters.
+
+        Backends override :meth:`node_activity`; link counters come from
+        :meth:`link_stats` (all or nothing here; a backend whose links can fail
+        one by one overrides this).
+        """
+        try:
+            links, errors = self.link_stats(), {}
+        except ClusterError as exc:
+            links, errors = {}, {"links": str(exc)}
+        return Activity(self.node_activity(), links, errors)
+
+    def node_activity(self) -> dict[str, NodeActivity]:
+        """State and CPU time of every node started so far (none by default)."""
+        return {}
 
     @abstractmethod
     def check_alive(self) -> None:

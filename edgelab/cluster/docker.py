@@ -36,7 +36,18 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgelab.cluster.base import Cluster, ClusterError, NodeFailure, NodeInfo, Progress
+import psutil
+
+from edgelab.cluster.base import (
+    Activity,
+    Cluster,
+    ClusterError,
+    NodeActivity,
+    NodeFailure,
+    NodeInfo,
+    Progress,
+    Watch,
+)
 from edgelab.cluster.dockerapi import (
     LABEL_CLUSTER,
     LABEL_NODE,
@@ -96,6 +107,8 @@ class DockerStatsSource(SampleSource):
         self._api = api
         self._container_id = container_id
         self._latest: Reading | None = None
+        #: Cumulative CPU seconds of the container (the newest entry), for the watchdog.
+        self.cpu_s: float | None = None
         self._gone = False
         self._thread = threading.Thread(
             target=self._follow, name=f"docker-stats-{name}", daemon=True
@@ -104,6 +117,9 @@ class DockerStatsSource(SampleSource):
 
     def _follow(self) -> None:
         for entry in self._api.stats_stream(self._container_id):
+            total = ((entry.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+            if total is not None:
+                self.cpu_s = float(total) / 1e9
             reading = parse_stats(entry)
             if reading is not None:
                 self._latest = reading
@@ -113,6 +129,24 @@ class DockerStatsSource(SampleSource):
         if self._gone:
             return None
         return self._latest
+
+
+def _any_stopped(pid: int) -> bool:
+    """Whether the container's main process (host ``pid``) or a child is stopped (state T)."""
+    if pid <= 0:
+        return False
+    try:
+        main = psutil.Process(pid)
+        procs = [main, *main.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    for proc in procs:
+        try:
+            if proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return False
 
 
 def parse_stats(entry: dict[str, Any]) -> Reading | None:
@@ -189,6 +223,7 @@ class DockerCluster(Cluster):
         self._image_ids: dict[str, str] = {}
         self._final_logs: dict[str, list[str]] = {}
         self._closed = False
+        self._watch: Watch = lambda: None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -202,8 +237,9 @@ class DockerCluster(Cluster):
             labels[LABEL_NODE] = node
         return labels
 
-    def start(self, progress: Progress | None = None) -> None:
+    def start(self, progress: Progress | None = None, watch: Watch | None = None) -> None:
         say = progress or (lambda _msg: None)
+        self._watch = watch or (lambda: None)
         if not self.model_path.is_file():
             raise ClusterError(f"model file {self.model_path} does not exist")
         try:
@@ -270,6 +306,7 @@ class DockerCluster(Cluster):
                 "--threads", str(spec.threads),
                 "--latency", json.dumps(link_profile(spec.latency, i).to_dict()),
             ]  # fmt: skip
+            self._watch()
             node.created_at = time.monotonic()
             node.id = api.run_container(
                 image=self.worker_image,
@@ -319,7 +356,9 @@ class DockerCluster(Cluster):
         root.ip = api.ip_address(root.id, self._network_id)
         self._client = RootClient(f"http://{root.ip}:{ROOT_PORT}")
         try:
-            self._client.wait_healthy(ROOT_START_TIMEOUT_S, is_alive=self._root_alive)
+            self._client.wait_healthy(
+                ROOT_START_TIMEOUT_S, is_alive=self._root_alive, on_poll=self._watch
+            )
         except EngineError as exc:
             self.check_alive()  # names a node that died (an OOM kill, a crash) if there is one
             raise ClusterError(f"root did not become healthy: {exc}") from exc
@@ -349,6 +388,7 @@ class DockerCluster(Cluster):
         last = ""
         while True:
             self._check_node(node)
+            self._watch()
             try:
                 control.health()
             except ControlError as exc:
@@ -419,6 +459,41 @@ class DockerCluster(Cluster):
 
     def sample_sources(self) -> list[SampleSource]:
         return list(self._sources)
+
+    def activity(self) -> Activity:
+        """Like the base, but link by link: a frozen container's control does not
+        answer, and that is evidence about that one worker."""
+        links: dict[str, LinkStats] = {}
+        errors: dict[str, str] = {}
+        for name, control in self._controls.items():
+            try:
+                links[name] = control.stats()
+            except ControlError as exc:
+                errors[name] = str(exc)
+        # A worker still starting has no control endpoint yet: not evidence of a hang.
+        ready = {self.spec.link_name(i) for i, w in enumerate(self._workers, 1) if w.ready_ms}
+        errors = {k: v for k, v in errors.items() if k in ready}
+        return Activity(self.node_activity(), links, errors)
+
+    def node_activity(self) -> dict[str, NodeActivity]:
+        """Container state; processes stopped inside it are seen through the host pid
+        when this process shares the host's pid namespace (not from inside compose)."""
+        if self._api is None or self._closed:
+            return {}
+        cpu = {src.name: src.cpu_s for src in self._sources}
+        out: dict[str, NodeActivity] = {}
+        for node in self._all_nodes():
+            if node.id is None:
+                continue
+            state = self._api.state(node.id)
+            if state is None or not (state.running or state.status == "paused"):
+                kind = "dead"
+            elif state.status == "paused":
+                kind = "paused"
+            else:
+                kind = "stopped" if _any_stopped(state.pid) else "running"
+            out[node.name] = NodeActivity(node.name, node.role, kind, cpu.get(node.name))
+        return out
 
     def _logs(self, node: _Container, lines: int) -> list[str]:
         if self._api is None or node.id is None or self._closed:

@@ -88,6 +88,7 @@ class ContainerState:
     oom_killed: bool
     exit_code: int
     error: str
+    pid: int = 0  # the main process as the host sees it (0 when not running)
 
 
 class DockerAPI:
@@ -264,6 +265,7 @@ class DockerAPI:
             oom_killed=bool(st.get("OOMKilled", False)),
             exit_code=int(st.get("ExitCode", 0)),
             error=str(st.get("Error", "")),
+            pid=int(st.get("Pid") or 0),
         )
 
     def ip_address(self, container_id: str, network_id: str) -> str:

@@ -23,12 +23,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from edgelab.cluster.base import (
     Cluster,
     ClusterError,
+    NodeActivity,
     NodeFailure,
     NodeInfo,
     Progress,
+    Watch,
     describe_split,
 )
 from edgelab.cluster.spec import ClusterSpec
@@ -83,6 +87,7 @@ class _Node:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_marker: str | None = None
         self._log: IO[bytes] | None = None
+        self._ps: psutil.Process | None = None
 
     def start(self, argv: list[str]) -> None:
         self._log = self.log_path.open("ab")
@@ -110,10 +115,34 @@ class _Node:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def activity(self) -> NodeActivity:
+        """Process state and CPU time (the node and its children) for the watchdog."""
+        if self.proc is None or self.proc.poll() is not None:
+            return NodeActivity(self.name, self.role, "dead")
+        try:
+            if self._ps is None:
+                self._ps = psutil.Process(self.proc.pid)
+            with self._ps.oneshot():
+                status = self._ps.status()
+                t = self._ps.cpu_times()
+            cpu = t.user + t.system + t.children_user + t.children_system
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return NodeActivity(self.name, self.role, "dead")
+        except psutil.AccessDenied:
+            return NodeActivity(self.name, self.role, "unknown")
+        if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+            return NodeActivity(self.name, self.role, "stopped", cpu)
+        if status == psutil.STATUS_ZOMBIE:
+            return NodeActivity(self.name, self.role, "dead", cpu)
+        return NodeActivity(self.name, self.role, "running", cpu)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
+                # A stopped (SIGSTOP'd, hung) node keeps SIGTERM pending until it
+                # continues: wake it so it exits now, not after the SIGKILL grace.
+                os.killpg(self.proc.pid, signal.SIGCONT)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -137,11 +166,13 @@ class LocalCluster(Cluster):
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
         self._closed = False
+        self._watch: Watch = lambda: None
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self, progress: Progress | None = None) -> None:
+    def start(self, progress: Progress | None = None, watch: Watch | None = None) -> None:
         say = progress or (lambda _msg: None)
+        self._watch = watch or (lambda: None)
         try:
             self.engine.check_available()
         except EngineError as exc:
@@ -172,6 +203,7 @@ class LocalCluster(Cluster):
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
             self._wait_listening(node, node.ready_marker, WORKER_START_TIMEOUT_S)
+            self._watch()
             host, port_text = node.address.rsplit(":", 1)
             proxy = LinkProxy(
                 spec.link_name(i),
@@ -194,7 +226,9 @@ class LocalCluster(Cluster):
         self._root.start(root_launch.argv)
         self._client = RootClient(f"http://{self._root.address}")
         try:
-            self._client.wait_healthy(ROOT_START_TIMEOUT_S, is_alive=self._all_alive)
+            self._client.wait_healthy(
+                ROOT_START_TIMEOUT_S, is_alive=self._all_alive, on_poll=self._watch
+            )
         except EngineError as exc:
             self.check_alive()  # names the dead node if one died while loading
             raise NodeFailure("root", f"did not become healthy: {exc}", self.root_tail()) from exc
@@ -216,6 +250,7 @@ class LocalCluster(Cluster):
         while time.monotonic() < deadline:
             if not node.alive():
                 raise NodeFailure(node.name, "exited while starting", tail(node.log_path, 20))
+            self._watch()
             if marker is not None:
                 if any(marker in line for line in tail(node.log_path, 50)):
                     return
@@ -265,6 +300,9 @@ class LocalCluster(Cluster):
                 with contextlib.suppress(Exception):
                     sources.append(ProcessSource(node.name, node.role, node.proc.pid))
         return sources
+
+    def node_activity(self) -> dict[str, NodeActivity]:
+        return {n.name: n.activity() for n in self._all_nodes() if n.proc is not None}
 
     def check_alive(self) -> None:
         # Workers first: when a worker dies the root usually dies of it, and the

@@ -8,8 +8,12 @@ because a worker vanished) is an error, never a silently short answer.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import queue
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -68,9 +72,9 @@ class RootClient:
             raise EngineError(f"root at {self.base_url} sent {decoded!r} for {path}")
         return resp.status, decoded
 
-    def health(self) -> str:
+    def health(self, timeout_s: float = 5.0) -> str:
         """Return ``"ok"`` or ``"loading"``; raise ``EngineError`` if unreachable."""
-        status, body = self._request("GET", "/health", timeout_s=5.0)
+        status, body = self._request("GET", "/health", timeout_s=timeout_s)
         if status not in (200, 503):
             raise EngineError(f"root at {self.base_url} /health answered {status}: {body}")
         return str(body.get("status", "unknown"))
@@ -80,19 +84,25 @@ class RootClient:
         timeout_s: float,
         is_alive: Callable[[], bool] | None = None,
         poll_s: float = 0.2,
+        on_poll: Callable[[], None] | None = None,
     ) -> None:
         """Wait until the root has loaded its model.
 
         ``is_alive`` lets the caller say the root process has died, so a root that
-        crashed while loading fails at once instead of after ``timeout_s``.
+        crashed while loading fails at once instead of after ``timeout_s``;
+        ``on_poll`` is called on every poll and may raise to abort the wait (a
+        cancel, a stall watchdog).
         """
         deadline = time.monotonic() + timeout_s
         last = "not reachable yet"
         while True:
             if is_alive is not None and not is_alive():
                 raise EngineError(f"root at {self.base_url} exited before it was ready ({last})")
+            if on_poll is not None:
+                on_poll()
             try:
-                status = self.health()
+                # Short: a hung root must not delay on_poll (a cancel) by long.
+                status = self.health(timeout_s=2.0)
             except EngineError as exc:
                 last = str(exc)
             else:
@@ -125,11 +135,16 @@ class RootClient:
         temperature: float = 0.0,
         seed: int = 0,
         chat: bool = True,
+        on_idle: Callable[[], None] | None = None,
+        idle_poll_s: float = 0.2,
     ) -> Iterator[dict[str, Any]]:
         """Yield the stream's events (``start``, ``token``..., ``end``) as they arrive.
 
         Raises ``EngineError`` on an ``error`` event, a refused request, or a stream
-        that breaks before its ``end`` event.
+        that breaks before its ``end`` event. ``on_idle`` is called every
+        ``idle_poll_s`` while no event arrives and may raise to abandon the stream
+        (a cancel, a stall watchdog): the wait for a hung root is then the
+        caller's to end, not ``read_timeout_s``'s.
         """
         body = {
             "prompt": prompt,
@@ -139,21 +154,81 @@ class RootClient:
             "chat": chat,
         }
         conn = self._connect(self.read_timeout_s)
-        try:
+        if on_idle is None:
             try:
-                conn.request(
-                    "POST",
-                    "/generate",
-                    body=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                raise EngineError(f"root at {self.base_url} unreachable: {exc}") from exc
-            if resp.status != 200:
-                raise EngineError(_refusal(self.base_url, resp.status, resp.read()))
-            yield from self._events(resp)
+                yield from self._stream(conn, body)
+            finally:
+                conn.close()
+            return
+        yield from self._watched(conn, body, on_idle, idle_poll_s)
+
+    def _stream(
+        self, conn: http.client.HTTPConnection, body: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        try:
+            conn.request(
+                "POST",
+                "/generate",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineError(f"root at {self.base_url} unreachable: {exc}") from exc
+        if resp.status != 200:
+            raise EngineError(_refusal(self.base_url, resp.status, resp.read()))
+        yield from self._events(resp)
+
+    def _watched(
+        self,
+        conn: http.client.HTTPConnection,
+        body: dict[str, Any],
+        on_idle: Callable[[], None],
+        idle_poll_s: float,
+    ) -> Iterator[dict[str, Any]]:
+        """The stream read on a thread, so the caller keeps control while it waits.
+
+        A socket read with a short timeout cannot be resumed (a timed-out
+        ``socket.makefile`` reader refuses further reads), so a reader thread owns
+        the connection and hands events over a queue; abandoning the stream shuts
+        the socket down, which wakes the reader and ends it.
+        """
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        abandoned = threading.Event()
+
+        def read() -> None:
+            try:
+                for event in self._stream(conn, body):
+                    if abandoned.is_set():
+                        return
+                    events.put(("event", event))
+            except BaseException as exc:  # handed over to the caller's thread
+                events.put(("error", exc))
+            else:
+                events.put(("end", None))
+
+        reader = threading.Thread(target=read, name="root-stream", daemon=True)
+        reader.start()
+        try:
+            while True:
+                try:
+                    kind, item = events.get(timeout=idle_poll_s)
+                except queue.Empty:
+                    on_idle()
+                    continue
+                if kind == "event":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
         finally:
+            abandoned.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            reader.join(timeout=2.0)
             conn.close()
 
     def _events(self, resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:

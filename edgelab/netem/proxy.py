@@ -72,6 +72,9 @@ class DirectionStats:
     late_max_s: float = 0.0
     queue_depth: int = 0  # chunks waiting for their release time right now
     queued_bytes: int = 0
+    # Seconds since the last chunk left in this direction, at snapshot time (None:
+    # nothing yet). The stall watchdog reads it to tell which link went quiet.
+    idle_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -489,6 +492,7 @@ class LinkProxy:
         self._state = _LinkState(profile, next(self._version))
         self._lock = threading.Lock()
         self._stats = {d: DirectionStats() for d in DIRECTIONS}
+        self._last_at: dict[str, float | None] = {d: None for d in DIRECTIONS}
         self._connections: set[_Connection] = set()
         self._connections_total = 0
         self._connect_errors = 0
@@ -572,11 +576,18 @@ class LinkProxy:
 
     def stats(self) -> LinkStats:
         with self._lock:
+            now = time.perf_counter()
+            snap = {}
+            for d in DIRECTIONS:
+                last = self._last_at[d]
+                snap[d] = DirectionStats(
+                    **{**asdict(self._stats[d]), "idle_s": None if last is None else now - last}
+                )
             return LinkStats(
                 name=self.name,
                 profile=self._state.profile.label,
-                up=DirectionStats(**asdict(self._stats["up"])),
-                down=DirectionStats(**asdict(self._stats["down"])),
+                up=snap["up"],
+                down=snap["down"],
                 connections_open=len(self._connections),
                 connections_total=self._connections_total,
                 connect_errors=self._connect_errors,
@@ -635,6 +646,7 @@ class LinkProxy:
         self, stats: DirectionStats, nbytes: int, delay_s: float, late_s: float = 0.0
     ) -> None:
         with self._lock:
+            self._last_at["up" if stats is self._stats["up"] else "down"] = time.perf_counter()
             stats.bytes += nbytes
             stats.chunks += 1
             stats.delay_total_s += delay_s

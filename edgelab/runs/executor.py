@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from edgelab import __version__
 from edgelab.catalog import Catalog, ModelInfo
 from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
+from edgelab.cluster.watchdog import StallWatchdog
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
 from edgelab.metrics import timeline
@@ -38,7 +39,8 @@ from edgelab.settings import Settings
 
 #: Called with each live event: {"type": "status"|"token"|"progress"|"metrics", ...}.
 EventSink = Callable[[dict[str, Any]], None]
-#: Polled between tokens; returning True cancels the run.
+#: Polled between tokens, while waiting for one and while the cluster starts;
+#: returning True cancels the run.
 CancelCheck = Callable[[], bool]
 
 TOKEN_FLUSH_EVERY = 16
@@ -190,15 +192,28 @@ def cluster_for(
     model: ModelInfo,
     progress: Callable[[str], None] | None = None,
     name: str = "cluster",
+    should_cancel: CancelCheck | None = None,
 ) -> Iterator[Cluster]:
-    """Start a cluster for ``config``'s topology and always tear it down afterwards."""
+    """Start a cluster for ``config``'s topology and always tear it down afterwards.
+
+    While it starts, ``should_cancel`` is polled (``RunCancelled`` aborts the start)
+    and a stall watchdog (``Settings.start_stall_timeout_s``) fails a start that
+    stopped making progress, naming the node, long before the start timeout.
+    """
     work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
     engine = get_engine(config.engine, model)
     cluster = open_cluster(
         config.cluster_spec, str(work_dir), str(model.path), name=name, engine=engine
     )
+    watchdog = StallWatchdog(cluster, settings.start_stall_timeout_s, "cluster start")
+
+    def watch() -> None:
+        if should_cancel is not None and should_cancel():
+            raise RunCancelled()
+        watchdog.check()
+
     try:
-        cluster.start(progress)
+        cluster.start(progress, watch)
         yield cluster
     finally:
         cluster.close()
@@ -235,7 +250,9 @@ def execute_run(
     try:
         model = catalog.get(config.model)
         if cluster is None:
-            with cluster_for(settings, config, model, progress, name=f"run{run_id}") as own:
+            with cluster_for(
+                settings, config, model, progress, name=f"run{run_id}", should_cancel=should_cancel
+            ) as own:
                 _generate(settings, run_id, config, model, own, emit, should_cancel)
         else:
             if cluster.spec.topology_key() != config.cluster_spec.topology_key():
@@ -296,14 +313,28 @@ def _generate(
     live = _LiveFeed(emit, sampler, cluster, links_before)
     next_metrics = 0.0
     stopped: BaseException | None = None
+    watchdog = StallWatchdog(cluster, settings.stall_timeout_s, "generation")
+
+    def on_idle() -> None:
+        # Between events: a cancel must not wait for the next token (a hung node
+        # may never send one), and a cluster where nothing moves is a stall.
+        if should_cancel is not None and should_cancel():
+            raise RunCancelled()
+        watchdog.check()
+
     t0 = time.monotonic()
     sampler.start(t0)
     live.start()
     try:
         try:
             for event in cluster.client.generate(
-                config.prompt, config.max_tokens, temperature=config.temperature, seed=config.seed
+                config.prompt,
+                config.max_tokens,
+                temperature=config.temperature,
+                seed=config.seed,
+                on_idle=on_idle,
             ):
+                watchdog.progress()
                 kind = event.get("type")
                 if kind == "start":
                     prompt_tokens = int(event.get("prompt_tokens", 0))

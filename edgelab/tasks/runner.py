@@ -24,7 +24,7 @@ from edgelab.cluster import Cluster, ClusterError
 from edgelab.models import TERMINAL_STATUSES, Run
 from edgelab.models.base import utcnow
 from edgelab.models.db import session_scope
-from edgelab.runs.executor import claim_run, cluster_for, config_of, execute_run
+from edgelab.runs.executor import RunCancelled, claim_run, cluster_for, config_of, execute_run
 from edgelab.settings import Settings
 from edgelab.sweeps import control
 from edgelab.tasks.events import RunPublisher, cancel_check
@@ -65,6 +65,15 @@ def _fail(url: str, run_id: int, error: str, node_logs: dict[str, list[str]] | N
             update(Run)
             .where(Run.id == run_id, Run.status.in_(CLAIMABLE))
             .values(status="failed", error=error, finished_at=utcnow(), node_logs=node_logs)
+        )
+
+
+def _cancel(url: str, run_id: int) -> None:
+    with session_scope(url) as s:
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_(CLAIMABLE))
+            .values(status="cancelled", error="cancelled", finished_at=utcnow())
         )
 
 
@@ -162,6 +171,7 @@ def run_group(
                             model,
                             _progress_to(lead_publish),
                             name=f"sweep{sweep_id}" if sweep_id else f"run{lead}",
+                            should_cancel=cancel_check(r, lead),
                         ) as cluster:
                             result.model_loads += 1
                             if sweep_id is not None:
@@ -181,6 +191,14 @@ def run_group(
                                 catalog,
                                 deadline,
                             )
+                    except RunCancelled:
+                        # The lead was cancelled while its cluster started: the start
+                        # is torn down; the rest of the group goes on (next lead).
+                        _cancel(url, lead)
+                        lead_publish(
+                            {"type": "status", "status": "cancelled", "error": "cancelled"}
+                        )
+                        result.statuses[lead] = "cancelled"
                     except ClusterError as exc:
                         # The cluster did not start: every run of this topology would
                         # fail the same way, so fail them all with the node's story.
@@ -267,6 +285,8 @@ def _run_on(
         if res.status == "failed":
             try:
                 cluster.check_alive()
+                if cluster.stalled is not None:  # hung, not dead: unusable all the same
+                    raise cluster.stalled
             except ClusterError:
                 # A node died: the rest of the group needs a fresh cluster.
                 log.warning("cluster lost a node during run %s; restarting it", rid)

@@ -44,8 +44,17 @@ def test_values_from_environment(tmp_path: Path) -> None:
         ("EDGELAB_DATABASE_URL", "mysql://x"),
         ("EDGELAB_REDIS_URL", "http://x"),
         ("EDGELAB_MAX_SWEEP_CELLS", "0"),
+        ("EDGELAB_STALL_TIMEOUT", "0"),
+        ("EDGELAB_STALL_TIMEOUT", "inf"),
+        ("EDGELAB_START_STALL_TIMEOUT", "soon"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_watchdog_timeouts_default_to_a_minute_and_take_seconds() -> None:
+    assert (Settings().stall_timeout_s, Settings().start_stall_timeout_s) == (60.0, 60.0)
+    s = Settings.from_env({"EDGELAB_STALL_TIMEOUT": "7.5", "EDGELAB_START_STALL_TIMEOUT": "12"})
+    assert (s.stall_timeout_s, s.start_stall_timeout_s) == (7.5, 12.0)
