@@ -193,6 +193,14 @@ class RootClient:
         the connection and hands events over a queue; abandoning the stream shuts
         the socket down, which wakes the reader and ends it.
         """
+        try:
+            # Connected here so that the socket can be shut down later: http.client
+            # drops ``conn.sock`` once the response is read from its own file object.
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise EngineError(f"root at {self.base_url} unreachable: {exc}") from exc
+        sock = conn.sock
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         abandoned = threading.Event()
 
@@ -224,10 +232,8 @@ class RootClient:
                     return
         finally:
             abandoned.set()
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             reader.join(timeout=2.0)
             conn.close()
 
