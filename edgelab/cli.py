@@ -53,6 +53,7 @@ COMMANDS = {
     "worker": "edgelab.tasks.cli:worker_command",
     "sweep": "edgelab.tasks.cli:sweep_group",
     "runs": "edgelab.runs.history_cli:runs_group",
+    "report": "edgelab.reports.cli:report_command",
     "serve": "edgelab.service.cli:serve_command",
     "up": "edgelab.service.cli:up_command",
 }

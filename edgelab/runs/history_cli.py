@@ -306,6 +306,110 @@ def runs_show(run_id: int, as_json: bool) -> None:
     click.echo(show_text(data))
 
 
+def _pm(summary: Any, fmt: Callable[[Any], str]) -> str:
+    """'52.3 ± 1.2 ms': mean ± 95 % CI half-width (the mean alone when n < 2)."""
+    if summary is None or summary.mean is None:
+        return "-"
+    text = fmt(summary.mean)
+    if summary.half_width is None:
+        return text
+    number, _, unit = text.partition(" ")
+    return f"{number} ± {fmt(summary.half_width).partition(' ')[0]} {unit}".strip()
+
+
+def _p_value(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def verdict_text(test: Any, fmt: Callable[[Any], str]) -> str:
+    """One metric's verdict with its numbers: 'slower by 9.9 ms (+37.8 %, 95 % CI ...)'."""
+    if test.verdict == "too few runs":
+        return f"too few runs ({test.n_a} vs {test.n_b}; a test needs 2 on each side)"
+    diff = fmt(abs(test.diff)) if test.diff is not None else "-"
+    rel = f"{100 * test.relative:+.1f} %" if test.relative is not None else "-"
+    ci = ""
+    if test.diff_ci is not None:
+        lo, hi = test.diff_ci
+        ci = f", 95 % CI of B-A [{fmt(lo).partition(' ')[0]}, {fmt(hi)}]"
+    g = f", g = {test.effect_size:+.2f}" if test.effect_size is not None else ""
+    head = (
+        test.verdict if test.verdict == "no significant difference" else f"{test.verdict} by {diff}"
+    )
+    return f"{head} ({rel}{ci}), {_p_value(test.p_value)}{g}"
+
+
+def compare_text(result: Any) -> str:
+    """Groups of the compared runs and the verdict of every pair, as a person reads them."""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    names = {id(g): letters[i] if i < len(letters) else str(i) for i, g in enumerate(result.groups)}
+    counts = result.counts
+    lines = [
+        f"{len(result.groups)} configuration(s) from {counts.runs} run(s)"
+        + (
+            f" ({counts.runs - counts.counted} not counted)"
+            if counts.runs != counts.counted
+            else ""
+        )
+        + (f"; differing: {', '.join(result.differing)}" if result.differing else "")
+    ]
+    rows = [
+        [
+            names[id(g)],
+            g.key.label,
+            str(g.n),
+            ",".join(map(str, g.run_ids)) or "-",
+            _pm(g.stats["ttft_ms"], ms),
+            _pm(g.stats["tpot_ms"], ms),
+            _pm(g.stats["decode_tps"], rate),
+            ", ".join(g.flags) or "-",
+        ]
+        for g in result.groups
+    ]
+    headers = ["", "configuration", "n", "runs", "TTFT", "TPOT", "decode", "flags"]
+    lines.append(table(headers, rows, right={2, 4, 5, 6}))
+    if not result.comparisons:
+        lines.append("one configuration: nothing to compare (its runs are repetitions)")
+        return "\n".join(lines)
+    lines.append("")
+    lines.append("B against A, Welch's t-test per metric (alpha 0.05; g = Hedges' effect size):")
+    for c in result.comparisons:
+        lines.append(f"  {names[id(c.b)]} vs {names[id(c.a)]}: {c.verdict}")
+        for metric, test in c.tests.items():
+            title = {"tpot_ms": "TPOT", "ttft_ms": "TTFT"}.get(metric, metric)
+            lines.append(f"    {title}: {verdict_text(test, ms)}")
+    return "\n".join(lines)
+
+
+@runs_group.command("compare")
+@click.argument("run_ids", nargs=-1, required=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def runs_compare(run_ids: tuple[int, ...], as_json: bool) -> None:
+    """Group runs by configuration and test every pair of groups for a difference.
+
+    Repetitions of one configuration form one group; each pair of groups gets a
+    verdict on TPOT and TTFT (faster / slower / no significant difference / too
+    few runs) with the p-value and effect size.
+    """
+    from edgelab.analysis import compare, load_records
+    from edgelab.models.db import session_scope
+
+    if len(set(run_ids)) < 2:
+        raise click.UsageError("give at least two run ids")
+    settings = load_settings()
+    with session_scope(settings.database_url) as s:
+        records = load_records(s, run_ids=sorted(set(run_ids)))
+    missing = sorted(set(run_ids) - {r.id for r in records})
+    if missing:
+        raise click.ClickException(f"run(s) not found: {', '.join(map(str, missing))}")
+    result = compare(records)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    click.echo(compare_text(result))
+
+
 @runs_group.command("export")
 @filter_options
 @click.option(

@@ -294,3 +294,55 @@ def test_sweep_list(db_settings: Settings) -> None:
     bad = cli(db_settings, "sweep", "list", "--status", "done")
     assert bad.exit_code == 2
     assert "--status" in bad.output
+
+
+# --- runs compare ---------------------------------------------------------------
+
+
+def test_runs_compare_groups_repetitions_and_gives_verdicts(db_settings: Settings) -> None:
+    fast = [
+        add_run(db_settings, nodes=3, latency="0ms", repetition=i, tpot=t)
+        for i, t in enumerate((50.0, 51.0, 49.5, 50.5, 50.2))
+    ]
+    slow = [
+        add_run(db_settings, nodes=3, latency="5ms", repetition=i, tpot=t)
+        for i, t in enumerate((60.0, 61.2, 59.1, 60.4, 60.8))
+    ]
+    out = ok(db_settings, "runs", "compare", *map(str, fast + slow))
+    assert out.startswith("2 configuration(s) from 10 run(s); differing: latency\n")
+    rows = [line for line in out.splitlines() if line[:2] in ("A ", "B ")]
+    assert rows[0].split()[:2] == ["A", "3"]  # group A: 3 nodes ...
+    assert ",".join(map(str, fast)) in rows[0]
+    assert ",".join(map(str, slow)) in rows[1]
+    assert "50.2 ± 0.7 ms" in rows[0]  # mean ± t(4) * sd / sqrt(5)
+    assert "  B vs A: slower" in out
+    tpot_line = next(line for line in out.splitlines() if line.strip().startswith("TPOT:"))
+    assert tpot_line.strip().startswith("TPOT: slower by 10.1 ms (+20.0 %, 95 % CI of B-A [")
+    assert "p < 0.001" in tpot_line
+    assert "g = +" in tpot_line
+
+    data = json.loads(ok(db_settings, "runs", "compare", "--json", *map(str, fast + slow)))
+    assert data["differing"] == ["latency"]
+    assert [g["n"] for g in data["groups"]] == [5, 5]
+    (pair,) = data["comparisons"]
+    assert pair["verdict"] == "slower"
+    assert pair["tests"]["tpot_ms"]["p_value"] < 0.001
+
+    # Two batches of one configuration are one group: nothing to compare.
+    out = ok(db_settings, "runs", "compare", *map(str, fast))
+    assert out.startswith("1 configuration(s) from 5 run(s)\n")
+    assert "nothing to compare (its runs are repetitions)" in out
+
+
+def test_runs_compare_too_few_and_unknown(db_settings: Settings) -> None:
+    a = add_run(db_settings, nodes=2, latency="0ms")
+    b = add_run(db_settings, nodes=2, latency="20ms", tpot=90.0)
+    out = ok(db_settings, "runs", "compare", str(a), str(b))
+    assert "B vs A: too few runs" in out
+    assert "too few runs (1 vs 1; a test needs 2 on each side)" in out
+    missing = cli(db_settings, "runs", "compare", str(a), "998", "999")
+    assert missing.exit_code == 1
+    assert "run(s) not found: 998, 999" in missing.output
+    single = cli(db_settings, "runs", "compare", str(a))
+    assert single.exit_code == 2
+    assert "at least two run ids" in single.output

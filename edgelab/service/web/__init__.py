@@ -17,6 +17,6 @@ from flask import Blueprint
 web = Blueprint("web", __name__)
 
 # Importing the modules attaches their routes and hooks to ``web``.
-from edgelab.service.web import access, exports, pages, sweeps  # noqa: E402, F401
+from edgelab.service.web import access, exports, pages, reports, sweeps  # noqa: E402, F401
 
 __all__ = ["web"]

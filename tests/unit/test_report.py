@@ -1,0 +1,284 @@
+"""The sweep report on synthetic runs with known answers, through a real SQLite database.
+
+Runs are generated from a known performance model (TPOT = base + compute/N +
+per_worker*(N-1) + (N-1)*2d, plus small seeded noise), so the report's fit must
+recover R² close to 1 and the break-even latencies the model implies. The HTML
+must be one self-contained file: it parses, holds the tables and inline SVG
+figures, and refers to nothing outside itself (no http(s), no src=, no external
+href). The Markdown must reference PNG figures that exist beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edgelab.cli import main
+from edgelab.models import Sweep
+from edgelab.models.db import session_scope, upgrade
+from edgelab.netem.profile import LatencyProfile
+from edgelab.reports import build_report, render_html
+from edgelab.runs.config import RunConfig
+from edgelab.runs.executor import create_run
+from edgelab.service import create_app
+from edgelab.settings import Settings
+
+BASE, COMPUTE, PER_WORKER = 5.0, 40.0, 1.0  # ms per token
+
+
+def true_tpot(nodes: int, delay_ms: float) -> float:
+    """The model the synthetic runs follow: llama.cpp-like, one round trip per worker."""
+    return BASE + COMPUTE / nodes + PER_WORKER * (nodes - 1) + (nodes - 1) * 2 * delay_ms
+
+
+def add_synthetic_sweep(
+    settings: Settings,
+    nodes: tuple[int, ...] = (1, 2, 3),
+    delays: tuple[int, ...] = (0, 5, 10),
+    repetitions: int = 3,
+    noise: float = 0.01,
+    failed: int = 0,
+) -> int:
+    """A finished sweep whose runs' TPOT follows :func:`true_tpot` with relative noise."""
+    rng = random.Random(7)
+    with session_scope(settings.database_url) as s:
+        sweep = Sweep(
+            name="synthetic",
+            spec={"nodes": list(nodes), "latency": [f"{d}ms" for d in delays]},
+            status="succeeded",
+            total_cells=len(nodes) * len(delays) * repetitions,
+        )
+        s.add(sweep)
+        s.flush()
+        for rep in range(repetitions):
+            for n in nodes:
+                for d in delays:
+                    config = RunConfig(
+                        prompt="Name three planets.",
+                        model="tiny-test",
+                        nodes=n,
+                        threads=1,
+                        latency=LatencyProfile.parse(f"{d}ms"),
+                        max_tokens=16,
+                        repetition=rep,
+                    )
+                    run = create_run(s, config, sweep_id=sweep.id)
+                    if failed and rep == 0 and n == nodes[-1] and d == delays[0]:
+                        failed -= 1
+                        run.status, run.error = "failed", "node worker1 exited with status 1"
+                        continue
+                    tpot = true_tpot(n, d) * (1 + rng.gauss(0, noise))
+                    run.status = "succeeded"
+                    run.tpot_ms = tpot
+                    run.ttft_ms = 80.0 + 2 * (n - 1) * d + rng.gauss(0, 0.5)
+                    run.e2el_ms = run.ttft_ms + 15 * tpot
+                    run.itl_p50_ms, run.itl_p99_ms = tpot * 0.98, tpot * 1.3
+                    run.decode_tps = 1000.0 / tpot
+                    run.output_tokens, run.prompt_tokens = 16, 5
+                    run.host_cpu, run.host_cores = "Test CPU", 8
+                    run.engine_version = "llama.cpp test"
+        return sweep.id
+
+
+@pytest.fixture
+def db_settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    upgrade(s.database_url)
+    return s
+
+
+class _Doc(HTMLParser):
+    """Collects what a self-containment check needs: tags, ids, references, text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.ids: set[str] = set()
+        self.refs: list[tuple[str, str, str]] = []
+        self.text: list[str] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name == "id" and value:
+                self.ids.add(value)
+            if name in ("src", "href", "xlink:href", "srcset", "action", "data") and value:
+                self.refs.append((tag, name, value))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> _Doc:
+    doc = _Doc()
+    doc.feed(html)
+    doc.close()
+    return doc
+
+
+def _row_cells(html: str, marker: str) -> list[list[str]]:
+    """Cell texts of the first table whose id or class is ``marker``."""
+    match = re.search(rf'<table (?:id|class)="{marker}"', html)
+    assert match, f"no table {marker}"
+    body = html[match.end() :].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+        for r in rows
+        if "<td" in r
+    ]
+
+
+def test_report_html_is_self_contained_and_has_every_section(db_settings: Settings) -> None:
+    sweep_id = add_synthetic_sweep(db_settings)
+    with session_scope(db_settings.database_url) as s:
+        data = build_report(s, sweep_id)
+    html = render_html(data)
+    doc = parse(html)
+
+    # Self-contained: nothing to fetch when it is opened.
+    assert not re.search(r"https?:", html, re.I)
+    assert "<script" not in html
+    assert "@import" not in html
+    assert not re.search(r"url\(\s*['\"]?(?!#)", html)  # only url(#clip) of the SVGs
+    for tag, attr, value in doc.refs:
+        assert value.startswith("#"), (tag, attr, value)  # only in-page anchors
+    for _tag, _attr, value in doc.refs:
+        assert value[1:] in doc.ids, value
+
+    # One results row per configuration: 1 node is one configuration over 3 latencies.
+    assert {"results", "scaling", "throughput", "breakdown", "model", "hygiene"} <= doc.ids
+    results = _row_cells(html, "results-table")
+    assert len(results) == 1 + 2 * 3
+    assert results[0][0].startswith("1 node × 1 thread")
+    assert [row[1] for row in results] == ["9"] + ["3"] * 6  # n: 1 node merges 3 latencies
+    assert "±" in results[1][3]  # TPOT mean ± CI
+    # Figures inline as SVG: speedup, throughput, model (no breakdown recorded).
+    assert doc.tags.count("svg") == 3
+    assert "Not recorded" in html
+
+    # The fit recovers the generating model.
+    fit = data.analysis.fits[0]
+    assert fit.r2 is not None
+    assert fit.r2 > 0.99
+    r2_text = re.search(r'class="r2">([0-9.]+)<', html)
+    assert r2_text is not None
+    assert float(r2_text.group(1)) == pytest.approx(fit.r2, abs=5e-4)
+    # Break-even for 2 nodes: TPOT(2, d) = TPOT(1) -> 5+20+1+2d = 45 -> d* = 9.5 ms.
+    breaks = _row_cells(html, "break-even-table")
+    two = next(row for row in breaks if row[0] == "2")
+    assert two[1] == "break-even"
+    assert float(two[2].split()[0]) == pytest.approx(9.5, rel=0.05)
+    # Hygiene: nothing flagged on clean synthetic data.
+    assert "clean" in html
+
+
+def test_report_flags_and_left_out_runs(db_settings: Settings) -> None:
+    sweep_id = add_synthetic_sweep(db_settings, repetitions=2, noise=0.2, failed=1)
+    with session_scope(db_settings.database_url) as s:
+        data = build_report(s, sweep_id)
+    html = render_html(data)
+    assert data.hygiene.excluded == {"failed runs": 1}
+    assert "1 failed runs left out" in html
+    assert set(data.hygiene.flagged_groups) >= {"too few", "noisy"}
+    hygiene = _row_cells(html, "hygiene-table")
+    flags = {row[0]: int(row[1]) for row in hygiene}
+    assert flags["too few"] == 6  # 2 runs each; 1 node merges its 3 latencies (6 runs)
+    assert "(1 left out)" in html
+
+
+def test_report_of_a_sweep_without_results(db_settings: Settings) -> None:
+    with session_scope(db_settings.database_url) as s:
+        sweep = Sweep(name="empty", spec={}, status="queued", total_cells=0)
+        s.add(sweep)
+        s.flush()
+        sweep_id = sweep.id
+    with session_scope(db_settings.database_url) as s:
+        html = render_html(build_report(s, sweep_id))
+    assert "No model was fitted" in html
+    assert "<svg" not in html
+    with session_scope(db_settings.database_url) as s, pytest.raises(LookupError):
+        build_report(s, 999)
+
+
+def _cli(settings: Settings, *args: str) -> Any:
+    env = {
+        "EDGELAB_DATA_DIR": str(settings.data_dir),
+        "EDGELAB_DATABASE_URL": settings.database_url,
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_report_command_html_and_markdown(
+    db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep_id = add_synthetic_sweep(db_settings)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = _cli(db_settings, "report", str(sweep_id))
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in cwd.iterdir()] == [f"sweep-{sweep_id}-report.html"]
+    assert f"wrote sweep-{sweep_id}-report.html" in result.output
+
+    out = tmp_path / "paper" / "results.md"
+    result = _cli(db_settings, "report", str(sweep_id), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith(f"# Sweep {sweep_id} · synthetic")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images == [
+        "results-figures/speedup.png",
+        "results-figures/throughput.png",
+        "results-figures/model-1.png",
+    ]
+    for image in images:
+        png = out.parent / image
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+    assert "| configuration | n |" in text
+    assert "R² = **" in text
+    assert not list(out.parent.rglob("*.part"))
+
+    missing = CliRunner().invoke(
+        main, ["report", "999"], env={"EDGELAB_DATABASE_URL": db_settings.database_url}
+    )
+    assert missing.exit_code == 1
+    assert "sweep 999 not found" in missing.output
+
+
+def test_report_downloads_from_the_sweep_page(db_settings: Settings) -> None:
+    sweep_id = add_synthetic_sweep(db_settings)
+    client = create_app(db_settings, {"TESTING": True}).test_client()
+    page = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    assert f'href="/sweeps/{sweep_id}/report"' in page
+    resp = client.get(f"/sweeps/{sweep_id}/report")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/html"
+    assert f"edgelab-sweep-{sweep_id}-report.html" in resp.headers["Content-Disposition"]
+    html = resp.get_data(as_text=True)
+    assert 'id="results-table"' in html
+    assert html.count("<svg") == 3
+
+    resp = client.get(f"/sweeps/{sweep_id}/report?format=md")
+    assert resp.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(resp.get_data())) as zf:
+        names = sorted(zf.namelist())
+        md = zf.read(f"edgelab-sweep-{sweep_id}-report.md").decode()
+    assert f"edgelab-sweep-{sweep_id}-report-figures/speedup.png" in names
+    assert f"edgelab-sweep-{sweep_id}-report-figures/speedup.svg" in names
+    assert f"](edgelab-sweep-{sweep_id}-report-figures/speedup.png)" in md
+
+    assert client.get("/sweeps/999/report").status_code == 404
+    bad = client.get(f"/sweeps/{sweep_id}/report?format=pdf")
+    assert bad.status_code == 400
+    assert "format" in bad.get_data(as_text=True)
