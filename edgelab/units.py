@@ -171,3 +171,19 @@ def fmt_time(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
+
+
+#: How many base units one display unit holds (to put a ± in the mean's unit).
+_UNIT_SCALE = {"ms": 1.0, "s": 1000.0, "min": 60_000.0, "tok/s": 1.0, "B": 1.0, "kB": 1e3}
+_UNIT_SCALE.update({"MB": 1e6, "GB": 1e9, "TB": 1e12})
+
+
+def fmt_mean_ci(mean: Any, half_width: Any, kind: str) -> str:
+    """'50.2 ± 0.69 ms', '15.0 ± 0.30 s': a mean and its CI half-width in the mean's unit
+    (the mean alone without a half-width; '—' without a mean). Reports and the CLI
+    use it so a ± never mixes units ('15.0 s ± 300 ms')."""
+    number, unit = parts(kind, mean)
+    if number == MISSING or _missing(half_width):
+        return fmt_kind(mean, kind)
+    half = float(half_width) / _UNIT_SCALE.get(unit, 1.0)
+    return f"{number} ± {_three_significant(half)}" + (f" {unit}" if unit else "")

@@ -27,7 +27,15 @@ from edgelab.analysis.records import METRICS
 from edgelab.analysis.summary import PREDICT_NODES
 from edgelab.reports import figures
 from edgelab.reports.content import ReportData
-from edgelab.runs.history_cli import bandwidth, ms, rate, size
+from edgelab.units import (
+    METRIC_KINDS,
+    fmt_bps,
+    fmt_bytes,
+    fmt_kind,
+    fmt_mean_ci,
+    fmt_ms,
+    fmt_time,
+)
 
 METRIC_TITLES = {
     "ttft_ms": "TTFT",
@@ -46,21 +54,15 @@ PARAM_TITLES = {
 }
 
 
-def _metric(value: Any, metric: str) -> str:
-    return rate(value) if metric == "decode_tps" else ms(value)
+def rate(value: Any) -> str:
+    return fmt_kind(value, "tok/s")
 
 
 def mean_ci(summary: Any, metric: str) -> str:
     """'52.3 ± 1.2 ms' (± the 95 % CI half-width), or the mean alone when n < 2."""
     if summary is None or summary.mean is None:
         return "—"
-    text = _metric(summary.mean, metric)
-    half = summary.half_width
-    if half is None:
-        return text
-    number, _, unit = text.partition(" ")
-    half_text = _metric(half, metric).partition(" ")[0]
-    return f"{number} ± {half_text} {unit}".strip()
+    return fmt_mean_ci(summary.mean, summary.half_width, METRIC_KINDS.get(metric, "num"))
 
 
 def interval(ci: Any, digits: int = 2) -> str:
@@ -81,28 +83,22 @@ def number(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def when(value: Any) -> str:
-    from edgelab.service.web.format import fmt_time
-
-    return fmt_time(value)
-
-
 def md_cell(value: Any) -> str:
     """A Markdown table cell: pipes escaped, line breaks flattened."""
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 FILTERS: dict[str, Callable[..., str]] = {
-    "ms": ms,
+    "ms": fmt_ms,
     "rate": rate,
-    "bytes": size,
-    "bps": bandwidth,
+    "bytes": fmt_bytes,
+    "bps": fmt_bps,
     "mean_ci": mean_ci,
     "interval": interval,
     "pct": pct,
     "number": number,
     "cell": md_cell,
-    "when": when,
+    "when": fmt_time,
 }
 
 

@@ -86,17 +86,16 @@ def _num(value: Any, digits: int = 1) -> str:
 
 
 def ms(value: Any) -> str:
-    """A duration in ms as a person reads it ("183 ms", "12.4 s")."""
-    if value is None:
-        return "-"
-    v = float(value)
-    if abs(v) >= 10_000:
-        return f"{v / 1000:,.1f} s"
-    return f"{v:,.0f} ms" if abs(v) >= 100 else f"{v:,.1f} ms"
+    """A duration in ms as a person reads it ("62.5 ms", "183 ms", "12.4 s")."""
+    from edgelab.units import fmt_ms
+
+    return "-" if value is None else fmt_ms(value)
 
 
 def rate(value: Any) -> str:
-    return "-" if value is None else f"{float(value):,.1f} tok/s"
+    from edgelab.units import fmt_kind
+
+    return "-" if value is None else fmt_kind(value, "tok/s")
 
 
 def size(value: Any) -> str:
@@ -306,15 +305,13 @@ def runs_show(run_id: int, as_json: bool) -> None:
     click.echo(show_text(data))
 
 
-def _pm(summary: Any, fmt: Callable[[Any], str]) -> str:
+def _pm(summary: Any, kind: str) -> str:
     """'52.3 ± 1.2 ms': mean ± 95 % CI half-width (the mean alone when n < 2)."""
+    from edgelab.units import fmt_mean_ci
+
     if summary is None or summary.mean is None:
         return "-"
-    text = fmt(summary.mean)
-    if summary.half_width is None:
-        return text
-    number, _, unit = text.partition(" ")
-    return f"{number} ± {fmt(summary.half_width).partition(' ')[0]} {unit}".strip()
+    return fmt_mean_ci(summary.mean, summary.half_width, kind)
 
 
 def _p_value(p: float | None) -> str:
@@ -324,7 +321,10 @@ def _p_value(p: float | None) -> str:
 
 
 def verdict_text(test: Any, fmt: Callable[[Any], str]) -> str:
-    """One metric's verdict with its numbers: 'slower by 9.9 ms (+37.8 %, 95 % CI ...)'."""
+    """One metric's verdict with its numbers: 'slower by 9.9 ms (+37.8 %, 95 % CI ...)'.
+
+    The CI of the difference is plain ms with one decimal on both ends, so its two
+    ends never read in different units."""
     if test.verdict == "too few runs":
         return f"too few runs ({test.n_a} vs {test.n_b}; a test needs 2 on each side)"
     diff = fmt(abs(test.diff)) if test.diff is not None else "-"
@@ -332,7 +332,7 @@ def verdict_text(test: Any, fmt: Callable[[Any], str]) -> str:
     ci = ""
     if test.diff_ci is not None:
         lo, hi = test.diff_ci
-        ci = f", 95 % CI of B-A [{fmt(lo).partition(' ')[0]}, {fmt(hi)}]"
+        ci = f", 95 % CI of B-A [{lo:,.1f}, {hi:,.1f}] ms"
     g = f", g = {test.effect_size:+.2f}" if test.effect_size is not None else ""
     head = (
         test.verdict if test.verdict == "no significant difference" else f"{test.verdict} by {diff}"
@@ -360,9 +360,9 @@ def compare_text(result: Any) -> str:
             g.key.label,
             str(g.n),
             ",".join(map(str, g.run_ids)) or "-",
-            _pm(g.stats["ttft_ms"], ms),
-            _pm(g.stats["tpot_ms"], ms),
-            _pm(g.stats["decode_tps"], rate),
+            _pm(g.stats["ttft_ms"], "ms"),
+            _pm(g.stats["tpot_ms"], "ms"),
+            _pm(g.stats["decode_tps"], "tok/s"),
             ", ".join(g.flags) or "-",
         ]
         for g in result.groups

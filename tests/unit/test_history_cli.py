@@ -172,7 +172,7 @@ def test_runs_list_table_has_units_and_pages(db_settings: Settings) -> None:
     assert header[:4] == ["id", "status", "sweep", "model"]
     assert "123 ms" in out  # TPOT
     assert "15.0 s" in out  # TTFT above 10 s reads in seconds
-    assert "8.1 tok/s" in out  # 1000 / 123.4
+    assert "8.10 tok/s" in out  # 1000 / 123.4, three significant digits
     assert "runs 1-2 of 3; --page 2 for more" in out
     out = ok(db_settings, "runs", "list", "--per-page", "2", "--page", "2")
     assert "runs 3-3 of 3" in out
@@ -314,7 +314,7 @@ def test_runs_compare_groups_repetitions_and_gives_verdicts(db_settings: Setting
     assert rows[0].split()[:2] == ["A", "3"]  # group A: 3 nodes ...
     assert ",".join(map(str, fast)) in rows[0]
     assert ",".join(map(str, slow)) in rows[1]
-    assert "50.2 ± 0.7 ms" in rows[0]  # mean ± t(4) * sd / sqrt(5)
+    assert "50.2 ± 0.69 ms" in rows[0]  # mean ± t(4) * sd / sqrt(5)
     assert "  B vs A: slower" in out
     tpot_line = next(line for line in out.splitlines() if line.strip().startswith("TPOT:"))
     assert tpot_line.strip().startswith("TPOT: slower by 10.1 ms (+20.0 %, 95 % CI of B-A [")

@@ -282,3 +282,13 @@ def test_report_downloads_from_the_sweep_page(db_settings: Settings) -> None:
     bad = client.get(f"/sweeps/{sweep_id}/report?format=pdf")
     assert bad.status_code == 400
     assert "format" in bad.get_data(as_text=True)
+
+
+def test_mean_ci_never_mixes_units() -> None:
+    from edgelab.units import fmt_mean_ci
+
+    assert fmt_mean_ci(50.24, 0.694, "ms") == "50.2 ± 0.69 ms"
+    assert fmt_mean_ci(15_000.0, 300.0, "ms") == "15.0 ± 0.30 s"
+    assert fmt_mean_ci(19.9, 0.28, "tok/s") == "19.9 ± 0.28 tok/s"
+    assert fmt_mean_ci(44.8, None, "ms") == "44.8 ms"
+    assert fmt_mean_ci(None, 1.0, "ms") == "—"
