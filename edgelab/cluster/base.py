@@ -20,6 +20,7 @@ from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
+from edgelab.netem.trace import ChunkTrace
 
 Progress = Callable[[str], None]
 #: Called about every 0.1-0.5 s while a start waits (for a node, for the model
@@ -104,6 +105,9 @@ class Cluster(ABC):
     startup_ms: float | None = None
     #: What the root reported about itself (engine version, layer split, load_ms...).
     root_info: dict[str, Any]
+    #: Runs executed on this cluster so far: the first one is charged the link
+    #: traffic of the cluster's start-up (weights sent to the workers) as load bytes.
+    runs_served: int = 0
 
     def __init__(self, spec: ClusterSpec, work_dir: Path, model_path: Path) -> None:
         self.spec = spec
@@ -141,6 +145,11 @@ class Cluster(ABC):
     @abstractmethod
     def link_stats(self) -> dict[str, LinkStats]:
         """Counters of each link proxy, keyed by link name."""
+
+    def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
+        """Per link, the chunks that reached its proxy at or after ``since``
+        (``time.monotonic()`` seconds); empty where a backend cannot tell."""
+        return {}
 
     @abstractmethod
     def sample_sources(self) -> list[SampleSource]:

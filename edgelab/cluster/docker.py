@@ -68,6 +68,7 @@ from edgelab.metrics.sampler import Reading, SampleSource
 from edgelab.netem.control import ControlClient, ControlError
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
+from edgelab.netem.trace import ChunkTrace
 
 ROOT_PORT = 8080
 MODELS_MOUNT = "/models"
@@ -456,6 +457,16 @@ class DockerCluster(Cluster):
                 self.check_alive()
                 raise ClusterError(str(exc)) from exc
         return stats
+
+    def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
+        traces = {}
+        for name, control in self._controls.items():
+            try:
+                traces[name] = control.chunks_since(since)
+            except ControlError as exc:
+                self.check_alive()
+                raise ClusterError(str(exc)) from exc
+        return traces
 
     def sample_sources(self) -> list[SampleSource]:
         return list(self._sources)

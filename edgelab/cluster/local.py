@@ -42,6 +42,7 @@ from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
+from edgelab.netem.trace import ChunkTrace
 
 LOOPBACK = "127.0.0.1"
 WORKER_START_TIMEOUT_S = 60.0
@@ -292,6 +293,9 @@ class LocalCluster(Cluster):
 
     def link_stats(self) -> dict[str, LinkStats]:
         return {name: proxy.stats() for name, proxy in self._proxies.items()}
+
+    def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
+        return {name: proxy.chunks_since(since) for name, proxy in self._proxies.items()}
 
     def sample_sources(self) -> list[SampleSource]:
         sources: list[SampleSource] = []

@@ -22,7 +22,8 @@ Protocol (all bodies are JSON, UTF-8):
 "seed": int = 0, "chat": bool = true}``
     ``200 application/x-ndjson``, one JSON object per line, flushed as produced::
 
-        {"type": "start", "prompt_tokens": N, "offset_ms": t}
+        {"type": "start", "prompt_tokens": N, "offset_ms": t,
+         "clock": {"received": r, "origin": o}}
         {"type": "token", "index": i, "offset_ms": t, "text": piece}   (one per token)
         {"type": "end", "output_tokens": n, "stop_reason": "length"|"stop", "offset_ms": t}
 
@@ -32,6 +33,12 @@ Protocol (all bodies are JSON, UTF-8):
     include the client's network path. A stream that ends without an ``end`` or
     ``error`` line means the root died. The body is delimited by closing the
     connection (HTTP/1.0), which keeps streaming trivial for every client.
+    ``clock`` gives the phase boundaries on the root's CLOCK_MONOTONIC (seconds,
+    the clock of ``time.monotonic()`` and of the link proxies on the same host):
+    when the request arrived and the origin token offsets count from. Between
+    the two the engine loaded (dllama streams weights per request); from the
+    origin to the first token is prefill; after it, decode. Link traffic is split
+    into those phases by these times.
     Errors before the stream starts are plain JSON ``{"error": message}``: ``400``
     bad request, ``503`` still loading, ``409`` another generation is running
     (one generation at a time: timings of concurrent requests would be meaningless).
@@ -341,6 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
             start: dict[str, Any] = {"type": "start", "prompt_tokens": generation.prompt_tokens}
             if generation.detail:
                 start["detail"] = generation.detail
+            origin = generation.origin if generation.origin is not None else received
+            start["clock"] = {"received": received, "origin": origin}
             emit({**start, "offset_ms": offset_ms()})
             for piece in pieces:
                 event = {"type": "token", "index": count, "offset_ms": offset_ms(), "text": piece}

@@ -10,8 +10,10 @@ moment the root received the generation request:
   summarised as mean and p50/p90/p99 (linear interpolation between ranks);
 - ``prefill_tps``: prompt_tokens / ttft, the rate at which the prompt was processed;
 - ``decode_tps``: (output_tokens - 1) / (e2el - ttft), the steady generation rate;
-- ``net_bytes_per_token``: bytes that crossed all links during generation divided by
-  output tokens (see :func:`net_bytes_per_token`).
+- ``net_bytes_per_token``: bytes that crossed all links during the decode phase
+  (after the first token) divided by the decode tokens (output tokens - 1), so
+  neither weight streaming nor the prompt's prefill inflates it (see
+  :mod:`edgelab.metrics.linktiming` for the phases).
 
 Metrics that need more tokens than there are (a TPOT with one token) are ``None``
 rather than zero, so averages over runs never silently include a made-up value.
@@ -86,5 +88,7 @@ def compute(token_offsets_ms: Sequence[float], prompt_tokens: int) -> TimelineMe
 
 
 def net_bytes_per_token(total_link_bytes: int, output_tokens: int) -> float | None:
-    """Network cost of one output token: all bytes on all links / output tokens."""
+    """All bytes on all links / output tokens: the fallback when a backend has no
+    per-chunk trace to split the traffic into phases (it then includes load and
+    prefill traffic)."""
     return total_link_bytes / output_tokens if output_tokens else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -85,8 +87,24 @@ class Run(Base):
     prefill_tps: Mapped[float | None] = mapped_column(Float)
     decode_tps: Mapped[float | None] = mapped_column(Float)
     load_ms: Mapped[float | None] = mapped_column(Float)
+    # Decode-phase bytes on all links / decode tokens (see edgelab.metrics.timeline).
     net_bytes_per_token: Mapped[float | None] = mapped_column(Float)
+    # Link bytes by phase, summed over links (edgelab.metrics.linktiming): load is the
+    # weights and set-up (the cluster start-up counts towards the first run on it).
+    net_load_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    net_prefill_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    net_decode_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Decode round trips on all links / decode tokens (measured by the link proxies).
+    round_trips_per_token: Mapped[float | None] = mapped_column(Float)
     output_text: Mapped[str | None] = mapped_column(Text)
+
+    # Measurement hygiene (edgelab.metrics.host): what else used the host during
+    # generation, and whether the cluster asked for more threads than the host has.
+    host_contention: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    contended: Mapped[bool | None] = mapped_column(Boolean)
+    oversubscribed: Mapped[bool | None] = mapped_column(Boolean)
+    # A sweep's warm-up run: executed and stored, excluded from statistics.
+    warmup: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Provenance.
     engine_version: Mapped[str | None] = mapped_column(String(64))
@@ -164,6 +182,26 @@ class LinkStat(Base):
     delay_total_ms_up: Mapped[float] = mapped_column(Float)
     delay_total_ms_down: Mapped[float] = mapped_column(Float)
     delay_max_ms: Mapped[float] = mapped_column(Float)
+    # From the proxy's chunk trace (edgelab.metrics.linktiming); None when the
+    # backend had no trace. Bytes and round trips by phase:
+    bytes_load: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_prefill: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_decode: Mapped[int | None] = mapped_column(BigInteger)
+    round_trips_prefill: Mapped[int | None] = mapped_column(Integer)
+    round_trips_decode: Mapped[int | None] = mapped_column(Integer)
+    # Decode-phase time on this link's critical path, summed over decode tokens.
+    decode_worker_ms: Mapped[float | None] = mapped_column(Float)
+    decode_injected_ms: Mapped[float | None] = mapped_column(Float)
+    decode_transfer_ms: Mapped[float | None] = mapped_column(Float)
+    # Effective one-way delay per chunk during the run (in-order waits included).
+    eff_delay_p50_ms_up: Mapped[float | None] = mapped_column(Float)
+    eff_delay_p99_ms_up: Mapped[float | None] = mapped_column(Float)
+    eff_delay_max_ms_up: Mapped[float | None] = mapped_column(Float)
+    eff_delay_p50_ms_down: Mapped[float | None] = mapped_column(Float)
+    eff_delay_p99_ms_down: Mapped[float | None] = mapped_column(Float)
+    eff_delay_max_ms_down: Mapped[float | None] = mapped_column(Float)
+    # LinkTiming.to_json(): per-token series, prefill split, completeness.
+    timing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     run: Mapped[Run] = relationship(back_populates="link_stats")
 

@@ -9,6 +9,8 @@ the standard library because it runs inside slim node images:
 
 ``GET /health``   ``{"status": "ok", "link": name}``
 ``GET /stats``    ``LinkStats.to_dict()``
+``GET /chunks?since=T``  ``ChunkTrace.to_dict()`` of chunks that arrived at or after
+                  ``T`` (CLOCK_MONOTONIC seconds, shared with the host)
 ``PUT /profile``  body ``LatencyProfile.to_dict()``; answers ``{"profile": label}``
 """
 
@@ -17,11 +19,13 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edgelab.netem.profile import LatencyProfile, ProfileError
 from edgelab.netem.proxy import DirectionStats, LinkProxy, LinkStats
+from edgelab.netem.trace import ChunkTrace
 
 
 class ControlError(RuntimeError):
@@ -61,6 +65,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {"status": "ok", "link": proxy.name})
         elif self.path == "/stats":
             self._reply(200, proxy.stats().to_dict())
+        elif self.path.startswith("/chunks"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            try:
+                since = float(query.get("since", ["0"])[0])
+            except ValueError:
+                self._reply(400, {"error": "since must be a number of seconds"})
+                return
+            self._reply(200, proxy.chunks_since(since).to_dict())
         else:
             self._reply(404, {"error": f"no such path {self.path}"})
 
@@ -149,6 +161,9 @@ class ControlClient:
 
     def stats(self) -> LinkStats:
         return stats_from_dict(self._call("GET", "/stats"))
+
+    def chunks_since(self, since: float) -> ChunkTrace:
+        return ChunkTrace.from_dict(self._call("GET", f"/chunks?since={since!r}"))
 
     def set_profile(self, profile: LatencyProfile) -> str:
         """Apply ``profile`` to the remote link; return its label as the link reports it."""

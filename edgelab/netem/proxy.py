@@ -37,6 +37,7 @@ from typing import Any
 
 from edgelab.netem.profile import DIRECTIONS, DelaySampler, LatencyProfile
 from edgelab.netem.schedule import ReleaseSchedule, TokenBucket, sleep_until, tighten_timer_slack
+from edgelab.netem.trace import DEFAULT_CAPACITY, DOWN, UP, ChunkLog, ChunkTrace
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,11 @@ class _Pipe:
         self.direction = direction
         self.src = src
         self.dst = dst
-        self.queue: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        # (release, arrival, data, ready, sampled delay) per queued chunk.
+        self.queue: collections.deque[tuple[float, float, bytes, float, float]] = (
+            collections.deque()
+        )
+        self.code = UP if direction == "up" else DOWN
         self.queued_bytes = 0
         self.cond = threading.Condition()
         self.sending = False  # the writer holds a chunk it took off the queue
@@ -179,7 +184,7 @@ class _Pipe:
                         self._enqueue(_EOF, time.perf_counter())
                         return
                     if self.link._state.passthrough[self.direction] and self._idle():
-                        self.link._count(stats, n, 0.0)
+                        self._count_passthrough(stats, n)
                         self.dst.sendall(view[:n])
                     else:  # the profile changed while we were blocked in recv
                         self._enqueue(bytes(view[:n]), time.perf_counter())
@@ -220,7 +225,7 @@ class _Pipe:
             self._enqueue(_EOF, time.perf_counter())
             return False
         if self.link._state.passthrough[self.direction] and self._idle():
-            self.link._count(stats, n, 0.0)
+            self._count_passthrough(stats, n)
             left = n
             dst = self.dst.fileno()
             while left:
@@ -231,6 +236,10 @@ class _Pipe:
                 data += os.read(r, n - len(data))
             self._enqueue(bytes(data), time.perf_counter())
         return True
+
+    def _count_passthrough(self, stats: DirectionStats, n: int) -> None:
+        now = time.perf_counter()
+        self.link._count(stats, n, 0.0, trace=(self.conn.index, self.code, now, now, 0.0, now))
 
     def _idle(self) -> bool:
         """Nothing queued or being sent, so forwarding directly cannot overtake anything."""
@@ -251,7 +260,7 @@ class _Pipe:
         with self.cond:
             while self.queued_bytes > MAX_QUEUED_BYTES and not self.conn.closed.is_set():
                 self.cond.wait(0.5)
-            self.queue.append((release, arrival, data))
+            self.queue.append((release, arrival, data, ready, delay))
             self.queued_bytes += len(data)
             if data:
                 with self.link._lock:
@@ -274,7 +283,7 @@ class _Pipe:
                         self.cond.wait()
                     if closed.is_set():
                         return
-                    release, arrival, data = self.queue[0]
+                    release, arrival, data, ready, delay = self.queue[0]
                 if not sleep_until(release, closed):
                     return
                 if not data:
@@ -293,7 +302,13 @@ class _Pipe:
                         stats.queued_bytes -= len(data)
                 # Counted before sending so a peer that saw the bytes also sees the count.
                 now = time.perf_counter()
-                self.link._count(stats, len(data), now - arrival, now - release)
+                self.link._count(
+                    stats,
+                    len(data),
+                    now - arrival,
+                    now - release,
+                    trace=(self.conn.index, self.code, arrival, ready, delay, now),
+                )
                 self.dst.sendall(data)
                 with self.cond:
                     self.sending = False
@@ -305,7 +320,7 @@ class _Pipe:
     def discard(self) -> None:
         """Forget queued chunks of a dead connection (and their queue-depth counts)."""
         with self.cond:
-            dropped = [d for _, _, d in self.queue if d]
+            dropped = [entry[2] for entry in self.queue if entry[2]]
             self.queue.clear()
             self.queued_bytes = 0
             with self.link._lock:
@@ -475,8 +490,12 @@ class LinkProxy:
         listen: tuple[str, int] = ("127.0.0.1", 0),
         *,
         realtime: bool = False,
+        trace_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         """``realtime`` asks for SCHED_FIFO on the releasing threads (best effort).
+
+        ``trace_capacity`` bounds the per-chunk record (:mod:`edgelab.netem.trace`)
+        that per-token timing is computed from.
 
         On a busy machine a woken thread can wait a whole scheduler slice
         (several ms) for a core; real-time priority removes that tail. It needs
@@ -493,6 +512,7 @@ class LinkProxy:
         self._lock = threading.Lock()
         self._stats = {d: DirectionStats() for d in DIRECTIONS}
         self._last_at: dict[str, float | None] = {d: None for d in DIRECTIONS}
+        self._trace = ChunkLog(trace_capacity)
         self._connections: set[_Connection] = set()
         self._connections_total = 0
         self._connect_errors = 0
@@ -594,6 +614,11 @@ class LinkProxy:
                 realtime=self._realtime_ok,
             )
 
+    def chunks_since(self, start: float) -> ChunkTrace:
+        """Every chunk forwarded that reached the proxy at or after ``start``
+        (``time.perf_counter()``/``time.monotonic()`` seconds)."""
+        return self._trace.since(start)
+
     def threads(self) -> list[threading.Thread]:
         """Live threads owned by this link (for leak checks)."""
         with self._lock:
@@ -643,8 +668,16 @@ class LinkProxy:
             self._connect_errors += 1
 
     def _count(
-        self, stats: DirectionStats, nbytes: int, delay_s: float, late_s: float = 0.0
+        self,
+        stats: DirectionStats,
+        nbytes: int,
+        delay_s: float,
+        late_s: float = 0.0,
+        *,
+        trace: tuple[int, int, float, float, float, float] | None = None,
     ) -> None:
+        if trace is not None:
+            self._trace.record(*trace, nbytes)
         with self._lock:
             self._last_at["up" if stats is self._stats["up"] else "down"] = time.perf_counter()
             stats.bytes += nbytes

@@ -27,7 +27,7 @@ from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
 from edgelab.cluster.watchdog import StallWatchdog
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
-from edgelab.metrics import timeline
+from edgelab.metrics import linktiming, timeline
 from edgelab.metrics.sampler import NodeSampler, Sample
 from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.base import utcnow
@@ -304,7 +304,13 @@ def _generate(
     )
     emit({"type": "status", "status": "running"})
 
+    # The run's window on the shared monotonic clock: chunk traces are read from here.
+    window_start = time.monotonic()
     links_before = cluster.link_stats()
+    # The first run on a cluster is charged the cluster's start-up traffic as load.
+    startup_links = links_before if cluster.runs_served == 0 else {}
+    cluster.runs_served += 1
+    clock_origin: float | None = None
     sampler = NodeSampler(cluster.sample_sources())
     writer = _TokenWriter(url, run_id)
     offsets: list[float] = []
@@ -338,6 +344,9 @@ def _generate(
                 kind = event.get("type")
                 if kind == "start":
                     prompt_tokens = int(event.get("prompt_tokens", 0))
+                    clock = event.get("clock")
+                    if isinstance(clock, dict) and isinstance(clock.get("origin"), int | float):
+                        clock_origin = float(clock["origin"])
                 elif kind == "token":
                     offsets.append(float(event["offset_ms"]))
                     pieces.append(str(event["text"]))
@@ -383,16 +392,35 @@ def _generate(
         if stopped is None:
             raise
         links_after = {}  # a cancelled run still keeps its tokens and samples
+    try:
+        traces = cluster.link_chunks(window_start) if clock_origin is not None else {}
+    except ClusterError:
+        if stopped is None:
+            raise
+        traces = {}
 
     metrics = timeline.compute(offsets, prompt_tokens)
-    link_rows = {name: _link_delta(links_before.get(name), st) for name, st in links_after.items()}
+    link_rows: dict[str, dict[str, Any]] = {
+        name: _link_delta(links_before.get(name), st) for name, st in links_after.items()
+    }
     total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
-    per_token = timeline.net_bytes_per_token(total_bytes, len(offsets))
     values: dict[str, Any] = {
         "output_text": "".join(pieces),
-        "net_bytes_per_token": per_token,
+        "net_bytes_per_token": timeline.net_bytes_per_token(total_bytes, len(offsets)),
         **metrics.to_dict(),
     }
+    if traces and clock_origin is not None:
+        timings = linktiming.compute(traces, linktiming.RootClock(clock_origin, offsets))
+        for name, lt in timings.items():
+            startup = startup_links.get(name)
+            if startup is not None:
+                lt.bytes["load"] += startup.up.bytes + startup.down.bytes
+            if name in link_rows:
+                link_rows[name].update(_timing_columns(lt))
+        values["net_bytes_per_token"] = linktiming.decode_bytes_per_token(timings)
+        values["round_trips_per_token"] = linktiming.round_trips_per_token(timings)
+        for phase in linktiming.PHASES:
+            values[f"net_{phase}_bytes"] = sum(lt.bytes[phase] for lt in timings.values())
     if stopped is None:
         values.update(status="succeeded", finished_at=utcnow())
     with session_scope(url) as s:
@@ -464,6 +492,22 @@ class _LiveFeed:
             self._stop.set()
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def _timing_columns(lt: linktiming.LinkTiming) -> dict[str, Any]:
+    """``LinkStat`` columns from one link's timing (the rest goes to ``timing``)."""
+    row: dict[str, Any] = {
+        **{f"bytes_{phase}": lt.bytes[phase] for phase in linktiming.PHASES},
+        "round_trips_prefill": lt.round_trips["prefill"],
+        "round_trips_decode": lt.round_trips["decode"],
+        **{f"decode_{kind}_ms": lt.ms["decode"][kind] for kind in linktiming.KINDS},
+        "timing": lt.to_json(),
+    }
+    for direction in ("up", "down"):
+        summary = lt.delay.get(direction, {})
+        for stat in ("p50", "p99", "max"):
+            row[f"eff_delay_{stat}_ms_{direction}"] = summary.get(stat)
+    return row
 
 
 def _sample_rows(run_id: int, samples: list[Sample]) -> list[NodeSample]:

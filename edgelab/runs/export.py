@@ -2,7 +2,7 @@
 
 JSON rows are exactly :func:`edgelab.runs.views.run_summary`, as ``GET /api/runs``
 returns them. CSV rows flatten that shape: the top-level fields, then the keys of
-``config``, ``metrics`` and ``provenance`` under their own names (they never clash),
+``config``, ``metrics``, ``provenance`` and ``hygiene`` under their own names (they never clash),
 with nested values (latency profile, options, layer split) as JSON text.
 
 These are plain generators of text chunks, so the web export (a streamed download)
@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from edgelab.runs.views import (
+    HYGIENE_FIELDS,
     METRIC_FIELDS,
     PROVENANCE_FIELDS,
     SUMMARY_CONFIG_FIELDS,
@@ -29,7 +30,14 @@ from edgelab.runs.views import (
 TOP_FIELDS = ("id", "sweep_id", "status", "error", "fingerprint")
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
 CONFIG_COLUMNS = (*SUMMARY_CONFIG_FIELDS, "latency_profile", "options")
-CSV_COLUMNS = (*TOP_FIELDS, *TIME_FIELDS, *CONFIG_COLUMNS, *METRIC_FIELDS, *PROVENANCE_FIELDS)
+CSV_COLUMNS = (
+    *TOP_FIELDS,
+    *TIME_FIELDS,
+    *CONFIG_COLUMNS,
+    *METRIC_FIELDS,
+    *PROVENANCE_FIELDS,
+    *HYGIENE_FIELDS,
+)
 #: Rows fetched per database round trip while streaming an export.
 BATCH = 1000
 
@@ -37,7 +45,7 @@ BATCH = 1000
 def flat_row(summary: dict[str, Any]) -> dict[str, Any]:
     """One CSV row from a run summary; nested values as compact JSON."""
     row: dict[str, Any] = {k: summary[k] for k in (*TOP_FIELDS, *TIME_FIELDS)}
-    for group in ("config", "metrics", "provenance"):
+    for group in ("config", "metrics", "provenance", "hygiene"):
         for key, value in summary[group].items():
             row[key] = (
                 json.dumps(value, sort_keys=True, separators=(",", ":"))

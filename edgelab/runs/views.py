@@ -44,6 +44,38 @@ METRIC_FIELDS = (
     "decode_tps",
     "load_ms",
     "net_bytes_per_token",
+    "net_load_bytes",
+    "net_prefill_bytes",
+    "net_decode_bytes",
+    "round_trips_per_token",
+)
+#: Whether this run's numbers can be trusted as they are (``hygiene`` in the JSON):
+#: a sweep's warm-up run, host contention during generation, an oversubscribed host.
+HYGIENE_FIELDS = ("warmup", "contended", "oversubscribed", "host_contention")
+#: Per-link columns in ``links`` (besides ``link``), see ``edgelab.models.LinkStat``.
+LINK_FIELDS = (
+    "bytes_up",
+    "bytes_down",
+    "chunks_up",
+    "chunks_down",
+    "delay_total_ms_up",
+    "delay_total_ms_down",
+    "delay_max_ms",
+    "bytes_load",
+    "bytes_prefill",
+    "bytes_decode",
+    "round_trips_prefill",
+    "round_trips_decode",
+    "decode_worker_ms",
+    "decode_injected_ms",
+    "decode_transfer_ms",
+    "eff_delay_p50_ms_up",
+    "eff_delay_p99_ms_up",
+    "eff_delay_max_ms_up",
+    "eff_delay_p50_ms_down",
+    "eff_delay_p99_ms_down",
+    "eff_delay_max_ms_down",
+    "timing",
 )
 PROVENANCE_FIELDS = (
     "engine_version",
@@ -78,6 +110,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "config": config,
         "metrics": {f: getattr(run, f) for f in METRIC_FIELDS},
         "provenance": {f: getattr(run, f) for f in PROVENANCE_FIELDS},
+        "hygiene": {f: getattr(run, f) for f in HYGIENE_FIELDS},
     }
 
 
@@ -113,16 +146,7 @@ def run_detail(database_url: str, run_id: int) -> dict[str, Any]:
             )
         ]
         data["links"] = [
-            {
-                "link": ls.link,
-                "bytes_up": ls.bytes_up,
-                "bytes_down": ls.bytes_down,
-                "chunks_up": ls.chunks_up,
-                "chunks_down": ls.chunks_down,
-                "delay_total_ms_up": ls.delay_total_ms_up,
-                "delay_total_ms_down": ls.delay_total_ms_down,
-                "delay_max_ms": ls.delay_max_ms,
-            }
+            {"link": ls.link, **{f: getattr(ls, f) for f in LINK_FIELDS}}
             for ls in s.scalars(
                 select(LinkStat).where(LinkStat.run_id == run_id).order_by(LinkStat.link)
             )
