@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 SOURCES = ("proxy", "dllama")
@@ -95,7 +96,7 @@ def worker_of(link: str) -> str:
 
 def _decode_intervals(tokens: Sequence[Mapping[str, Any]]) -> list[float]:
     offsets = [float(t["offset_ms"]) for t in sorted(tokens, key=lambda t: int(t["index"]))]
-    return [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [b - a for a, b in pairwise(offsets)]
 
 
 def _mean(values: Sequence[float]) -> float:

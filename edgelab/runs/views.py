@@ -152,4 +152,10 @@ def run_detail(database_url: str, run_id: int) -> dict[str, Any]:
             )
         ]
         data["nodes"] = sorted({sample["node"] for sample in data["samples"]})
+        # Imported here: the analysis package loads numpy/scipy, which the run
+        # executor and the CLI's start-up should not pay for.
+        from edgelab.analysis.breakdown import breakdown
+
+        found = breakdown(data)
+        data["breakdown"] = found.to_dict() if found is not None else None
         return data

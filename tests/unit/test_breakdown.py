@@ -1,9 +1,14 @@
-"""Per-token link timing from synthetic chunk traces with known answers."""
+"""Per-token link timing and the breakdown built on it, from synthetic chunk traces
+with known answers (one file: the breakdown tests reuse the synthetic pipeline)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
+from edgelab.analysis.breakdown import adds_up, breakdown
 from edgelab.metrics import linktiming
 from edgelab.metrics.linktiming import RootClock, decode_bytes_per_token, exchanges
 from edgelab.netem.trace import DOWN, UP, ChunkLog, ChunkTrace
@@ -161,3 +166,79 @@ def test_the_ring_keeps_the_newest_chunks_and_says_when_it_lost_some() -> None:
     assert lost.nbytes == [20, 30, 40, 50]
     assert not lost.complete
     assert ChunkTrace.from_dict(lost.to_dict()) == lost
+
+
+def detail_of(tokens: int) -> dict[str, Any]:
+    """A run's JSON as run_detail returns it, from the synthetic serial pipeline."""
+    traces, clock = serial_cluster(tokens)
+    timings = linktiming.compute(traces, clock)
+    return {
+        "tokens": [
+            {"index": i, "offset_ms": off, "text": "x", "detail": None}
+            for i, off in enumerate(clock.token_offsets_ms)
+        ],
+        "links": [{"link": name, "timing": lt.to_json()} for name, lt in timings.items()],
+    }
+
+
+def test_proxy_breakdown_recovers_the_pipelines_parts_and_adds_up_to_tpot() -> None:
+    result = breakdown(detail_of(tokens=6))
+
+    assert result is not None
+    assert result.source == "proxy"
+    assert result.decode_tokens == 5
+    assert result.tpot_ms == pytest.approx(100.0)
+    assert result.root_compute_ms == pytest.approx(10.0, abs=1e-3)
+    assert result.worker_compute_ms == pytest.approx({"worker1": 10.0, "worker2": 5.0}, abs=1e-3)
+    assert result.injected_ms == pytest.approx(75.0, abs=1e-3)
+    assert result.transfer_ms == pytest.approx(0.0, abs=1e-3)
+    assert result.round_trips_per_token == 2.0
+    assert result.bytes_per_token == 2320 + 4000
+    assert result.per_token["root_compute_ms"] == pytest.approx([10.0] * 5, abs=1e-3)
+    assert adds_up(result)
+
+
+def test_adds_up_refuses_parts_that_miss_tpot_by_more_than_five_percent() -> None:
+    result = breakdown(detail_of(tokens=3))
+    assert result is not None
+    assert adds_up(replace(result, root_compute_ms=result.root_compute_ms + 4.9))
+    assert not adds_up(replace(result, root_compute_ms=result.root_compute_ms + 5.1))
+
+
+def test_dllama_uses_its_own_compute_and_sync_and_cross_checks_the_proxies() -> None:
+    data = detail_of(tokens=4)
+    for token in data["tokens"]:
+        token["detail"] = {"compute_ms": 9, "sync_ms": 88, "sent_kb": 6, "recv_kb": 2}
+
+    result = breakdown(data)
+
+    assert result is not None
+    assert result.source == "dllama"
+    assert result.root_compute_ms == 9.0
+    # The 88 ms of sync is split as the proxies saw it: 15 worker, 75 injected of 90.
+    assert result.injected_ms == pytest.approx(88 * 75 / 90, abs=1e-3)
+    assert sum(result.worker_compute_ms.values()) == pytest.approx(88 * 15 / 90, abs=1e-3)
+    assert result.other_ms == pytest.approx(3.0, abs=1e-3)
+    assert result.cross_check == {"sync_ms": 88.0, "proxy_network_ms": pytest.approx(90.0)}
+    assert adds_up(result)
+
+
+def test_runs_without_decode_tokens_or_link_timing_have_no_breakdown() -> None:
+    one_token = {"tokens": [{"index": 0, "offset_ms": 5.0}], "links": []}
+    old_run = detail_of(tokens=3)
+    for link in old_run["links"]:
+        link["timing"] = None
+
+    assert breakdown(one_token) is None
+    assert breakdown(old_run) is None
+
+
+def test_a_single_node_run_is_all_root_compute() -> None:
+    data = {"tokens": [{"index": i, "offset_ms": 10.0 * i} for i in range(4)], "links": []}
+
+    result = breakdown(data)
+
+    assert result is not None
+    assert result.root_compute_ms == pytest.approx(10.0)
+    assert result.injected_ms == 0.0
+    assert result.round_trips_per_token is None
