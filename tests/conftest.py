@@ -8,6 +8,7 @@ gets its own data directory and SQLite database.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,11 +46,18 @@ def settings(tmp_path: Path, models_dir: Path) -> Settings:
 
 
 def node_processes() -> list[psutil.Process]:
-    """Every edgelab node process on this machine (worker or root of any engine)."""
+    """Every edgelab node process on this machine (worker or root of any engine) run by
+    this checkout's interpreter: on a machine shared by several checkouts, nodes of
+    the others come and go and are none of this test's business."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
-        if "edgelab.engines." in cmdline and ("worker" in cmdline or "root" in cmdline):
+        argv = proc.info.get("cmdline") or []
+        cmdline = " ".join(argv)
+        if (
+            "edgelab.engines." in cmdline
+            and ("worker" in cmdline or "root" in cmdline)
+            and argv[0].startswith(sys.prefix)
+        ):
             found.append(proc)
     return found
 
@@ -67,4 +75,6 @@ def no_leftover_nodes() -> Iterator[None]:
             proc.wait(timeout=5)  # a node may still be exiting after SIGTERM
         except psutil.TimeoutExpired:
             leftover.append(proc)
-    assert not leftover, f"node processes left running: {[p.cmdline() for p in leftover]}"
+        except psutil.NoSuchProcess:
+            pass
+    assert not leftover, f"node processes left running: {[p.info['cmdline'] for p in leftover]}"

@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from edgelab.metrics.host import HostMonitor
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -79,8 +81,15 @@ class ProcessSource(SampleSource):
 class NodeSampler:
     """Samples sources on a background thread between :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, sources: list[SampleSource], interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        sources: list[SampleSource],
+        interval_s: float = 0.2,
+        host: HostMonitor | None = None,
+    ) -> None:
+        """``host`` is read over the same window: what else used the host meanwhile."""
         self.sources = sources
+        self.host = host
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self._stop = threading.Event()
@@ -90,12 +99,16 @@ class NodeSampler:
     def start(self, t0: float | None = None) -> None:
         """Begin sampling; offsets are measured from ``t0`` (``time.monotonic()``)."""
         self._t0 = time.monotonic() if t0 is None else t0
+        if self.host is not None:
+            self.host.start()
         for source in self.sources:
             source.read()  # reset each source's CPU interval to "now"
         self._thread = threading.Thread(target=self._loop, name="node-sampler", daemon=True)
         self._thread.start()
 
     def _sample_once(self) -> None:
+        if self.host is not None:
+            self.host.sample()
         for source in self.sources:
             reading = source.read()
             if reading is None:
@@ -125,4 +138,6 @@ class NodeSampler:
             self._thread.join()
             self._thread = None
             self._sample_once()
+            if self.host is not None:
+                self.host.stop()
         return self.samples

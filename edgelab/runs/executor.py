@@ -27,7 +27,7 @@ from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
 from edgelab.cluster.watchdog import StallWatchdog
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
-from edgelab.metrics import linktiming, timeline
+from edgelab.metrics import host, linktiming, timeline
 from edgelab.metrics.sampler import NodeSampler, Sample
 from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.base import utcnow
@@ -299,6 +299,7 @@ def _generate(
         model_sha256=model.sha256,
         host_cpu=host_cpu(),
         host_cores=os.cpu_count(),
+        oversubscribed=host.oversubscribed([config.threads] * config.nodes, os.cpu_count()),
         edgelab_version=__version__,
         image_ids=cluster.provenance(),
     )
@@ -311,7 +312,7 @@ def _generate(
     startup_links = links_before if cluster.runs_served == 0 else {}
     cluster.runs_served += 1
     clock_origin: float | None = None
-    sampler = NodeSampler(cluster.sample_sources())
+    sampler = NodeSampler(cluster.sample_sources(), host=host.HostMonitor())
     writer = _TokenWriter(url, run_id)
     offsets: list[float] = []
     pieces: list[str] = []
@@ -409,6 +410,13 @@ def _generate(
         "net_bytes_per_token": timeline.net_bytes_per_token(total_bytes, len(offsets)),
         **metrics.to_dict(),
     }
+    assert sampler.host is not None
+    contention = sampler.host.result(
+        host.cluster_cpu_seconds((s.node, s.offset_ms, s.cpu_percent) for s in samples)
+    )
+    if contention is not None:
+        values["host_contention"] = contention.to_dict()
+        values["contended"] = contention.contended
     if traces and clock_origin is not None:
         timings = linktiming.compute(traces, linktiming.RootClock(clock_origin, offsets))
         for name, lt in timings.items():
