@@ -21,13 +21,18 @@ from sqlalchemy.orm import Session
 
 from edgelab import __version__
 from edgelab.analysis import Group, RunRecord, SweepAnalysis, analyze, records_from_runs
-from edgelab.models import Run, Sweep
+from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.sweeps import control
 
 
 @dataclass(frozen=True)
 class Breakdown:
-    """Where one configuration's time per token goes: ``parts`` (ms/token) sum to ~TPOT."""
+    """Where one configuration's time per token goes: ``parts`` (ms/token) sum to TPOT.
+
+    ``tpot_ms`` is the mean decode-token interval of the ``n`` runs that recorded a
+    breakdown (what the parts add up to); ``round_trips_per_token`` and
+    ``bytes_per_token`` are summed over links, as the proxies measured them.
+    """
 
     label: str
     nodes: int
@@ -35,6 +40,9 @@ class Breakdown:
     tpot_ms: float | None
     parts: dict[str, float]
     n: int
+    round_trips_per_token: float | None = None
+    bytes_per_token: float | None = None
+    source: str = "proxy"
 
 
 @dataclass(frozen=True)
@@ -99,14 +107,83 @@ def _run_row(run: Run, record: RunRecord) -> dict[str, Any]:
     }
 
 
-def breakdowns_of(runs: Sequence[Run], groups: Sequence[Group]) -> list[Breakdown]:
-    """The per-token time breakdown of each configuration, where the runs recorded one.
+#: Parts of a token's time, in stacking order (keys of analysis.breakdown.Breakdown).
+BREAKDOWN_PARTS: tuple[tuple[str, str], ...] = (
+    ("root_compute_ms", "root compute"),
+    ("worker_compute_ms", "worker compute"),
+    ("injected_ms", "injected delay"),
+    ("transfer_ms", "transfer"),
+    ("other_ms", "other"),
+)
 
-    Filled from :mod:`edgelab.analysis.breakdown` when that module is present (it
-    needs the link proxies' per-request timing); otherwise there is nothing to show
-    and the report says the breakdown was not recorded.
+
+def _run_details(session: Session, sweep_id: int) -> dict[int, dict[str, Any]]:
+    """Per run of the sweep, the ``tokens`` and ``links`` that
+    :func:`edgelab.analysis.breakdown.breakdown` reads (the shape of ``run_detail``),
+    in two queries for the whole sweep rather than one ``run_detail`` per run."""
+    details: dict[int, dict[str, Any]] = {}
+    tokens = session.execute(
+        select(TokenEvent.run_id, TokenEvent.index, TokenEvent.offset_ms, TokenEvent.detail)
+        .join(Run, Run.id == TokenEvent.run_id)
+        .where(Run.sweep_id == sweep_id)
+    )
+    for run_id, index, offset_ms, detail in tokens:
+        entry = details.setdefault(run_id, {"tokens": [], "links": []})
+        entry["tokens"].append({"index": index, "offset_ms": offset_ms, "detail": detail})
+    links = session.execute(
+        select(LinkStat.run_id, LinkStat.link, LinkStat.timing)
+        .join(Run, Run.id == LinkStat.run_id)
+        .where(Run.sweep_id == sweep_id)
+        .order_by(LinkStat.run_id, LinkStat.link)
+    )
+    for run_id, link, timing in links:
+        entry = details.setdefault(run_id, {"tokens": [], "links": []})
+        entry["links"].append({"link": link, "timing": timing})
+    return details
+
+
+def breakdowns_of(details: dict[int, dict[str, Any]], groups: Sequence[Group]) -> list[Breakdown]:
+    """The mean per-token breakdown of each configuration over its counted runs.
+
+    Each run's breakdown is :func:`edgelab.analysis.breakdown.breakdown` (the run
+    page's); a configuration's is the mean of its runs' parts. Runs without link
+    timing (old runs, a backend without chunk traces) have none and are not
+    counted; a configuration none of whose runs has one is left out.
     """
-    return []
+    from edgelab.analysis.breakdown import breakdown
+
+    out = []
+    for g in groups:
+        found = [b for rid in g.run_ids if (b := breakdown(details.get(rid, {}))) is not None]
+        if not found:
+            continue
+        parts: dict[str, float] = {}
+        for key, title in BREAKDOWN_PARTS:
+            values = [_part(b, key) for b in found]
+            mean = sum(values) / len(values)
+            if key != "other_ms" or abs(mean) > 1e-9:
+                parts[title] = mean
+        trips = [b.round_trips_per_token for b in found if b.round_trips_per_token is not None]
+        nbytes = [b.bytes_per_token for b in found if b.bytes_per_token is not None]
+        out.append(
+            Breakdown(
+                label=g.key.label,
+                nodes=g.key.nodes,
+                latency=g.key.latency,
+                tpot_ms=sum(b.tpot_ms for b in found) / len(found),
+                parts=parts,
+                n=len(found),
+                round_trips_per_token=sum(trips) / len(trips) if trips else None,
+                bytes_per_token=sum(nbytes) / len(nbytes) if nbytes else None,
+                source=found[0].source,
+            )
+        )
+    return out
+
+
+def _part(b: Any, key: str) -> float:
+    value = getattr(b, key)
+    return float(sum(value.values())) if isinstance(value, dict) else float(value)
 
 
 def hygiene_of(analysis: SweepAnalysis, records: Sequence[RunRecord]) -> Hygiene:
@@ -154,6 +231,6 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
         records=tuple(records),
         runs=tuple(_run_row(run, rec) for run, rec in zip(runs, records, strict=True)),
         provenance=provenance,
-        breakdowns=tuple(breakdowns_of(runs, analysis.groups)),
+        breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups)),
         hygiene=hygiene_of(analysis, records),
     )

@@ -280,7 +280,8 @@ def breakdown_figure(breakdowns: Sequence[Breakdown]) -> Figure | None:
         ax.set_yticks(ys, [b.label for b in breakdowns])
         ax.invert_yaxis()
         ax.set(xlabel="ms per token")
-        ax.legend(fontsize=7, loc="lower right")
+        # Below the axes: inside it would cover the longest bars.
+        fig.legend(fontsize=7, loc="outside lower center", ncol=len(names) + 1)
     return fig
 
 

@@ -238,16 +238,26 @@ def show_text(run: dict[str, Any]) -> str:
         f"  ITL mean {ms(m['itl_mean_ms'])} · p50 {ms(m['itl_p50_ms'])} · "
         f"p90 {ms(m['itl_p90_ms'])} · p99 {ms(m['itl_p99_ms'])}",
         f"  decode {rate(m['decode_tps'])} · prefill {rate(m['prefill_tps'])} · "
-        f"tokens {_num(m['prompt_tokens'])} in, {_num(m['output_tokens'])} out · "
-        f"network {size(m['net_bytes_per_token'])}/token",
+        f"tokens {_num(m['prompt_tokens'])} in, {_num(m['output_tokens'])} out",
+        f"  network {size(m['net_bytes_per_token'])}/token in decode"
+        + (
+            f" · {m['round_trips_per_token']:.2f} round trips/token"
+            if m.get("round_trips_per_token") is not None
+            else ""
+        )
+        + (
+            f" · load {size(m.get('net_load_bytes'))}, prefill {size(m.get('net_prefill_bytes'))}"
+            f", decode {size(m.get('net_decode_bytes'))}"
+            if m.get("net_decode_bytes") is not None
+            else ""
+        ),
     ]
-    flags = run.get("flags") or []
-    if flags:
-        lines.append(f"  flags: {', '.join(flags)}")
+    flagged = hygiene_line(run.get("hygiene"))
+    if flagged:
+        lines.append(flagged)
     breakdown = run.get("breakdown")
     if breakdown:
-        lines.append("time per token (breakdown)")
-        lines += [f"  {part}" for part in breakdown_lines(breakdown)]
+        lines += breakdown_lines(breakdown)
     if run["links"]:
         lines.append("links")
         for link in run["links"]:
@@ -257,6 +267,14 @@ def show_text(run: dict[str, Any]) -> str:
                 f"down · {link['chunks_up']}/{link['chunks_down']} chunks · injected "
                 f"{ms(injected)} total, max {ms(link['delay_max_ms'])}"
             )
+            if link.get("eff_delay_p50_ms_up") is not None:
+                lines.append(
+                    f"    effective one-way delay up p50/p99/max {ms(link['eff_delay_p50_ms_up'])}"
+                    f"/{ms(link.get('eff_delay_p99_ms_up'))}/{ms(link.get('eff_delay_max_ms_up'))}"
+                    f" · down {ms(link.get('eff_delay_p50_ms_down'))}"
+                    f"/{ms(link.get('eff_delay_p99_ms_down'))}"
+                    f"/{ms(link.get('eff_delay_max_ms_down'))}"
+                )
     nodes: dict[str, list[dict[str, Any]]] = {}
     for sample in run["samples"]:
         nodes.setdefault(sample["node"], []).append(sample)
@@ -281,15 +299,47 @@ def show_text(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def breakdown_lines(breakdown: dict[str, Any]) -> list[str]:
-    """The per-token time breakdown, one line per part (ms and share of TPOT)."""
-    parts = breakdown.get("parts") or {}
-    total = breakdown.get("tpot_ms") or sum(v for v in parts.values() if v) or None
-    out = []
-    for name, value in parts.items():
-        share = f" ({100 * value / total:.0f} %)" if total and value is not None else ""
-        out.append(f"{name.replace('_', ' ')}: {ms(value)}{share}")
-    return out
+def breakdown_lines(b: dict[str, Any]) -> list[str]:
+    """A run's per-token time breakdown (``run_detail``'s ``breakdown``), one part a line."""
+    tpot = b.get("tpot_ms") or 0.0
+
+    def share(value: float | None) -> str:
+        return f" ({100 * value / tpot:.0f} %)" if tpot and value is not None else ""
+
+    source = "the link proxies" if b.get("source") == "proxy" else "dllama's own timing"
+    lines = [
+        f"time per decode token: {ms(tpot)} over {b.get('decode_tokens')} tokens "
+        f"(from {source}; parts add up to {ms(b.get('parts_ms'))})"
+    ]
+    parts: list[tuple[str, float | None]] = [("root compute", b.get("root_compute_ms"))]
+    parts += [(f"{w} compute", v) for w, v in (b.get("worker_compute_ms") or {}).items()]
+    parts += [("injected delay", b.get("injected_ms")), ("transfer", b.get("transfer_ms"))]
+    if b.get("other_ms"):
+        parts.append(("other", b.get("other_ms")))
+    lines += [f"  {name} {ms(value)}{share(value)}" for name, value in parts]
+    if b.get("round_trips_per_token") is not None:
+        lines.append(
+            f"  {b['round_trips_per_token']:.2f} round trips and "
+            f"{size(b.get('bytes_per_token'))} per token over all links"
+        )
+    if b.get("complete") is False:
+        lines.append("  (a link's trace ring overflowed: the earliest tokens are not counted)")
+    return lines
+
+
+def hygiene_line(hygiene: dict[str, Any] | None) -> str | None:
+    """'flags: contended, oversubscribed' from the run's ``hygiene``, or None when clean."""
+    if not hygiene:
+        return None
+    flags = [name for name in ("warmup", "contended", "oversubscribed") if hygiene.get(name)]
+    if not flags:
+        return None
+    warmup = "warm-up run (not counted in statistics)"
+    text = ", ".join(warmup if f == "warmup" else f for f in flags)
+    contention = hygiene.get("host_contention")
+    if hygiene.get("contended") and contention:
+        text += f" (host: {json.dumps(contention, sort_keys=True, default=str)})"
+    return f"  flags: {text}"
 
 
 @runs_group.command("show")

@@ -101,7 +101,8 @@ def test_small_sweep_through_the_queue_to_its_report(
     assert not re.search(r"https?://", html)
     assert "<script" not in html
     assert all(ref.startswith("#") for ref in parser.refs), parser.refs
-    assert parser.tags.count("svg") >= 3  # speedup, tokens/s vs latency, model fit
+    # speedup, tokens/s vs latency, per-token breakdown, model fit
+    assert parser.tags.count("svg") == 4
     assert f"Sweep {sweep_id} · report-e2e" in html
 
     # The results table: 1 node is one configuration (its 2 latencies merged, unless
@@ -115,6 +116,19 @@ def test_small_sweep_through_the_queue_to_its_report(
     assert one_node in (2, 4)  # 2 when the 1-node cells are run once per repetition
     assert sum(labels.values()) == cells
     assert 'class="break-even-table"' in html
+    # The breakdown from the link proxies: one row per configuration; on 2 nodes at
+    # 5 ms every token pays at least one round trip of 2 x 5 ms of injected delay.
+    breakdown = html.split('id="breakdown-table"', 1)[1].split("</table>", 1)[0]
+    parts = {
+        re.sub(r"<[^>]+>", "", row[0]).strip(): [re.sub(r"<[^>]+>", "", c).strip() for c in row]
+        for row in (
+            re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)
+            for r in re.findall(r"<tr>(.*?)</tr>", breakdown, re.S)
+        )
+        if row
+    }
+    injected = float(parts["2 nodes × 1 thread · 5ms"][5].split()[0])
+    assert injected >= 10.0, parts
     assert re.search(r'class="r2">[-0-9.]+<', html)
     assert 'id="hygiene"' in html
 

@@ -346,3 +346,38 @@ def test_runs_compare_too_few_and_unknown(db_settings: Settings) -> None:
     single = cli(db_settings, "runs", "compare", str(a))
     assert single.exit_code == 2
     assert "at least two run ids" in single.output
+
+
+def test_runs_show_breakdown_and_hygiene_flags(db_settings: Settings) -> None:
+    from sqlalchemy import select
+
+    from edgelab.models import Run, TokenEvent
+
+    run_id = add_run(db_settings, nodes=2, latency="10ms", tpot=30.0)
+    with session_scope(db_settings.database_url) as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        run.contended, run.oversubscribed = True, False
+        run.host_contention = {"other_cpu_percent": 85.0}
+        for i in range(5):  # 4 decode intervals of 30 ms
+            s.add(TokenEvent(run_id=run_id, index=i, offset_ms=100.0 + 30.0 * i, text="x"))
+        link = s.scalars(select(LinkStat).where(LinkStat.run_id == run_id)).one()
+        link.timing = {
+            "source": "proxy",
+            "complete": True,
+            "per_token": {
+                "worker_ms": [4.0] * 4,
+                "injected_ms": [20.0] * 4,
+                "transfer_ms": [1.0] * 4,
+                "round_trips": [1.0] * 4,
+                "bytes": [5000.0] * 4,
+            },
+        }
+    out = ok(db_settings, "runs", "show", str(run_id))
+    assert '  flags: contended (host: {"other_cpu_percent": 85.0})' in out
+    assert "time per decode token: 30.0 ms over 4 tokens (from the link proxies" in out
+    assert "  root compute 5.00 ms (17 %)" in out
+    assert "  worker1 compute 4.00 ms (13 %)" in out
+    assert "  injected delay 20.0 ms (67 %)" in out
+    assert "  transfer 1.00 ms (3 %)" in out
+    assert "  1.00 round trips and 5.00 kB per token over all links" in out

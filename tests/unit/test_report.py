@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelab.cli import main
-from edgelab.models import Sweep
+from edgelab.models import LinkStat, Sweep, TokenEvent
 from edgelab.models.db import session_scope, upgrade
 from edgelab.netem.profile import LatencyProfile
 from edgelab.reports import build_report, render_html
@@ -32,6 +32,8 @@ from edgelab.service import create_app
 from edgelab.settings import Settings
 
 BASE, COMPUTE, PER_WORKER = 5.0, 40.0, 1.0  # ms per token
+TOKENS = 6  # token events per synthetic run: 5 decode intervals
+WORKER_MS, TRANSFER_MS = 3.0, 0.5  # per link per token, in the synthetic link timing
 
 
 def true_tpot(nodes: int, delay_ms: float) -> float:
@@ -46,6 +48,7 @@ def add_synthetic_sweep(
     repetitions: int = 3,
     noise: float = 0.01,
     failed: int = 0,
+    timing: bool = True,
 ) -> int:
     """A finished sweep whose runs' TPOT follows :func:`true_tpot` with relative noise."""
     rng = random.Random(7)
@@ -85,7 +88,40 @@ def add_synthetic_sweep(
                     run.output_tokens, run.prompt_tokens = 16, 5
                     run.host_cpu, run.host_cores = "Test CPU", 8
                     run.engine_version = "llama.cpp test"
+                    if timing:
+                        add_timing(s, run.id, n, d, tpot)
         return sweep.id
+
+
+def add_timing(session: Any, run_id: int, nodes: int, delay_ms: float, tpot: float) -> None:
+    """Token events every ``tpot`` ms and, per link, the proxies' per-token series:
+    each worker computes WORKER_MS, each round trip waits 2 x delay, transfer
+    TRANSFER_MS. So per token: injected = (N-1) * 2d, root = TPOT - the links' sum."""
+    for i in range(TOKENS):
+        session.add(TokenEvent(run_id=run_id, index=i, offset_ms=100.0 + tpot * i, text="x"))
+    steps = TOKENS - 1
+    for w in range(1, nodes):
+        per_token = {
+            "worker_ms": [WORKER_MS] * steps,
+            "injected_ms": [2.0 * delay_ms] * steps,
+            "transfer_ms": [TRANSFER_MS] * steps,
+            "round_trips": [1.0] * steps,
+            "bytes": [4096.0] * steps,
+        }
+        session.add(
+            LinkStat(
+                run_id=run_id,
+                link=f"root<->worker{w}",
+                bytes_up=1000,
+                bytes_down=1000,
+                chunks_up=10,
+                chunks_down=10,
+                delay_total_ms_up=steps * delay_ms,
+                delay_total_ms_down=steps * delay_ms,
+                delay_max_ms=delay_ms,
+                timing={"source": "proxy", "complete": True, "per_token": per_token},
+            )
+        )
 
 
 @pytest.fixture
@@ -162,9 +198,30 @@ def test_report_html_is_self_contained_and_has_every_section(db_settings: Settin
     assert results[0][0].startswith("1 node × 1 thread")
     assert [row[1] for row in results] == ["9"] + ["3"] * 6  # n: 1 node merges 3 latencies
     assert "±" in results[1][3]  # TPOT mean ± CI
-    # Figures inline as SVG: speedup, throughput, model (no breakdown recorded).
-    assert doc.tags.count("svg") == 3
-    assert "Not recorded" in html
+    # Figures inline as SVG: speedup, throughput, breakdown, model.
+    assert doc.tags.count("svg") == 4
+    assert "Not recorded" not in html
+
+    # The breakdown: injected delay = (N-1) x 2d per token, the rest root compute.
+    breakdown = {row[0]: row for row in _row_cells(html, "breakdown-table")}
+    head = re.search(r'<table id="breakdown-table">\s*<thead><tr>(.*?)</tr>', html, re.S)
+    assert head is not None
+    columns = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<th[^>]*>(.*?)</th>", head.group(1))]
+    assert columns == [
+        "configuration", "n", "TPOT", "root compute", "worker compute", "injected delay",
+        "transfer", "round trips/token", "bytes/token",
+    ]  # fmt: skip
+    three = breakdown["3 nodes × 1 thread · 10ms"]
+    assert three[1] == "3"
+    assert three[5].startswith("40.0 ms")  # 2 links x 2 x 10 ms
+    assert three[4].startswith("6.00 ms")  # 2 workers x WORKER_MS
+    assert three[6].startswith("1.00 ms")  # 2 links x TRANSFER_MS
+    assert three[7] == "2.00"
+    one = breakdown["1 node × 1 thread · no links"]
+    assert one[4].startswith("0.00 ms")  # no workers: all of it is root compute
+    assert one[5].startswith("0.00 ms")
+    bar = next(b for b in data.breakdowns if b.label == "3 nodes × 1 thread · 10ms")
+    assert sum(bar.parts.values()) == pytest.approx(bar.tpot_ms, rel=1e-3)
 
     # The fit recovers the generating model.
     fit = data.analysis.fits[0]
@@ -239,6 +296,7 @@ def test_report_command_html_and_markdown(
     assert images == [
         "results-figures/speedup.png",
         "results-figures/throughput.png",
+        "results-figures/breakdown.png",
         "results-figures/model-1.png",
     ]
     for image in images:
@@ -267,7 +325,7 @@ def test_report_downloads_from_the_sweep_page(db_settings: Settings) -> None:
     assert f"edgelab-sweep-{sweep_id}-report.html" in resp.headers["Content-Disposition"]
     html = resp.get_data(as_text=True)
     assert 'id="results-table"' in html
-    assert html.count("<svg") == 3
+    assert html.count("<svg") == 4
 
     resp = client.get(f"/sweeps/{sweep_id}/report?format=md")
     assert resp.mimetype == "application/zip"
