@@ -19,7 +19,7 @@ and its ``note`` says why, so a chart can say so instead of drawing a curve.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from edgelab.analysis.groups import ConfigKey, Group
@@ -39,7 +39,17 @@ class ScalingPoint:
     flags: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "nodes": self.nodes,
+            "n": self.n,
+            "tpot_ms": self.tpot_ms,
+            "speedup": self.speedup,
+            "speedup_ci": list(self.speedup_ci) if self.speedup_ci else None,
+            "efficiency": self.efficiency,
+            "efficiency_ci": list(self.efficiency_ci) if self.efficiency_ci else None,
+            "oversubscribed": self.oversubscribed,
+            "flags": list(self.flags),
+        }
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class ScalingSeries:
     note: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "points"}
         data["points"] = [p.to_dict() for p in self.points]
         return data
 

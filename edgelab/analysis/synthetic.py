@@ -54,16 +54,18 @@ def insert_synthetic_sweep(
     model: str = "smollm2-135m",
     threads: int = 1,
     extra: Mapping[int, float] | None = None,
+    prompts: Sequence[str] = ("Name three planets.",),
 ) -> int:
     """A succeeded sweep over nodes x latencies x repetitions; returns its id.
 
     ``noise`` is the relative sd of each run's TPOT (and TTFT) around the truth.
     ``extra`` maps a node count to milliseconds added to its TPOT (a "slow" cell set).
+    Several ``prompts`` make more configurations (one per prompt) of the same model.
     The caller commits.
     """
     truth = truth or TrueModel()
     rng = random.Random(seed)
-    cells = len(nodes) * len(latencies_ms) * repetitions
+    cells = len(nodes) * len(latencies_ms) * repetitions * len(prompts)
     sweep = Sweep(
         name=name,
         spec={
@@ -72,6 +74,7 @@ def insert_synthetic_sweep(
             "nodes": list(nodes),
             "threads": [threads],
             "latency": [f"{d:g}ms" for d in latencies_ms],
+            "prompts": list(prompts),
             "repetitions": repetitions,
             "synthetic": True,
         },
@@ -81,57 +84,57 @@ def insert_synthetic_sweep(
     session.add(sweep)
     session.flush()
     rows = []
+    grid = [(p, n, d) for p in prompts for n in nodes for d in latencies_ms]
     for rep in range(repetitions):
-        for n in nodes:
-            for delay in latencies_ms:
-                profile = LatencyProfile.fixed(delay)
-                config = RunConfig(
-                    prompt="Name three planets.",
+        for prompt, n, delay in grid:
+            profile = LatencyProfile.fixed(delay)
+            config = RunConfig(
+                prompt=prompt,
+                model=model,
+                nodes=n,
+                threads=threads,
+                latency=profile,
+                max_tokens=tokens,
+                repetition=rep,
+                options={"synthetic": True},
+            )
+            tpot = truth.tpot(n, delay) + (extra or {}).get(n, 0.0)
+            tpot *= 1 + rng.gauss(0, noise)
+            ttft = (60.0 + 4 * tpot) * (1 + rng.gauss(0, noise))
+            e2el = ttft + (tokens - 1) * tpot
+            rows.append(
+                Run(
+                    sweep_id=sweep.id,
+                    status="succeeded",
+                    engine=config.engine,
+                    backend=config.backend,
                     model=model,
                     nodes=n,
                     threads=threads,
-                    latency=profile,
+                    latency=profile.to_dict(),
+                    latency_label=profile.label,
+                    bandwidth_bps=None,
                     max_tokens=tokens,
+                    prompt=config.prompt,
                     repetition=rep,
-                    options={"synthetic": True},
+                    options=dict(config.options),
+                    fingerprint=config.fingerprint(),
+                    ttft_ms=ttft,
+                    e2el_ms=e2el,
+                    tpot_ms=tpot,
+                    itl_mean_ms=tpot,
+                    itl_p50_ms=tpot * 0.98,
+                    itl_p90_ms=tpot * 1.1,
+                    itl_p99_ms=tpot * 1.3,
+                    prompt_tokens=6,
+                    output_tokens=tokens,
+                    prefill_tps=6 / (ttft / 1000),
+                    decode_tps=1000.0 / tpot,
+                    net_bytes_per_token=2300.0 * (n - 1) if n > 1 else None,
+                    host_cores=host_cores,
+                    host_cpu="synthetic",
                 )
-                tpot = truth.tpot(n, delay) + (extra or {}).get(n, 0.0)
-                tpot *= 1 + rng.gauss(0, noise)
-                ttft = (60.0 + 4 * tpot) * (1 + rng.gauss(0, noise))
-                e2el = ttft + (tokens - 1) * tpot
-                rows.append(
-                    Run(
-                        sweep_id=sweep.id,
-                        status="succeeded",
-                        engine=config.engine,
-                        backend=config.backend,
-                        model=model,
-                        nodes=n,
-                        threads=threads,
-                        latency=profile.to_dict(),
-                        latency_label=profile.label,
-                        bandwidth_bps=None,
-                        max_tokens=tokens,
-                        prompt=config.prompt,
-                        repetition=rep,
-                        options=dict(config.options),
-                        fingerprint=config.fingerprint(),
-                        ttft_ms=ttft,
-                        e2el_ms=e2el,
-                        tpot_ms=tpot,
-                        itl_mean_ms=tpot,
-                        itl_p50_ms=tpot * 0.98,
-                        itl_p90_ms=tpot * 1.1,
-                        itl_p99_ms=tpot * 1.3,
-                        prompt_tokens=6,
-                        output_tokens=tokens,
-                        prefill_tps=6 / (ttft / 1000),
-                        decode_tps=1000.0 / tpot,
-                        net_bytes_per_token=2300.0 * (n - 1) if n > 1 else None,
-                        host_cores=host_cores,
-                        host_cpu="synthetic",
-                    )
-                )
+            )
     session.add_all(rows)
     session.flush()
     return sweep.id
