@@ -125,15 +125,25 @@ class Group:
     round_trips_per_token: float | None = None  # mean over runs that recorded it
     net_bytes_per_token: float | None = None
     host_cores: int | None = None  # the fewest cores any of its runs' hosts had
+    # Set when grouping by batch (see group_records): the sweep the runs came from, or
+    # 0 for runs outside any sweep; None when batches were not separated.
+    batch: int | None = None
 
     @property
     def n(self) -> int:
         return len(self.run_ids)
 
+    @property
+    def label(self) -> str:
+        if self.batch is None:
+            return self.key.label
+        return self.key.label + (f" · sweep #{self.batch}" if self.batch else " · no sweep")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key.to_dict(),
-            "label": self.key.label,
+            "label": self.label,
+            "batch": self.batch,
             "n": self.n,
             "run_ids": list(self.run_ids),
             "stats": {m: s.to_dict() for m, s in self.stats.items()},
@@ -154,7 +164,7 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _build(key: ConfigKey, members: Sequence[RunRecord]) -> Group:
+def _build(key: ConfigKey, members: Sequence[RunRecord], batch: int | None = None) -> Group:
     counted = [r for r in members if r.counted]
     values = {m: tuple(v for r in counted if (v := r.metric(m)) is not None) for m in METRICS}
     stats = {m: summarize(values[m]) for m in METRICS}
@@ -191,19 +201,26 @@ def _build(key: ConfigKey, members: Sequence[RunRecord]) -> Group:
         round_trips_per_token=_mean(rts),
         net_bytes_per_token=_mean(nbt),
         host_cores=min(cores) if cores else None,
+        batch=batch,
     )
 
 
-def group_records(records: Iterable[RunRecord]) -> list[Group]:
+def group_records(records: Iterable[RunRecord], *, by_batch: bool = False) -> list[Group]:
     """One :class:`Group` per configuration, sorted by configuration (nodes, latency...).
+
+    ``by_batch``: also split by the sweep the runs came from, so two batches of one
+    configuration (two sweeps, or a sweep and re-runs outside it) can be tested
+    against each other; ``Group.batch`` then names the sweep (0: no sweep).
 
     Groups whose runs all failed are kept (n = 0, flagged "too few") so a table can
     show that the configuration has no result rather than silently dropping it.
     """
-    members: dict[ConfigKey, list[RunRecord]] = {}
+    members: dict[tuple[ConfigKey, int | None], list[RunRecord]] = {}
     for record in records:
-        members.setdefault(ConfigKey.of(record), []).append(record)
-    return sorted((_build(k, v) for k, v in members.items()), key=_sort_key)
+        batch = (record.sweep_id or 0) if by_batch else None
+        members.setdefault((ConfigKey.of(record), batch), []).append(record)
+    groups = (_build(key, rs, batch) for (key, batch), rs in members.items())
+    return sorted(groups, key=_sort_key)
 
 
 def _sort_key(group: Group) -> tuple[Any, ...]:
@@ -223,4 +240,5 @@ def _sort_key(group: Group) -> tuple[Any, ...]:
         key.options,
         key.seed,
         key.temperature,
+        group.batch or 0,
     )

@@ -109,8 +109,8 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "a": {"label": self.a.key.label, "run_ids": list(self.a.run_ids), "n": self.a.n},
-            "b": {"label": self.b.key.label, "run_ids": list(self.b.run_ids), "n": self.b.n},
+            "a": {"label": self.a.label, "run_ids": list(self.a.run_ids), "n": self.a.n},
+            "b": {"label": self.b.label, "run_ids": list(self.b.run_ids), "n": self.b.n},
             "verdict": self.verdict,
             "tests": {m: t.to_dict() for m, t in self.tests.items()},
         }

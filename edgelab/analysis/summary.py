@@ -157,15 +157,13 @@ class CompareAnalysis:
         """(letter of A, letter of B, fields that differ, comparison), in ``comparisons`` order."""
         letters = self.letters
         index = {id(g): i for i, g in enumerate(self.groups)}
-        return [
-            (
-                letters[index[id(c.a)]],
-                letters[index[id(c.b)]],
-                differing_fields([c.a.key, c.b.key]),
-                c,
-            )
-            for c in self.comparisons
-        ]
+        out = []
+        for c in self.comparisons:
+            fields = differing_fields([c.a.key, c.b.key])
+            if c.a.batch != c.b.batch and not fields:
+                fields = ["sweep_id"]
+            out.append((letters[index[id(c.a)]], letters[index[id(c.b)]], fields, c))
+        return out
 
     def letter_of(self, run_id: int) -> str:
         index = self.group_of.get(run_id)
@@ -188,19 +186,26 @@ class CompareAnalysis:
 
 
 def compare(records: Sequence[RunRecord]) -> CompareAnalysis:
-    """Group ticked runs by configuration and test every pair of groups.
+    """Group ticked runs by configuration (and batch) and test every pair of groups.
 
     Repetitions of one configuration fall into one group, so they are never shown
-    as "differing"; only configuration fields that differ between groups are.
+    as "differing"; only configuration fields that differ between groups are. Runs
+    of one configuration from different sweeps are different *batches* (separate
+    groups, so "is batch 2 the same as batch 1?" gets a verdict); ``sweep_id`` then
+    counts as differing only when it is what separates two groups.
     """
-    groups = group_records(records)
-    index = {g.key: i for i, g in enumerate(groups)}
+    groups = group_records(records, by_batch=True)
+    index = {(g.key, g.batch): i for i, g in enumerate(groups)}
+    differing = differing_fields([g.key for g in groups])
+    keys = [g.key for g in groups]
+    if len(set(keys)) < len(keys):  # one configuration in several batches
+        differing.append("sweep_id")
     return CompareAnalysis(
         groups=tuple(groups),
-        differing=tuple(differing_fields([g.key for g in groups])),
+        differing=tuple(differing),
         comparisons=tuple(pairwise(groups)),
         counts=_counts(records),
-        group_of={r.id: index[ConfigKey.of(r)] for r in records},
+        group_of={r.id: index[(ConfigKey.of(r), r.sweep_id or 0)] for r in records},
     )
 
 

@@ -346,6 +346,15 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     page.wait_for_selector("#heatmap[data-rendered='1']")
     assert page.locator("#heatmap .heatmaplayer image").count() >= 1
     page.wait_for_selector("#ttft-chart[data-rendered='1']")
+    # The analysis section: 1 node x 2 latencies is one configuration (n = 2), the two
+    # 2-node configurations have one run each; all flagged "too few" (n < 3).
+    page.wait_for_selector("body[data-analysis='1']")
+    rows = page.locator("#results-table tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.nodes, r.dataset.latency, r.dataset.n])"
+    )
+    assert rows == [["1", "", "2"], ["2", "0ms", "1"], ["2", "20ms", "1"]]
+    assert page.locator("#results-table .flag-too-few").count() == 3
+    page.wait_for_selector("#chart-model[data-rendered='1']")
     shot(page, "07-sweep-finished")
     page.goto("/sweeps")
     shot(page, "08-sweeps-list")
@@ -378,8 +387,9 @@ def test_compare_two_runs_from_history_highlights_differences(
     same = page.locator("#config-diff tr.same").evaluate_all(
         "rows => rows.map(r => r.dataset.field)"
     )
-    assert {"nodes", "sweep_id", "max_tokens"} <= set(diff)
-    assert {"model", "prompt", "threads"} <= set(same)
+    # Configuration fields only: which sweep a run came from is not a difference.
+    assert {"nodes", "latency", "max_tokens"} <= set(diff)
+    assert {"model", "prompt", "threads", "sweep_id"} <= set(same)
     color = page.locator("#config-diff tr.diff").first.evaluate(
         "r => getComputedStyle(r).backgroundColor"
     )

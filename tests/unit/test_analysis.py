@@ -449,3 +449,23 @@ def test_load_records_from_stored_runs(tmp_path: Path) -> None:
     assert records[0].metric("ttft_ms") is None
     with pytest.raises(ValueError, match="sweep_id or run_ids"):
         load_records(s)
+
+
+def test_compare_two_batches_of_one_configuration() -> None:
+    """Two sweeps of the same configuration are two batches: tested, usually no difference."""
+    rng = random.Random(21)
+    records = [rec(3, v, sweep_id=1) for v in _noisy(rng, 20.0, 5, 0.4)]
+    records += [rec(3, v, sweep_id=2) for v in _noisy(rng, 20.0, 5, 0.4)]
+    result = compare(records)
+    assert [(g.batch, g.n) for g in result.groups] == [(1, 5), (2, 5)]
+    assert result.groups[1].label == "3 nodes × 1 thread · 0ms · sweep #2"
+    assert result.differing == ("sweep_id",)
+    ((la, lb, fields, pair),) = result.pairs
+    assert (la, lb, fields) == ("A", "B", ["sweep_id"])
+    assert pair.verdict == "no significant difference"
+    ref = sps.ttest_ind(
+        result.groups[1].values["tpot_ms"], result.groups[0].values["tpot_ms"], equal_var=False
+    )
+    assert pair.tests["tpot_ms"].p_value == pytest.approx(float(ref.pvalue), rel=1e-12)
+    # In a sweep analysis the batches are one configuration.
+    assert [g.n for g in analyze(records).groups] == [10]
