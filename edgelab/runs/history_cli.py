@@ -252,9 +252,7 @@ def show_text(run: dict[str, Any]) -> str:
             else ""
         ),
     ]
-    flagged = hygiene_line(run.get("hygiene"))
-    if flagged:
-        lines.append(flagged)
+    lines += hygiene_lines(run.get("hygiene"))
     breakdown = run.get("breakdown")
     if breakdown:
         lines += breakdown_lines(breakdown)
@@ -327,19 +325,31 @@ def breakdown_lines(b: dict[str, Any]) -> list[str]:
     return lines
 
 
-def hygiene_line(hygiene: dict[str, Any] | None) -> str | None:
-    """'flags: contended, oversubscribed' from the run's ``hygiene``, or None when clean."""
+def hygiene_lines(hygiene: dict[str, Any] | None) -> list[str]:
+    """The run's flags (warm-up, contended with the reason, oversubscribed) and what
+    else the host did during generation (``hygiene.host_contention``)."""
     if not hygiene:
-        return None
-    flags = [name for name in ("warmup", "contended", "oversubscribed") if hygiene.get(name)]
-    if not flags:
-        return None
-    warmup = "warm-up run (not counted in statistics)"
-    text = ", ".join(warmup if f == "warmup" else f for f in flags)
-    contention = hygiene.get("host_contention")
-    if hygiene.get("contended") and contention:
-        text += f" (host: {json.dumps(contention, sort_keys=True, default=str)})"
-    return f"  flags: {text}"
+        return []
+    lines = []
+    contention = hygiene.get("host_contention") or {}
+    flags = []
+    if hygiene.get("warmup"):
+        flags.append("warm-up run (not counted in statistics)")
+    if hygiene.get("contended"):
+        reasons = "; ".join(contention.get("reasons") or [])
+        flags.append(f"contended ({reasons})" if reasons else "contended")
+    if hygiene.get("oversubscribed"):
+        flags.append("oversubscribed (threads over all nodes > host cores)")
+    if flags:
+        lines.append(f"  flags: {', '.join(flags)}")
+    if contention:
+        load = contention.get("load_avg_1m")
+        lines.append(
+            f"  host during generation: other processes {contention.get('other_cpu_cores', 0):.2f}"
+            f" cores · steal {contention.get('steal_percent', 0):.1f} % · "
+            f"load {load if load is not None else '-'} ({contention.get('cores', '?')} cores)"
+        )
+    return lines
 
 
 @runs_group.command("show")

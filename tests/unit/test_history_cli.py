@@ -358,7 +358,13 @@ def test_runs_show_breakdown_and_hygiene_flags(db_settings: Settings) -> None:
         run = s.get(Run, run_id)
         assert run is not None
         run.contended, run.oversubscribed = True, False
-        run.host_contention = {"other_cpu_percent": 85.0}
+        run.host_contention = {
+            "cores": 2,
+            "other_cpu_cores": 0.85,
+            "steal_percent": 0.0,
+            "load_avg_1m": 1.6,
+            "reasons": ["processes outside the cluster used 0.85 cores on average"],
+        }
         for i in range(5):  # 4 decode intervals of 30 ms
             s.add(TokenEvent(run_id=run_id, index=i, offset_ms=100.0 + 30.0 * i, text="x"))
         link = s.scalars(select(LinkStat).where(LinkStat.run_id == run_id)).one()
@@ -374,7 +380,8 @@ def test_runs_show_breakdown_and_hygiene_flags(db_settings: Settings) -> None:
             },
         }
     out = ok(db_settings, "runs", "show", str(run_id))
-    assert '  flags: contended (host: {"other_cpu_percent": 85.0})' in out
+    assert "  flags: contended (processes outside the cluster used 0.85 cores on average)" in out
+    assert "  host during generation: other processes 0.85 cores · steal 0.0 % · load 1.6" in out
     assert "time per decode token: 30.0 ms over 4 tokens (from the link proxies" in out
     assert "  root compute 5.00 ms (17 %)" in out
     assert "  worker1 compute 4.00 ms (13 %)" in out
