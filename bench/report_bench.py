@@ -2,11 +2,13 @@
 
 Fills a fresh SQLite database with one finished synthetic sweep — nodes 1-4 x
 one-way delay 0/5/10/20/40 ms x 50 repetitions = 1,000 runs, TPOT from a known
-model with 3 % noise, TTFT and ITL to match — then measures, in one process and
+model with 3 % noise, TTFT and ITL to match, 32 token events and the links'
+per-token timing per run (what the time breakdown reads) — then measures, in one process and
 side by side, round-robin so that load on the host hits every target alike:
 
-* ``read+analyze``: :func:`edgelab.reports.build_report` (one query, records,
-  :func:`edgelab.analysis.analyze`: groups, scaling, fit, break-even);
+* ``read+analyze``: :func:`edgelab.reports.build_report` (the runs, their 32k token
+  events and link timing in three queries; :func:`edgelab.analysis.analyze`: groups,
+  scaling, fit, break-even; per-run breakdowns; hold-out refits);
 * ``html``: :func:`edgelab.reports.render_html` (figures as inline SVG + template);
 * ``md``: :func:`edgelab.reports.render_markdown` (PNG at 200 dpi + SVG per figure);
 * ``export json``: the sweep's JSON export through Flask's test client, as a yardstick
@@ -34,7 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgelab.models import Sweep  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from edgelab.models import LinkStat, Sweep, TokenEvent  # noqa: E402
 from edgelab.models.db import session_scope, upgrade  # noqa: E402
 from edgelab.netem.profile import LatencyProfile  # noqa: E402
 from edgelab.reports import build_report, render_html, render_markdown  # noqa: E402
@@ -51,9 +55,50 @@ def tpot_model(nodes: int, delay_ms: float) -> float:
     return 6.0 + 40.0 / nodes + 0.7 * (nodes - 1) + (nodes - 1) * 2 * delay_ms
 
 
+TOKENS = 32
+
+
+def timing_rows(run_id: int, nodes: int, delay_ms: float, tpot: float) -> tuple[list, list]:
+    """Token events and per-link timing like a real 32-token run's (what the breakdown reads)."""
+    tokens = [
+        {"run_id": run_id, "index": i, "offset_ms": 90.0 + tpot * i, "text": " t", "detail": None}
+        for i in range(TOKENS)
+    ]
+    steps = TOKENS - 1
+    links = [
+        {
+            "run_id": run_id,
+            "link": f"root<->worker{w}",
+            "bytes_up": 150_000 * steps,
+            "bytes_down": 2_000 * steps,
+            "chunks_up": 2 * steps,
+            "chunks_down": 2 * steps,
+            "delay_total_ms_up": delay_ms * steps,
+            "delay_total_ms_down": delay_ms * steps,
+            "delay_max_ms": delay_ms,
+            "timing": {
+                "source": "proxy",
+                "complete": True,
+                "per_token": {
+                    "worker_ms": [40.0 / nodes] * steps,
+                    "injected_ms": [2.0 * delay_ms] * steps,
+                    "transfer_ms": [0.4] * steps,
+                    "round_trips": [1.0] * steps,
+                    "bytes": [152_000.0] * steps,
+                },
+            },
+        }
+        for w in range(1, nodes)
+    ]
+    return tokens, links
+
+
 def fill(settings: Settings, repetitions: int, seed: int = 7) -> int:
-    """One finished sweep of len(NODES) x len(DELAYS_MS) x ``repetitions`` runs."""
+    """One finished sweep of len(NODES) x len(DELAYS_MS) x ``repetitions`` runs, each with
+    32 token events and its links' per-token timing."""
     rng = random.Random(seed)
+    tokens: list[dict[str, object]] = []
+    links: list[dict[str, object]] = []
     with session_scope(settings.database_url) as s:
         sweep = Sweep(
             name="bench-1000",
@@ -89,6 +134,11 @@ def fill(settings: Settings, repetitions: int, seed: int = 7) -> int:
                     run.output_tokens, run.prompt_tokens = 32, 6
                     run.host_cpu, run.host_cores = "bench CPU", 8
                     run.engine_version = "llama.cpp bench"
+                    t, k = timing_rows(run.id, n, d, tpot)
+                    tokens += t
+                    links += k
+        s.execute(insert(TokenEvent), tokens)
+        s.execute(insert(LinkStat), links)
         return sweep.id
 
 

@@ -10,6 +10,7 @@ the measurement-hygiene list in one place, and a compact list of every run.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from edgelab import __version__
 from edgelab.analysis import Group, RunRecord, SweepAnalysis, analyze, records_from_runs
+from edgelab.analysis.model import ModelFit, Residual, fit_model, group_residuals
 from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.sweeps import control
 
@@ -46,6 +48,26 @@ class Breakdown:
 
 
 @dataclass(frozen=True)
+class HoldOut:
+    """The model refitted without one latency profile's cells, predicting those cells.
+
+    An interpolation check a reader can trust more than R²: a model that only
+    memorised the points it saw fails here. Only interior profiles are held out
+    (never the smallest or largest delay), so the check never extrapolates.
+    """
+
+    latency: str
+    delay_ms: float  # one-way
+    residuals: tuple[Residual, ...]
+    r2: float | None  # of the refit
+
+    @property
+    def max_relative(self) -> float | None:
+        values = [abs(r.relative) for r in self.residuals if math.isfinite(r.relative)]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True)
 class Hygiene:
     """The measurement-hygiene findings: what a reader must know before trusting a number."""
 
@@ -68,6 +90,7 @@ class ReportData:
     provenance: dict[str, list[str]]  # field -> distinct values over the runs
     breakdowns: tuple[Breakdown, ...]
     hygiene: Hygiene
+    holdouts: tuple[tuple[HoldOut, ...], ...] = ()  # per fit, in ``analysis.fits`` order
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     edgelab_version: str = __version__
 
@@ -77,13 +100,16 @@ class ReportData:
 
     def groups_of_fit(self, index: int) -> list[Group]:
         """The configurations one model fit was fitted to (same engine/model/threads/backend)."""
-        fit = self.analysis.fits[index]
-        return [
-            g
-            for g in self.analysis.groups
-            if (g.key.engine, g.key.model, g.key.threads, g.key.backend)
-            == (fit.engine, fit.model, fit.threads, fit.backend)
-        ]
+        return groups_of(self.analysis, self.analysis.fits[index])
+
+
+def groups_of(analysis: SweepAnalysis, fit: ModelFit) -> list[Group]:
+    return [
+        g
+        for g in analysis.groups
+        if (g.key.engine, g.key.model, g.key.threads, g.key.backend)
+        == (fit.engine, fit.model, fit.threads, fit.backend)
+    ]
 
 
 PROVENANCE_FIELDS = ("host_cpu", "host_cores", "engine_version", "edgelab_version", "model_sha256")
@@ -213,6 +239,38 @@ def hygiene_of(analysis: SweepAnalysis, records: Sequence[RunRecord]) -> Hygiene
     return Hygiene(flagged_groups, flagged_runs, excluded, notes)
 
 
+def holdouts_of(
+    fit: ModelFit, records: Sequence[RunRecord], groups: Sequence[Group]
+) -> list[HoldOut]:
+    """For each interior one-way delay of the fit's multi-node cells: refit without
+    them (:func:`edgelab.analysis.model.fit_model`) and predict them
+    (:func:`~edgelab.analysis.model.group_residuals`)."""
+    family = [
+        r
+        for r in records
+        if (r.engine, r.model, r.threads, r.backend)
+        == (fit.engine, fit.model, fit.threads, fit.backend)
+    ]
+    multi = [g for g in groups if g.key.nodes > 1 and g.n]
+    delays = sorted({g.rtt_delay_ms for g in multi})
+    out = []
+    for rtt in delays[1:-1]:
+        held = [g for g in multi if g.rtt_delay_ms == rtt]
+        keep = [r for r in family if not (r.nodes > 1 and r.rtt_delay_ms == rtt)]
+        refit = fit_model(keep)
+        if refit is None or "delay_factor" in refit.dropped:
+            continue
+        out.append(
+            HoldOut(
+                latency=", ".join(sorted({str(g.key.latency) for g in held})),
+                delay_ms=rtt / 2,
+                residuals=tuple(group_residuals(refit, held)),
+                r2=refit.r2,
+            )
+        )
+    return out
+
+
 def build_report(session: Session, sweep_id: int) -> ReportData:
     """The report of one sweep; ``LookupError`` if there is no such sweep."""
     sweep = session.get(Sweep, sweep_id)
@@ -233,4 +291,7 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
         provenance=provenance,
         breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups)),
         hygiene=hygiene_of(analysis, records),
+        holdouts=tuple(
+            tuple(holdouts_of(f, records, groups_of(analysis, f))) for f in analysis.fits
+        ),
     )

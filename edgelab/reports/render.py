@@ -183,6 +183,7 @@ def fit_views(data: ReportData) -> list[dict[str, Any]]:
                 "tried": set(fit.nodes_tried),
                 "predictions": {n: [fit.predict(n, d) for d in delays] for n in nodes},
                 "break_even": [fit.break_even(n) for n in nodes if n > 1],
+                "holdouts": data.holdouts[i] if i < len(data.holdouts) else (),
             }
         )
     return views

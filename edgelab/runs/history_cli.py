@@ -401,9 +401,12 @@ def verdict_text(test: Any, fmt: Callable[[Any], str]) -> str:
 
 
 def compare_text(result: Any) -> str:
-    """Groups of the compared runs and the verdict of every pair, as a person reads them."""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    names = {id(g): letters[i] if i < len(letters) else str(i) for i, g in enumerate(result.groups)}
+    """Groups of the compared runs and the verdict of every pair, as a person reads them.
+
+    Groups are lettered by :attr:`CompareAnalysis.letters`, as the compare page
+    letters them, so "B vs A" means the same pair in the terminal and the browser.
+    """
+    names = {id(g): letter for g, letter in zip(result.groups, result.letters, strict=True)}
     counts = result.counts
     lines = [
         f"{len(result.groups)} configuration(s) from {counts.runs} run(s)"
@@ -434,8 +437,9 @@ def compare_text(result: Any) -> str:
         return "\n".join(lines)
     lines.append("")
     lines.append("B against A, Welch's t-test per metric (alpha 0.05; g = Hedges' effect size):")
-    for c in result.comparisons:
-        lines.append(f"  {names[id(c.b)]} vs {names[id(c.a)]}: {c.verdict}")
+    for letter_a, letter_b, fields, c in result.pairs:
+        differ = f" ({', '.join(fields)} differ)" if fields else ""
+        lines.append(f"  {letter_b} vs {letter_a}{differ}: {c.verdict}")
         for metric, test in c.tests.items():
             title = {"tpot_ms": "TPOT", "ttft_ms": "TTFT"}.get(metric, metric)
             lines.append(f"    {title}: {verdict_text(test, ms)}")
@@ -452,18 +456,17 @@ def runs_compare(run_ids: tuple[int, ...], as_json: bool) -> None:
     verdict on TPOT and TTFT (faster / slower / no significant difference / too
     few runs) with the p-value and effect size.
     """
-    from edgelab.analysis import compare, load_records
+    from edgelab.analysis.summary import compare_runs
     from edgelab.models.db import session_scope
 
     if len(set(run_ids)) < 2:
         raise click.UsageError("give at least two run ids")
     settings = load_settings()
     with session_scope(settings.database_url) as s:
-        records = load_records(s, run_ids=sorted(set(run_ids)))
-    missing = sorted(set(run_ids) - {r.id for r in records})
-    if missing:
-        raise click.ClickException(f"run(s) not found: {', '.join(map(str, missing))}")
-    result = compare(records)
+        try:
+            result = compare_runs(s, sorted(set(run_ids)))
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

@@ -315,7 +315,7 @@ def test_runs_compare_groups_repetitions_and_gives_verdicts(db_settings: Setting
     assert ",".join(map(str, fast)) in rows[0]
     assert ",".join(map(str, slow)) in rows[1]
     assert "50.2 ± 0.69 ms" in rows[0]  # mean ± t(4) * sd / sqrt(5)
-    assert "  B vs A: slower" in out
+    assert "  B vs A (latency differ): slower" in out
     tpot_line = next(line for line in out.splitlines() if line.strip().startswith("TPOT:"))
     assert tpot_line.strip().startswith("TPOT: slower by 10.1 ms (+20.0 %, 95 % CI of B-A [")
     assert "p < 0.001" in tpot_line
@@ -338,11 +338,11 @@ def test_runs_compare_too_few_and_unknown(db_settings: Settings) -> None:
     a = add_run(db_settings, nodes=2, latency="0ms")
     b = add_run(db_settings, nodes=2, latency="20ms", tpot=90.0)
     out = ok(db_settings, "runs", "compare", str(a), str(b))
-    assert "B vs A: too few runs" in out
+    assert "B vs A (latency differ): too few runs" in out
     assert "too few runs (1 vs 1; a test needs 2 on each side)" in out
     missing = cli(db_settings, "runs", "compare", str(a), "998", "999")
     assert missing.exit_code == 1
-    assert "run(s) not found: 998, 999" in missing.output
+    assert "no run with id 998, 999" in missing.output
     single = cli(db_settings, "runs", "compare", str(a))
     assert single.exit_code == 2
     assert "at least two run ids" in single.output

@@ -235,6 +235,12 @@ def test_report_html_is_self_contained_and_has_every_section(db_settings: Settin
     two = next(row for row in breaks if row[0] == "2")
     assert two[1] == "break-even"
     assert float(two[2].split()[0]) == pytest.approx(9.5, rel=0.05)
+    # Hold-out: refitted without the 5 ms cells (the only interior delay), the model
+    # predicts them within the noise (1 %).
+    holdout = _row_cells(html, "holdout-table")
+    assert [(row[0], row[2]) for row in holdout] == [("5ms", "2"), ("5ms", "3")]
+    for row in holdout:
+        assert abs(float(row[6].split()[0])) < 3.0, row
     # Hygiene: nothing flagged on clean synthetic data.
     assert "clean" in html
 
