@@ -11,7 +11,9 @@ side by side, round-robin so that load on the host hits every target alike:
   scaling, fit, break-even; per-run breakdowns; hold-out refits);
 * ``html``: :func:`edgelab.reports.render_html` (figures as inline SVG + template);
 * ``md``: :func:`edgelab.reports.render_markdown` (PNG at 200 dpi + SVG per figure);
-* ``export json``: the sweep's JSON export through Flask's test client, as a yardstick
+* ``sweep page``: ``GET /sweeps/<id>`` through Flask's test client (the same analysis,
+  rendered for the browser; bench/analysis_bench.py times it in depth);
+* ``export json``: the sweep's JSON export through the test client, as a yardstick
   (the cheapest thing one can do with every run of the sweep);
 
 and, as a user sees it, the whole ``edgelab report SWEEP -o r.html`` command in a
@@ -168,6 +170,11 @@ def main() -> None:
         text, files = render_markdown(data, "figs")
         sizes["md"] = len(text.encode()) + sum(len(b) for b in files.values())
 
+        def page() -> None:
+            resp = client.get(f"/sweeps/{sweep_id}")
+            assert resp.status_code == 200
+            resp.get_data()
+
         def export() -> None:
             resp = client.get(f"/export/sweeps/{sweep_id}.json")
             assert resp.status_code == 200
@@ -177,6 +184,7 @@ def main() -> None:
             "read+analyze": analyze,
             "html": lambda: render_html(data),
             "md": lambda: render_markdown(data, "figs"),
+            "sweep page": page,
             "export json": export,
         }
         for fn in targets.values():  # warm-up: imports, font cache, first query

@@ -1,11 +1,13 @@
 """Everything one report shows, gathered once from the database.
 
-:func:`build_report` reads the sweep's runs in one query, turns them into
-:class:`~edgelab.analysis.RunRecord` values and calls :func:`edgelab.analysis.analyze`
-— the sweep page's own entry point — so the report's table, speedups, fit and
+:func:`build_report` loads the sweep's records with :func:`edgelab.analysis.load_records`
+and calls :func:`edgelab.analysis.analyze`, exactly as the sweep page and
+``/api/sweeps/<id>/analysis`` do, so the report's table, speedups, fit and
 break-even latencies are the page's numbers. What is added here is only what a
-written report needs beside them: provenance (host, engine and model versions),
-the measurement-hygiene list in one place, and a compact list of every run.
+written report needs beside them: each configuration's mean time breakdown (from
+:func:`edgelab.analysis.breakdown.breakdown` per run), a hold-out check of the fit,
+provenance (host, engine and model versions), the measurement-hygiene list in one
+place, and a compact list of every run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgelab import __version__
-from edgelab.analysis import Group, RunRecord, SweepAnalysis, analyze, records_from_runs
+from edgelab.analysis import Group, RunRecord, SweepAnalysis, analyze, load_records
 from edgelab.analysis.model import ModelFit, Residual, fit_model, group_residuals
 from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.sweeps import control
@@ -115,21 +117,22 @@ def groups_of(analysis: SweepAnalysis, fit: ModelFit) -> list[Group]:
 PROVENANCE_FIELDS = ("host_cpu", "host_cores", "engine_version", "edgelab_version", "model_sha256")
 
 
-def _run_row(run: Run, record: RunRecord) -> dict[str, Any]:
+def _run_row(record: RunRecord, extra: tuple[int | None, str | None]) -> dict[str, Any]:
+    output_tokens, error = extra
     return {
-        "id": run.id,
-        "status": run.status,
-        "nodes": run.nodes,
-        "threads": run.threads,
-        "latency": run.latency_label,
-        "bandwidth_bps": run.bandwidth_bps,
-        "repetition": run.repetition,
-        "ttft_ms": run.ttft_ms,
-        "tpot_ms": run.tpot_ms,
-        "decode_tps": run.decode_tps,
-        "output_tokens": run.output_tokens,
+        "id": record.id,
+        "status": record.status,
+        "nodes": record.nodes,
+        "threads": record.threads,
+        "latency": record.latency,
+        "bandwidth_bps": record.bandwidth_bps,
+        "repetition": record.repetition,
+        "ttft_ms": record.metric("ttft_ms"),
+        "tpot_ms": record.metric("tpot_ms"),
+        "decode_tps": record.metric("decode_tps"),
+        "output_tokens": output_tokens,
         "flags": sorted(record.flags | ({"oversubscribed"} if record.oversubscribed else set())),
-        "error": run.error,
+        "error": error,
     }
 
 
@@ -276,18 +279,28 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         raise LookupError(f"sweep {sweep_id} not found")
-    runs = list(session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)))
-    records = records_from_runs(runs)
+    # The page's own loader and entry point (analysis.summary.analyze_sweep does the
+    # same): the report's numbers are the page's, round trips from link_stats included.
+    records = load_records(session, sweep_id=sweep_id)
     analysis = analyze(records)
+    extra = {
+        rid: (tokens, error)
+        for rid, tokens, error in session.execute(
+            select(Run.id, Run.output_tokens, Run.error).where(Run.sweep_id == sweep_id)
+        )
+    }
     provenance: dict[str, list[str]] = {}
     for name in PROVENANCE_FIELDS:
-        values = {str(v) for r in runs if (v := getattr(r, name)) is not None}
-        provenance[name] = sorted(values)
+        column = getattr(Run, name)
+        values = session.scalars(
+            select(column).where(Run.sweep_id == sweep_id, column.is_not(None)).distinct()
+        )
+        provenance[name] = sorted({str(v) for v in values})
     return ReportData(
         sweep=control.sweep_summary(session, sweep),
         analysis=analysis,
         records=tuple(records),
-        runs=tuple(_run_row(run, rec) for run, rec in zip(runs, records, strict=True)),
+        runs=tuple(_run_row(r, extra.get(r.id, (None, None))) for r in records),
         provenance=provenance,
         breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups)),
         hygiene=hygiene_of(analysis, records),

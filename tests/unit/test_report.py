@@ -342,6 +342,13 @@ def test_report_downloads_from_the_sweep_page(db_settings: Settings) -> None:
     assert f"edgelab-sweep-{sweep_id}-report-figures/speedup.svg" in names
     assert f"](edgelab-sweep-{sweep_id}-report-figures/speedup.png)" in md
 
+    # The report's numbers are the analysis API's (one analysis, two renderings).
+    api = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
+    with session_scope(db_settings.database_url) as s:
+        data = build_report(s, sweep_id)
+    assert data.analysis.fits[0].r2 == pytest.approx(api["fits"][0]["r2"], rel=1e-12)
+    assert [g.n for g in data.analysis.groups] == [g["n"] for g in api["groups"]]
+
     assert client.get("/sweeps/999/report").status_code == 404
     bad = client.get(f"/sweeps/{sweep_id}/report?format=pdf")
     assert bad.status_code == 400
