@@ -10,6 +10,9 @@ so they can never disagree on a number. The modules, smallest first:
 - :mod:`~edgelab.analysis.scaling`: speedup and efficiency vs nodes;
 - :mod:`~edgelab.analysis.model`: TPOT(N, d, bw) fit, prediction, break-even;
 - :mod:`~edgelab.analysis.significance`: B vs A verdicts;
+- :mod:`~edgelab.analysis.breakdown`: one run's per-token time split (root, workers,
+  injected delay, transfer); :mod:`~edgelab.analysis.config_breakdown`: its mean per
+  configuration;
 - :mod:`~edgelab.analysis.summary`: :func:`analyze` (a sweep) and :func:`compare`.
 
 Typical use::
@@ -21,6 +24,7 @@ Typical use::
     fit.break_even(3)                  # largest delay at which 3 nodes beat 1
 """
 
+from edgelab.analysis.config_breakdown import ConfigBreakdown, config_breakdowns
 from edgelab.analysis.groups import MIN_RUNS, ConfigKey, Group, group_records
 from edgelab.analysis.model import FORMULA, BreakEven, ModelFit, Residual, fit_model, fit_models
 from edgelab.analysis.records import (
@@ -42,6 +46,7 @@ from edgelab.analysis.summary import (
     compare,
     compare_runs,
     differing_fields,
+    sweep_breakdowns,
 )
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "BreakEven",
     "CompareAnalysis",
     "Comparison",
+    "ConfigBreakdown",
     "ConfigKey",
     "Group",
     "MetricTest",
@@ -66,6 +72,7 @@ __all__ = [
     "compare",
     "compare_groups",
     "compare_runs",
+    "config_breakdowns",
     "differing_fields",
     "fit_model",
     "fit_models",
@@ -77,5 +84,6 @@ __all__ = [
     "rtt_delay_ms",
     "scaling",
     "summarize",
+    "sweep_breakdowns",
     "welch",
 ]

@@ -17,6 +17,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from edgelab.analysis.config_breakdown import (
+    ConfigBreakdown,
+    breakdown_inputs,
+    config_breakdowns,
+)
 from edgelab.analysis.groups import ConfigKey, Group, group_records
 from edgelab.analysis.model import ModelFit, fit_models
 from edgelab.analysis.records import METRICS, RunRecord, load_records
@@ -214,6 +219,15 @@ def analyze_sweep(session: Session, sweep_id: int) -> SweepAnalysis:
     if session.get(Sweep, sweep_id) is None:
         raise LookupError(f"sweep {sweep_id} not found")
     return analyze(load_records(session, sweep_id=sweep_id))
+
+
+def sweep_breakdowns(session: Session, sweep_id: int) -> list[ConfigBreakdown]:
+    """Mean per-token breakdown per configuration of a stored sweep (``LookupError`` if
+    there is no such sweep); configurations without recorded link timing are left out."""
+    if session.get(Sweep, sweep_id) is None:
+        raise LookupError(f"sweep {sweep_id} not found")
+    groups = group_records(load_records(session, sweep_id=sweep_id))
+    return config_breakdowns(breakdown_inputs(session, sweep_id), groups)
 
 
 def compare_runs(session: Session, run_ids: Sequence[int]) -> CompareAnalysis:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from edgelab.models import Run, Sweep
+from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import RunConfig
 
@@ -55,12 +55,16 @@ def insert_synthetic_sweep(
     threads: int = 1,
     extra: Mapping[int, float] | None = None,
     prompts: Sequence[str] = ("Name three planets.",),
+    breakdown: bool = False,
 ) -> int:
     """A succeeded sweep over nodes x latencies x repetitions; returns its id.
 
     ``noise`` is the relative sd of each run's TPOT (and TTFT) around the truth.
     ``extra`` maps a node count to milliseconds added to its TPOT (a "slow" cell set).
     Several ``prompts`` make more configurations (one per prompt) of the same model.
+    ``breakdown``: also store token events and per-link timing (one round trip per
+    worker per token: worker compute ``compute/N``, injected ``2d``, the rest on the
+    root), as the link proxies record them, so the per-token breakdown has data.
     The caller commits.
     """
     truth = truth or TrueModel()
@@ -137,4 +141,43 @@ def insert_synthetic_sweep(
             )
     session.add_all(rows)
     session.flush()
+    if breakdown:
+        for run in rows:
+            _add_timing(session, run, truth)
+        session.flush()
     return sweep.id
+
+
+def _add_timing(session: Session, run: Run, truth: TrueModel) -> None:
+    """Token events and link timing consistent with the run's TPOT (see the docstring)."""
+    tokens = run.output_tokens or 0
+    tpot, ttft = float(run.tpot_ms or 0.0), float(run.ttft_ms or 0.0)
+    session.add_all(
+        TokenEvent(run_id=run.id, index=i, offset_ms=ttft + i * tpot, text=f" t{i}")
+        for i in range(tokens)
+    )
+    delay = float(run.latency.get("delay_ms") or 0.0)
+    decode = tokens - 1
+    for w in range(1, run.nodes):
+        per_token = {
+            "worker_ms": [truth.compute_ms / run.nodes] * decode,
+            "injected_ms": [2 * delay] * decode,
+            "transfer_ms": [0.05] * decode,
+            "round_trips": [1] * decode,
+            "bytes": [2300] * decode,
+        }
+        session.add(
+            LinkStat(
+                run_id=run.id,
+                link=f"root<->worker{w}",
+                bytes_up=1200 * tokens,
+                bytes_down=1100 * tokens,
+                chunks_up=2 * tokens,
+                chunks_down=2 * tokens,
+                delay_total_ms_up=delay * 2 * tokens,
+                delay_total_ms_down=delay * 2 * tokens,
+                delay_max_ms=delay,
+                round_trips_decode=decode,
+                timing={"per_token": per_token, "complete": True},
+            )
+        )

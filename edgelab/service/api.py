@@ -267,6 +267,16 @@ def sweep_analysis(sweep_id: int) -> Any:
     return jsonify({"sweep_id": sweep_id, **result.to_dict()})
 
 
+@api.get("/sweeps/<int:sweep_id>/breakdown")
+def sweep_breakdown(sweep_id: int) -> Any:
+    """Mean per-token breakdown (root, workers, injected delay, transfer) per configuration."""
+    try:
+        found = analysis.sweep_breakdowns(db.session, sweep_id)
+    except LookupError:
+        return _not_found(f"sweep {sweep_id}")
+    return jsonify(sweep_id=sweep_id, breakdowns=[b.to_dict() for b in found])
+
+
 def _number(name: str, errors: dict[str, str], low: float, high: float) -> float | None:
     raw = request.args.get(name)
     if raw is None or raw.strip() == "":

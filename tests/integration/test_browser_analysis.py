@@ -38,7 +38,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as s:
         # nodes 1,2,3 x 0/5/10/20 ms x 3 repetitions on a "2-core host": 3 nodes oversubscribed.
-        full = insert_synthetic_sweep(s, name="known model", truth=TRUTH, noise=0.01, host_cores=2)
+        full = insert_synthetic_sweep(
+            s, name="known model", truth=TRUTH, noise=0.01, host_cores=2, breakdown=True
+        )
         tiny = insert_synthetic_sweep(
             s, name="one cell", nodes=(2,), latencies_ms=(0.0,), repetitions=1, truth=TRUTH
         )
@@ -151,9 +153,21 @@ def test_sweep_analysis_section(page: Any, site: dict[str, Any]) -> None:
     assert verdicts[:2] == [["2", "break-even"], ["3", "break-even"]]
     assert [v[0] for v in verdicts] == ["2", "3", "4", "6", "8"]
     assert page.locator("#model-details tr[data-term=delay_factor]").count() == 1
-    # No link timing in these rows: the breakdown says so instead of drawing.
-    assert "no breakdown recorded" in page.inner_text("#chart-breakdown")
+    # Stacked per-token breakdown (asked for after the page): one bar per configuration.
+    page.wait_for_selector("#chart-breakdown[data-rendered='1']")
+    bars = page.evaluate(
+        "document.getElementById('chart-breakdown').data.filter(t => t.type === 'bar')"
+        ".map(t => [t.name, t.x.length])"
+    )
+    assert bars == [
+        [name, 9] for name in ("root compute", "worker compute", "injected delay", "transfer")
+    ]
     shot(page, "20-sweep-analysis")
+    # A run of it shows its own breakdown: 2 workers x 2 x 20 ms injected per token.
+    page.click("#cells a.cell >> text=/^3n · 20ms · r0$/")
+    page.wait_for_selector("#breakdown-bar")
+    assert page.inner_text("#breakdown-table tr[data-part=injected] td.num") == "80.00"
+    shot(page, "24-run-breakdown")
 
 
 def test_charts_with_too_little_data_say_so(page: Any, site: dict[str, Any]) -> None:
@@ -163,6 +177,8 @@ def test_charts_with_too_little_data_say_so(page: Any, site: dict[str, Any]) -> 
     assert "two or more node counts" in page.inner_text("#chart-speedup")
     assert "two or more latencies" in page.inner_text("#chart-tps-latency")
     assert "no model fitted" in page.inner_text("#chart-model")
+    page.wait_for_selector("#chart-breakdown[data-loaded='1']")
+    assert "no breakdown recorded" in page.inner_text("#chart-breakdown")
     shot(page, "21-sweep-analysis-one-cell")
 
 

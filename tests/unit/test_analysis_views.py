@@ -140,3 +140,35 @@ def test_sweep_page_embeds_the_analysis(client: FlaskClient, settings_db: Settin
     live = client.get(f"/sweeps/{sweep_id}/analysis").get_json()
     assert live["groups"] == data["groups"]
     assert client.get("/sweeps/999/analysis").status_code == 404
+
+
+def test_breakdown_api_and_run_page(client: FlaskClient, settings_db: Settings) -> None:
+    sweep_id = sweep(settings_db, nodes=(1, 3), latencies_ms=(0.0, 20.0), breakdown=True)
+    data = client.get(f"/api/sweeps/{sweep_id}/breakdown").get_json()
+    by_label = {b["label"]: b for b in data["breakdowns"]}
+    three = by_label["3 nodes × 1 thread · 20ms"]
+    parts = {p["name"]: p["ms"] for p in three["parts"]}
+    # 2 workers x one round trip x 2 x 20 ms = 80 ms injected per token.
+    assert parts["injected delay"] == pytest.approx(80.0)
+    assert parts["worker compute"] == pytest.approx(2 * 20.0 / 3, abs=1e-3)  # 4 decimals
+    assert sum(parts.values()) == pytest.approx(three["tpot_ms"], abs=1e-3)
+    assert three["round_trips_per_token"] == pytest.approx(2.0)
+    assert by_label["1 node × 1 thread · no links"]["parts"][0]["name"] == "root compute"
+    assert client.get(f"/sweeps/{sweep_id}/breakdown").get_json() == data
+    assert client.get("/api/sweeps/999/breakdown").status_code == 404
+    # The analysis reads the measured round trips: R(N) = 1 per worker, measured.
+    fit = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()["fits"][0]
+    assert fit["round_trips_measured"] is True
+    assert fit["round_trips_per_unit"] == pytest.approx(1.0)
+    run_id = run_ids(settings_db, sweep_id, 3, "20ms")[0]
+    html = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert 'id="breakdown-bar"' in html
+    assert re.search(
+        r'data-part="injected"><td><span [^>]*></span>injected delay</td>'
+        r'<td class="num">80.00</td>',
+        html,
+    )
+    plain = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=1)
+    other = run_ids(settings_db, plain, 2, "0ms")[0]
+    assert 'id="no-breakdown"' in client.get(f"/runs/{other}").get_data(as_text=True)
+    assert client.get(f"/api/sweeps/{plain}/breakdown").get_json()["breakdowns"] == []

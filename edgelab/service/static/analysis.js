@@ -195,20 +195,31 @@
     EL.plot("chart-tps-latency", traces, { xaxis: { title: { text: "mean one-way delay ms" } }, yaxis: { title: { text: "decode tokens/s" }, rangemode: "tozero" } });
   }
 
-  function breakdown(a) {
-    const parts = a.breakdown || [];
+  const PART_COLORS = { "root compute": "#2b6cb0", "worker compute": "#2f855a", "injected delay": "#c05621", "transfer": "#6b46c1", "other": "#a0aec0" };
+
+  function breakdown(parts) {
+    const el = document.getElementById("chart-breakdown");
+    el.dataset.loaded = "1";
     if (!parts.length) {
       EL.plot("chart-breakdown", [], { empty: "no breakdown recorded (the link proxies recorded no per-request timing for these runs)" });
       return;
     }
     const labels = parts.map((p) => p.label);
-    const kinds = parts[0].parts.map((k) => k.name);
+    const kinds = [];
+    parts.forEach((p) => p.parts.forEach((k) => { if (!kinds.includes(k.name)) kinds.push(k.name); }));
     const traces = kinds.map((k, i) => ({
-      type: "bar", name: k, x: labels, marker: { color: COLORS[i % COLORS.length] },
+      type: "bar", name: k, x: labels, marker: { color: PART_COLORS[k] || COLORS[i % COLORS.length] },
       y: parts.map((p) => { const f = p.parts.find((q) => q.name === k); return f ? f.ms : 0; }),
       hovertemplate: "%{x}: %{y:.2f} ms<extra>" + k + "</extra>",
     }));
+    traces.push({ type: "scatter", mode: "markers", name: "TPOT", x: labels, y: parts.map((p) => p.tpot_ms),
+                  marker: { color: "#1d2330", symbol: "line-ew-open", size: 18 }, hovertemplate: "%{x}: TPOT %{y:.2f} ms<extra></extra>" });
     EL.plot("chart-breakdown", traces, { barmode: "stack", xaxis: { type: "category" }, yaxis: { title: { text: "ms per token" } } });
+  }
+
+  function loadBreakdown() {
+    fetch(urls.breakdown).then((r) => r.json()).then((d) => breakdown(d.breakdowns || []))
+      .catch(() => EL.plot("chart-breakdown", [], { empty: "the breakdown could not be loaded" }));
   }
 
   function modelChart(a) {
@@ -292,7 +303,8 @@
 
   function render(a) {
     document.getElementById("analysis").dataset.groups = String(a.groups.length);
-    notes(a); table(a); heatmap(a); scalingCharts(a); tpsLatency(a); breakdown(a); modelChart(a); modelDetails(a);
+    notes(a); table(a); heatmap(a); scalingCharts(a); tpsLatency(a); modelChart(a); modelDetails(a);
+    loadBreakdown();
     document.body.dataset.analysis = "1";
   }
 

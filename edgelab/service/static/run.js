@@ -180,7 +180,7 @@
     // Provenance and node logs are rendered by the server: take them from a fresh copy.
     return fetch(window.location.pathname).then((r) => r.text()).then((html) => {
       const doc = new DOMParser().parseFromString(html, "text/html");
-      ["provenance-card", "node-logs"].forEach((id) => {
+      ["provenance-card", "node-logs", "breakdown-card"].forEach((id) => {
         const fresh = doc.getElementById(id);
         const old = document.getElementById(id);
         if (fresh && old) old.replaceWith(fresh);

@@ -186,6 +186,17 @@ def sweep_analysis_data(sweep_id: int) -> Any:
     return jsonify({"sweep_id": sweep_id, **result.to_dict()})
 
 
+@web.get("/sweeps/<int:sweep_id>/breakdown")
+def sweep_breakdown_data(sweep_id: int) -> Any:
+    """The per-configuration breakdown, asked for apart from the page: it reads every
+    token of every run, which the page's own time budget should not carry."""
+    try:
+        found = analysis.sweep_breakdowns(db.session, sweep_id)
+    except LookupError:
+        abort(404, f"sweep {sweep_id} not found")
+    return jsonify(sweep_id=sweep_id, breakdowns=[b.to_dict() for b in found])
+
+
 def _sweep_action(view: Any, sweep_id: int, verb: str) -> Any:
     if not ActionForm().validate():
         abort(400, "missing or expired form token; reload the page")
