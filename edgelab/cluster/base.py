@@ -105,8 +105,10 @@ class Cluster(ABC):
     startup_ms: float | None = None
     #: What the root reported about itself (engine version, layer split, load_ms...).
     root_info: dict[str, Any]
-    #: Runs executed on this cluster so far: the first one is charged the link
-    #: traffic of the cluster's start-up (weights sent to the workers) as load bytes.
+    #: Runs this cluster has served (started generating) so far. The run that
+    #: finds 0 here is the one the cluster was started for: it alone waited for
+    #: the start-up, so only it reports the start-up as its ``load_ms`` and is
+    #: charged the start-up's link traffic (weights sent to workers) as load bytes.
     runs_served: int = 0
 
     def __init__(self, spec: ClusterSpec, work_dir: Path, model_path: Path) -> None:

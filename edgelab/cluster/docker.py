@@ -201,7 +201,7 @@ class DockerCluster(Cluster):
         engine: Engine | None = None,
     ) -> None:
         super().__init__(spec, work_dir, model_path)
-        self.engine = engine or get_engine(spec.engine)
+        self.engine = engine or get_engine(spec.engine, options=spec.options)
         self._files: list[ContainerFile] = []
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id

@@ -162,7 +162,7 @@ class LocalCluster(Cluster):
         self, spec: ClusterSpec, work_dir: Path, model_path: Path, engine: Engine | None = None
     ) -> None:
         super().__init__(spec, work_dir, model_path)
-        self.engine = engine or get_engine(spec.engine)
+        self.engine = engine or get_engine(spec.engine, options=spec.options)
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}

@@ -9,8 +9,9 @@ that implements :class:`edgelab.engines.base.Engine` and registering it in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgelab.engines.base import Engine, EngineError
 
@@ -18,21 +19,25 @@ if TYPE_CHECKING:
     from edgelab.catalog import ModelInfo
 
 
-def get_engine(name: str, model: ModelInfo | None = None) -> Engine:
+def get_engine(
+    name: str, model: ModelInfo | None = None, options: Mapping[str, Any] | None = None
+) -> Engine:
     """Return the engine called ``name`` or raise ``EngineError`` listing the known ones.
 
     With ``model``, the engine is set up for that catalog entry (a dllama model's
-    tokenizer may lie anywhere; the catalog remembers where).
+    tokenizer may lie anywhere; the catalog remembers where). ``options`` are the
+    run's options; the engine reads its own from them (dllama: ``dllama_mode``).
     """
     if name == "llamacpp":
         from edgelab.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine()
     if name == "dllama":
-        from edgelab.engines.dllama import DllamaEngine
+        from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, DllamaEngine
 
         tokenizer = model.extra.get("tokenizer") if model is not None else None
-        return DllamaEngine(tokenizer=Path(tokenizer) if tokenizer else None)
+        mode = str((options or {}).get(MODE_OPTION, DEFAULT_MODE))
+        return DllamaEngine(tokenizer=Path(tokenizer) if tokenizer else None, mode=mode)
     raise EngineError(f"unknown engine {name!r}; known engines: llamacpp, dllama")
 
 

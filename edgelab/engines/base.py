@@ -25,6 +25,23 @@ class EngineError(RuntimeError):
     """An engine cannot run as asked (missing binary, bad topology, ...)."""
 
 
+#: Which engine runs a catalog model of each format (``ModelInfo.format``).
+ENGINE_FOR_FORMAT = {"gguf": "llamacpp", "dllama": "dllama"}
+_FORMAT_LABEL = {"gguf": "GGUF (llama.cpp)", "dllama": "distributed-llama (.m)"}
+
+
+def wrong_format(model: ModelInfo, engine: str) -> str:
+    """The ``model`` field's message when ``engine`` cannot load ``model``'s format.
+
+    It names the engine that can, because the usual cause is a form or a sweep
+    that kept the other engine's model (or engine) by mistake.
+    """
+    label = _FORMAT_LABEL.get(model.format, model.format)
+    other = ENGINE_FOR_FORMAT.get(model.format)
+    hint = f"; run it with engine {other}" if other and other != engine else ""
+    return f"{model.name} is a {label} model, which engine {engine} cannot run{hint}"
+
+
 def module_argv(module: str, **options: object) -> list[str]:
     """The argv of a node that runs as ``python -m module --option value ...``.
 

@@ -115,6 +115,10 @@ class Run(Base):
     edgelab_version: Mapped[str | None] = mapped_column(String(32))
     # One entry per node: device, layer range, model buffer size (engine-reported).
     layer_split: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # How this run was measured: the engine's mode (dllama: warm dllama-api or one
+    # dllama inference per run), where per-token detail came from, and the cluster
+    # that served it (start-up ms, runs it served before this one).
+    measurement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     node_logs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last lines per node on failure
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")

@@ -10,6 +10,7 @@ from typing import Any
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
+from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, mode_problem
 from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
 
 MAX_TOKENS_LIMIT = 1024
@@ -111,13 +112,27 @@ def parse_config(
     if backend not in BACKENDS:
         errors["backend"] = f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
 
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        errors["options"] = "must be an object"
+        options = {}
+    options = dict(options)
+    if engine in ENGINES:
+        problem = mode_problem(options, engine)
+        if problem is not None:
+            errors["options"] = problem
+        elif options.get(MODE_OPTION) == DEFAULT_MODE:
+            # The default spelled out is the same experiment as the default left out.
+            del options[MODE_OPTION]
+
     nodes = _int(data.get("nodes", 1), "nodes", errors)
     if nodes is not None and nodes < 1:
         errors["nodes"] = f"must be at least 1, got {nodes}"
-    elif nodes is not None and model is not None and engine in ENGINES:
-        # Which topologies a model allows is the engine's rule (layers for llama.cpp,
-        # tensor divisibility for dllama), checked before anything starts.
-        errors.update(get_engine(engine).run_problems(model, nodes))
+    elif nodes is not None and model is not None and engine in ENGINES and "options" not in errors:
+        # Which models and topologies an engine can run is the engine's rule (format,
+        # then layers for llama.cpp or tensor divisibility for dllama), checked
+        # before anything starts.
+        errors.update(get_engine(engine, options=options).run_problems(model, nodes))
     threads = _int(data.get("threads", 1), "threads", errors)
     if threads is not None and threads < 1:
         errors["threads"] = f"must be at least 1, got {threads}"
@@ -151,11 +166,6 @@ def parse_config(
             latency = LatencyProfile.parse(str(raw_latency), bandwidth=bandwidth, seed=seed or 0)
     except (ProfileError, KeyError, TypeError) as exc:
         errors["latency"] = str(exc)
-
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        errors["options"] = "must be an object"
-        options = {}
 
     if errors:
         raise ConfigError(errors)

@@ -201,7 +201,7 @@ def cluster_for(
     stopped making progress, naming the node, long before the start timeout.
     """
     work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
-    engine = get_engine(config.engine, model)
+    engine = get_engine(config.engine, model, config.options)
     cluster = open_cluster(
         config.cluster_spec, str(work_dir), str(model.path), name=name, engine=engine
     )
@@ -287,13 +287,15 @@ def _generate(
 ) -> None:
     url = settings.database_url
     info = cluster.root_info
+    runs_before = cluster.runs_served
+    cluster.runs_served += 1
+    measurement = measurement_of(info, cluster, runs_before)
     _set_status(
         url,
         run_id,
         "running",
         started_at=utcnow(),
-        # Cluster start-up (node starts + model load), kept apart from generation.
-        load_ms=cluster.startup_ms,
+        measurement=measurement,
         engine_version=info.get("engine_version"),
         layer_split=info.get("layer_split"),
         model_sha256=model.sha256,
@@ -309,14 +311,14 @@ def _generate(
     window_start = time.monotonic()
     links_before = cluster.link_stats()
     # The first run on a cluster is charged the cluster's start-up traffic as load.
-    startup_links = links_before if cluster.runs_served == 0 else {}
-    cluster.runs_served += 1
+    startup_links = links_before if runs_before == 0 else {}
     clock_origin: float | None = None
     sampler = NodeSampler(cluster.sample_sources(), host=host.HostMonitor())
     writer = _TokenWriter(url, run_id)
     offsets: list[float] = []
     pieces: list[str] = []
     prompt_tokens = 0
+    start_detail: dict[str, Any] = {}
     live = _LiveFeed(emit, sampler, cluster, links_before)
     next_metrics = 0.0
     stopped: BaseException | None = None
@@ -345,6 +347,7 @@ def _generate(
                 kind = event.get("type")
                 if kind == "start":
                     prompt_tokens = int(event.get("prompt_tokens", 0))
+                    start_detail = event.get("detail") or {}
                     clock = event.get("clock")
                     if isinstance(clock, dict) and isinstance(clock.get("origin"), int | float):
                         clock_origin = float(clock["origin"])
@@ -407,6 +410,7 @@ def _generate(
     total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
     values: dict[str, Any] = {
         "output_text": "".join(pieces),
+        "load_ms": run_load_ms(start_detail, cluster, runs_before),
         "net_bytes_per_token": timeline.net_bytes_per_token(total_bytes, len(offsets)),
         **metrics.to_dict(),
     }
@@ -516,6 +520,43 @@ def _timing_columns(lt: linktiming.LinkTiming) -> dict[str, Any]:
         for stat in ("p50", "p99", "max"):
             row[f"eff_delay_{stat}_ms_{direction}"] = summary.get(stat)
     return row
+
+
+def run_load_ms(start_detail: dict[str, Any], cluster: Cluster, runs_before: int) -> float | None:
+    """The model load this run itself waited for, never another run's.
+
+    An engine that loads per request (dllama's per-run mode) reports the load in
+    the stream's start event: that is the run's own. Otherwise the only load is
+    the cluster start, which belongs to the run the cluster was started for; a
+    run on an already warm cluster loaded nothing (``None``), and the cluster's
+    start-up stays in ``measurement.cluster`` of every run it served.
+    """
+    own = start_detail.get("load_ms")
+    if isinstance(own, int | float):
+        return float(own)
+    return cluster.startup_ms if runs_before == 0 else None
+
+
+def measurement_of(info: dict[str, Any], cluster: Cluster, runs_before: int) -> dict[str, Any]:
+    """How this run is measured, from the root's ``/info`` and the cluster's history."""
+    per_run_load = bool(info.get("weights_streamed_per_inference", False))
+    return {
+        # dllama: "api" (warm dllama-api) or "inference" (one per run); llama.cpp: "rpc".
+        "mode": info.get("mode"),
+        # Whose per-token compute/network split the token details carry (None: the
+        # engine reports none; the link proxies' counters are the network side).
+        "per_token_split": info.get("per_token_split"),
+        "token_events": info.get("token_events"),
+        "weights_streamed_per_run": per_run_load,
+        "load_ms": "this run's own model load"
+        if per_run_load
+        else ("the cluster start (this run started it)" if runs_before == 0 else None),
+        "cluster": {
+            "startup_ms": cluster.startup_ms,
+            "root_load_ms": info.get("load_ms"),
+            "runs_before": runs_before,
+        },
+    }
 
 
 def _sample_rows(run_id: int, samples: list[Sample]) -> list[NodeSample]:

@@ -85,6 +85,7 @@ PROVENANCE_FIELDS = (
     "host_cores",
     "edgelab_version",
     "layer_split",
+    "measurement",
 )
 
 

@@ -248,19 +248,23 @@ STANDIN = REPO / "tests" / "standins" / "dllama_standin.py"
 
 
 def install_dllama_standin(directory: Path, interpreter: str) -> Path:
-    """Copy the stand-in ``dllama`` into ``directory`` as an executable named ``dllama``.
+    """Copy the stand-in into ``directory`` as executables ``dllama`` and ``dllama-api``.
 
-    ``interpreter`` goes into its ``#!`` line: this test process's Python for the
-    local backend, the image's ``python3`` for containers. See the stand-in's
-    docstring for why a stand-in is used at all.
+    Both names, as a distributed-llama build produces both binaries side by side
+    (edgelab finds ``dllama-api`` next to ``dllama``); the stand-in picks its role
+    by the name it was started under. ``interpreter`` goes into its ``#!`` line:
+    this test process's Python for the local backend, the image's ``python3`` for
+    containers. See the stand-in's docstring for why a stand-in is used at all.
+    Returns the ``dllama`` path.
     """
     directory.mkdir(parents=True, exist_ok=True)
     text = STANDIN.read_text()
     first, rest = text.split("\n", 1)
     assert first.startswith("#!"), first
-    binary = directory / "dllama"
-    binary.write_text(f"#!{interpreter}\n{rest}")
-    binary.chmod(0o755)
+    for name in ("dllama-api", "dllama"):
+        binary = directory / name
+        binary.write_text(f"#!{interpreter}\n{rest}")
+        binary.chmod(0o755)
     return binary
 
 

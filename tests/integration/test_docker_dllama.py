@@ -34,7 +34,7 @@ from edgelab.cluster.dockerapi import (
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
-from edgelab.engines.dllama import CONTAINER_BINARY
+from edgelab.engines.dllama import CONTAINER_API_BINARY, CONTAINER_BINARY
 from edgelab.engines.dllama.synthetic import write_synthetic_model
 from edgelab.models.db import session_scope, upgrade
 from edgelab.runs.config import parse_config
@@ -97,8 +97,9 @@ def standin_settings(
     return settings
 
 
+@pytest.mark.parametrize("mode", ["api", "inference"])
 def test_three_node_dllama_run_in_containers(
-    standin_settings: Settings, docker_api: DockerAPI
+    standin_settings: Settings, docker_api: DockerAPI, mode: str
 ) -> None:
     settings = standin_settings
     catalog = Catalog(settings)
@@ -112,7 +113,7 @@ def test_three_node_dllama_run_in_containers(
             "threads": 1,
             "latency": "2ms",
             "max_tokens": 6,
-            "options": dict(IMAGES),
+            "options": {**IMAGES, "dllama_mode": mode},
         },
         catalog,
     )
@@ -128,11 +129,19 @@ def test_three_node_dllama_run_in_containers(
 
     data = run_detail(settings.database_url, run_id)
     assert data["output_text"] == " stand-in token\n more text"
-    for token in data["tokens"]:
-        assert token["detail"]["sent_kb"] == 4, token
-        assert token["detail"]["recv_kb"] == 4, token
-    assert data["tokens"][0]["detail"]["load_ms"] is not None
-    assert str(data["provenance"]["engine_version"]).startswith("dllama sha256:")
+    assert data["provenance"]["measurement"]["mode"] == mode
+    mounts = {m["target"]: m for m in data["provenance"]["image_ids"]["mounts"]}
+    if mode == "inference":
+        for token in data["tokens"]:
+            assert token["detail"]["sent_kb"] == 4, token
+            assert token["detail"]["recv_kb"] == 4, token
+        assert data["tokens"][0]["detail"]["load_ms"] is not None
+        assert str(data["provenance"]["engine_version"]).startswith("dllama sha256:")
+        assert str(CONTAINER_API_BINARY) not in mounts
+    else:
+        # The warm root runs dllama-api, mounted into the root container only.
+        assert str(data["provenance"]["engine_version"]).startswith("dllama-api sha256:")
+        assert mounts[str(CONTAINER_API_BINARY)]["roles"] == ["root"]
 
     links = {link["link"]: link for link in data["links"]}
     assert set(links) == {"root<->worker1", "root<->worker2"}
@@ -140,7 +149,6 @@ def test_three_node_dllama_run_in_containers(
     # worker1 -> worker2 went through worker2's proxy (its container name and proxy port).
     assert links["root<->worker2"]["bytes_up"] > links["root<->worker1"]["bytes_up"]
 
-    mounts = {m["target"]: m for m in data["provenance"]["image_ids"]["mounts"]}
     assert mounts[str(CONTAINER_BINARY)]["roles"] == ["root", "worker"]
     assert mounts["/opt/dllama/tokenizer/synthetic.t"]["roles"] == ["root"]
 

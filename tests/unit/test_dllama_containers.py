@@ -14,18 +14,21 @@ import pytest
 from edgelab.catalog.dllama import describe_dllama
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
-from edgelab.engines.dllama import CONTAINER_BINARY, DllamaEngine
+from edgelab.engines.dllama import CONTAINER_API_BINARY, CONTAINER_BINARY, DllamaEngine
 from edgelab.engines.dllama.synthetic import write_synthetic_model
 
 MODEL_TARGET = PurePosixPath("/models/dllama_model_synthetic.m")
 
 
 @pytest.fixture
-def binary(tmp_path: Path) -> Path:
+def binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake build: ``dllama`` and, beside it, the ``dllama-api`` warm roots run."""
+    monkeypatch.delenv("EDGELAB_DLLAMA_API_BIN", raising=False)
     path = tmp_path / "bin" / "dllama"
     path.parent.mkdir()
-    path.write_text("#!/bin/sh\n")
-    path.chmod(0o755)
+    for name in ("dllama", "dllama-api"):
+        (path.parent / name).write_text("#!/bin/sh\n")
+        (path.parent / name).chmod(0o755)
     return path
 
 
@@ -34,16 +37,23 @@ def test_binary_goes_to_every_node_and_is_named_by_the_env_var(
 ) -> None:
     model, _ = write_synthetic_model(tmp_path / "models")
     inside, files = DllamaEngine(binary).for_containers(model, MODEL_TARGET)
+    api = binary.parent / "dllama-api"
     assert [(f.source, f.target, f.roles, f.env) for f in files] == [
-        (binary.resolve(), CONTAINER_BINARY, ("root", "worker"), "EDGELAB_DLLAMA_BIN")
+        (binary.resolve(), CONTAINER_BINARY, ("root", "worker"), "EDGELAB_DLLAMA_BIN"),
+        # The warm root's dllama-api runs on the root only.
+        (api.resolve(), CONTAINER_API_BINARY, ("root",), "EDGELAB_DLLAMA_API_BIN"),
     ]
     # A tokenizer next to the model is inside the mounted models directory already.
     argv = inside.root_launch("0.0.0.0", 8080, Path(MODEL_TARGET), ["w1:50052"], 1).argv
     assert argv[argv.index("--dllama-bin") + 1] == str(CONTAINER_BINARY)
+    assert argv[argv.index("--dllama-api-bin") + 1] == str(CONTAINER_API_BINARY)
     assert argv[argv.index("--tokenizer") + 1] == "/models/dllama_tokenizer_synthetic.t"
     assert argv[argv.index("--model") + 1] == str(MODEL_TARGET)
     worker = inside.worker_launch("127.0.0.1", 50051, 1).argv
     assert worker[worker.index("--dllama-bin") + 1] == str(CONTAINER_BINARY)
+    # The per-run mode mounts only dllama.
+    _, files = DllamaEngine(binary, mode="inference").for_containers(model, MODEL_TARGET)
+    assert [f.target for f in files] == [CONTAINER_BINARY]
 
 
 def test_catalog_tokenizer_elsewhere_is_mounted_for_the_root_only(

@@ -53,11 +53,14 @@ SWEEP = {
 
 
 @pytest.fixture
-def binary(tmp_path: Path) -> Path:
+def binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake build: ``dllama`` and, beside it, the ``dllama-api`` warm roots run."""
+    monkeypatch.delenv("EDGELAB_DLLAMA_API_BIN", raising=False)
     path = tmp_path / "bin" / "dllama"
     path.parent.mkdir()
-    path.write_text("#!/bin/sh\n")
-    path.chmod(0o755)
+    for name in ("dllama", "dllama-api"):
+        (path.parent / name).write_text("#!/bin/sh\n")
+        (path.parent / name).chmod(0o755)
     return path
 
 
@@ -123,7 +126,11 @@ def test_submitting_dllama_with_a_gguf_model_names_both_problems(
     catalog.register(replace(synthetic, name="tiny", path=gguf, format="gguf", extra={}))
     html = client.post("/runs/new", data=RUN | {"model": "tiny"}).get_data(as_text=True)
     assert "no dllama binary configured" in engine_field(html)
-    assert "tiny is a gguf model; dllama needs a .m model" in html
+    # The model field says which engine can run it.
+    assert (
+        "tiny is a GGUF (llama.cpp) model, which engine dllama cannot run; "
+        "run it with engine llamacpp"
+    ) in html
 
 
 def test_dllama_topology_errors_beside_nodes_and_a_valid_run_passes_validation(

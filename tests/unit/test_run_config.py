@@ -130,11 +130,51 @@ def test_dllama_without_binary_and_bad_topology_fail_before_start(
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(binary))
+    monkeypatch.delenv("EDGELAB_DLLAMA_API_BIN", raising=False)
+    # The default (warm) mode also needs dllama-api; the per-run mode does not.
+    with pytest.raises(ConfigError) as info:
+        parse_config({**base, "nodes": 2}, cat)
+    assert "no dllama-api at" in info.value.errors["engine"]
+    config, _ = parse_config({**base, "nodes": 2, "options": {"dllama_mode": "inference"}}, cat)
+    assert config.options == {"dllama_mode": "inference"}
+    api = tmp_path / "dllama-api"
+    api.write_text("#!/bin/sh\n")
+    api.chmod(0o755)
     config, _ = parse_config({**base, "nodes": 2}, cat)
     assert config.engine == "dllama"
+    # The default mode spelled out is the same experiment (same fingerprint).
+    explicit, _ = parse_config({**base, "nodes": 2, "options": {"dllama_mode": "api"}}, cat)
+    assert explicit.options == {}
+    assert explicit.fingerprint() == config.fingerprint()
+    with pytest.raises(ConfigError) as info:
+        parse_config({**base, "nodes": 2, "options": {"dllama_mode": "warm"}}, cat)
+    assert info.value.errors == {"options": "dllama_mode must be one of api, inference, got 'warm'"}
 
 
 def test_engine_and_model_format_must_match(catalog: Catalog) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({**GOOD, "engine": "dllama"}, catalog)
-    assert "dllama needs a .m model" in info.value.errors["model"]
+    # The model field names the engine that can run the model.
+    assert info.value.errors["model"] == (
+        "tiny is a GGUF (llama.cpp) model, which engine dllama cannot run; "
+        "run it with engine llamacpp"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "options": {"dllama_mode": "api"}}, catalog)
+    assert info.value.errors == {
+        "options": "dllama_mode applies only to engine dllama, not llamacpp"
+    }
+
+
+def test_dllama_model_under_llamacpp_names_dllama(tmp_path: Path) -> None:
+    from edgelab.engines.dllama.synthetic import write_synthetic_model
+
+    model_path, _tokenizer = write_synthetic_model(tmp_path / "dl")
+    cat = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
+    cat.add(model_path, name="synthetic")
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "model": "synthetic", "engine": "llamacpp"}, cat)
+    assert info.value.errors == {
+        "model": "synthetic is a distributed-llama (.m) model, which engine llamacpp "
+        "cannot run; run it with engine dllama"
+    }

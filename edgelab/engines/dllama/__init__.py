@@ -1,10 +1,18 @@
-"""The distributed-llama engine: ``dllama`` workers and an edgelab root around ``dllama inference``.
+"""The distributed-llama engine: ``dllama`` workers and an edgelab root around dllama's root.
 
 Worker: :mod:`edgelab.engines.dllama.worker` (supervises ``dllama worker``).
-Root: :mod:`edgelab.engines.dllama.root` (serves :mod:`edgelab.engines.rootapi`,
-runs one ``dllama inference`` per request and parses its timing lines).
-The binary is the user's own build (``--dllama-bin`` or ``EDGELAB_DLLAMA_BIN``);
-:func:`preflight` checks binary and topology before anything starts.
+Root: :mod:`edgelab.engines.dllama.root` (serves :mod:`edgelab.engines.rootapi`)
+in one of two modes, chosen per run by the option ``dllama_mode``:
+
+- ``api`` (default): one warm ``dllama-api`` for the cluster's life, so the model
+  is loaded and the workers connected once per topology group, as with llama.cpp
+  (:mod:`edgelab.engines.dllama.api`);
+- ``inference``: one ``dllama inference`` per request, with dllama's own per-token
+  compute/sync numbers, and a model load (weights streamed to every worker) per run.
+
+The binaries are the user's own build (``--dllama-bin`` or ``EDGELAB_DLLAMA_BIN``;
+``dllama-api`` beside it or ``EDGELAB_DLLAMA_API_BIN``); :func:`preflight` checks
+binary and topology before anything starts.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ from edgelab.engines.base import (
     RootLaunch,
     WorkerLaunch,
     module_argv,
+    wrong_format,
 )
-from edgelab.engines.dllama.binary import ENV_VAR, resolve_binary
+from edgelab.engines.dllama.binary import API_ENV_VAR, ENV_VAR, resolve_api_binary, resolve_binary
 from edgelab.engines.dllama.topology import valid_node_counts, validate_topology
 
 if TYPE_CHECKING:
@@ -37,7 +46,24 @@ READY_MARKER = "dllama worker listening on"
 # Where container backends mount the user's binary (and a tokenizer that does not
 # lie next to its model): a fixed path, so the images need no dllama of their own.
 CONTAINER_BINARY = PurePosixPath("/opt/dllama/dllama")
+CONTAINER_API_BINARY = PurePosixPath("/opt/dllama/dllama-api")
 CONTAINER_TOKENIZER_DIR = PurePosixPath("/opt/dllama/tokenizer")
+#: How the root runs dllama (engine option ``dllama_mode``); the first is the default.
+MODES = ("api", "inference")
+DEFAULT_MODE = MODES[0]
+MODE_OPTION = "dllama_mode"
+
+
+def mode_problem(options: dict[str, object], engine: str) -> str | None:
+    """Why ``options[MODE_OPTION]`` is wrong for ``engine``, or None when it is fine."""
+    if MODE_OPTION not in options:
+        return None
+    value = options[MODE_OPTION]
+    if engine != "dllama":
+        return f"{MODE_OPTION} applies only to engine dllama, not {engine}"
+    if value not in MODES:
+        return f"{MODE_OPTION} must be one of {', '.join(MODES)}, got {value!r}"
+    return None
 
 
 class DllamaEngine(Engine):
@@ -46,7 +72,10 @@ class DllamaEngine(Engine):
     ``binary`` is ``--dllama-bin``; without it ``EDGELAB_DLLAMA_BIN`` is used.
     ``tokenizer`` is the model's ``.t`` (the catalog's ``extra["tokenizer"]``);
     without it the root looks next to the model. ``net_turbo`` stays off by
-    default (see :mod:`edgelab.engines.dllama.worker`).
+    default (see :mod:`edgelab.engines.dllama.worker`). ``mode`` is ``api`` (warm
+    ``dllama-api`` root) or ``inference`` (one ``dllama inference`` per run);
+    ``api_binary`` is the ``dllama-api`` to run in api mode (else found by
+    :func:`resolve_api_binary`).
     """
 
     name = "dllama"
@@ -57,11 +86,17 @@ class DllamaEngine(Engine):
         *,
         net_turbo: bool = False,
         tokenizer: Path | PurePosixPath | None = None,
+        mode: str = DEFAULT_MODE,
+        api_binary: str | os.PathLike[str] | None = None,
         _in_container: bool = False,
     ) -> None:
+        if mode not in MODES:
+            raise EngineError(f"{MODE_OPTION} must be one of {', '.join(MODES)}, got {mode!r}")
         self._binary = binary
+        self._api_binary = api_binary
         self.net_turbo = net_turbo
         self.tokenizer = tokenizer
+        self.mode = mode
         # Paths inside a node container cannot be checked from the host.
         self._in_container = _in_container
 
@@ -69,6 +104,11 @@ class DllamaEngine(Engine):
         if self._in_container:
             return Path(str(self._binary))
         return resolve_binary(self._binary)
+
+    def api_binary(self) -> Path:
+        if self._in_container:
+            return Path(str(self._api_binary))
+        return resolve_api_binary(self._api_binary, self._binary)
 
     def worker_launch(self, host: str, port: int, threads: int) -> WorkerLaunch:
         return WorkerLaunch(
@@ -102,11 +142,15 @@ class DllamaEngine(Engine):
                 threads=threads,
                 net_turbo=int(self.net_turbo),
                 tokenizer=self.tokenizer,
+                mode=self.mode,
+                dllama_api_bin=self.api_binary() if self.mode == "api" else None,
             )
         )
 
     def check_available(self) -> None:
         resolve_binary(self._binary)
+        if self.mode == "api":
+            resolve_api_binary(self._api_binary, self._binary)
 
     def for_containers(
         self, model_path: Path, model_target: PurePosixPath
@@ -114,6 +158,15 @@ class DllamaEngine(Engine):
         # The host's binary is mounted into every node (workers run it too) and
         # found there through the same env var a local node reads.
         files = [ContainerFile(resolve_binary(self._binary), CONTAINER_BINARY, env=ENV_VAR)]
+        if self.mode == "api":
+            files.append(
+                ContainerFile(
+                    resolve_api_binary(self._api_binary, self._binary),
+                    CONTAINER_API_BINARY,
+                    roles=("root",),
+                    env=API_ENV_VAR,
+                )
+            )
         tokenizer = Path(self.tokenizer) if self.tokenizer else default_tokenizer_path(model_path)
         if tokenizer is None or not tokenizer.is_file():
             raise EngineError(
@@ -130,6 +183,8 @@ class DllamaEngine(Engine):
             CONTAINER_BINARY,
             net_turbo=self.net_turbo,
             tokenizer=tokenizer_target,
+            mode=self.mode,
+            api_binary=CONTAINER_API_BINARY if self.mode == "api" else None,
             _in_container=True,
         )
         return inside, files
@@ -140,11 +195,11 @@ class DllamaEngine(Engine):
         try:
             # First, whatever the model: a form that picks dllama learns at once
             # that a binary is missing and how to provide one.
-            resolve_binary(self._binary)
+            self.check_available()
         except EngineError as exc:
             problems["engine"] = str(exc)
         if model.format != "dllama":
-            problems["model"] = f"{model.name} is a {model.format} model; dllama needs a .m model"
+            problems["model"] = wrong_format(model, self.name)
             return problems
         try:
             validate_topology(read_dllama_header(model.path), nodes)
@@ -168,9 +223,14 @@ def preflight(model_path: Path, nodes: int, binary: str | os.PathLike[str] | Non
 
 
 __all__ = [
+    "CONTAINER_API_BINARY",
     "CONTAINER_BINARY",
+    "DEFAULT_MODE",
     "ENV_VAR",
+    "MODES",
+    "MODE_OPTION",
     "DllamaEngine",
+    "mode_problem",
     "preflight",
     "resolve_binary",
     "valid_node_counts",

@@ -52,6 +52,44 @@ def resolve_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
     return path.resolve()
 
 
+API_ENV_VAR = "EDGELAB_DLLAMA_API_BIN"
+API_HOW_TO = (
+    "build it with `make dllama-api` in your distributed-llama checkout; edgelab looks for "
+    f"dllama-api next to the dllama binary, or set {API_ENV_VAR}=/path/to/dllama-api "
+    "(or run with the engine option dllama_mode: inference, which needs only dllama)"
+)
+
+
+def resolve_api_binary(
+    explicit: str | os.PathLike[str] | None = None,
+    dllama: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The ``dllama-api`` binary warm clusters run on the root.
+
+    ``explicit`` (``--dllama-api-bin``) first, then ``EDGELAB_DLLAMA_API_BIN``,
+    then ``dllama-api`` beside the dllama binary (``dllama``, or the one
+    :func:`resolve_binary` finds): ``make dllama dllama-api`` builds both in one
+    directory, so a user who configured one has usually configured both.
+    """
+    value = str(explicit) if explicit else os.environ.get(API_ENV_VAR, "").strip()
+    if value:
+        source = "--dllama-api-bin" if explicit else API_ENV_VAR
+        path = Path(value).expanduser()
+        if os.sep not in value and not path.exists():
+            found = shutil.which(value)
+            if found is None:
+                raise EngineError(f"{source}={value!r} is not on PATH; {API_HOW_TO}")
+            path = Path(found)
+    else:
+        source = "dllama-api beside the dllama binary"
+        path = resolve_binary(dllama).parent / "dllama-api"
+    if not path.is_file():
+        raise EngineError(f"no dllama-api at {path} ({source}); {API_HOW_TO}")
+    if not os.access(path, os.X_OK):
+        raise EngineError(f"{path} is not executable (chmod +x {path}); {API_HOW_TO}")
+    return path.resolve()
+
+
 @cache
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -61,13 +99,20 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def binary_version(path: Path) -> str:
+def binary_version(path: Path, name: str = "dllama") -> str:
     """An engine version string for provenance.
 
     dllama prints no version, so the binary's sha256 identifies the build a run used.
     """
     st = path.stat()
-    return f"dllama sha256:{_digest(str(path), st.st_size, st.st_mtime_ns)[:16]}"
+    return f"{name} sha256:{_digest(str(path), st.st_size, st.st_mtime_ns)[:16]}"
 
 
-__all__ = ["ENV_VAR", "HOW_TO", "binary_version", "resolve_binary"]
+__all__ = [
+    "API_ENV_VAR",
+    "ENV_VAR",
+    "HOW_TO",
+    "binary_version",
+    "resolve_api_binary",
+    "resolve_binary",
+]

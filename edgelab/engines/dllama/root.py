@@ -1,12 +1,16 @@
 """The distributed-llama root node: an edgelab process serving the root API.
 
 Run as ``python -m edgelab.engines.dllama.root --dllama-bin B --port P --model M.m
---workers h:p,h:p --threads T``. dllama has no long-lived root that takes
-requests, so every ``POST /generate`` runs one ``dllama inference`` whose
-``--workers`` are the cluster's proxy addresses, reads its stdout through a pty
-(piped stdout is block-buffered), and turns the lines into token events.
+--workers h:p,h:p --threads T [--mode api|inference]``.
 
-Two things differ from llama.cpp and are recorded rather than hidden:
+``--mode api`` (the default) keeps the cluster warm through distributed-llama's
+``dllama-api`` server: see :mod:`edgelab.engines.dllama.api`. ``--mode inference``
+is this module's per-run mode: every ``POST /generate`` runs one ``dllama
+inference`` whose ``--workers`` are the cluster's proxy addresses, reads its
+stdout through a pty (piped stdout is block-buffered), and turns the lines into
+token events, with dllama's own per-token compute and sync numbers.
+
+Two things differ from llama.cpp in the per-run mode and are recorded rather than hidden:
 
 - dllama streams the weights from the root to every worker at the start of each
   inference. That load is measured per request (``load_ms`` in the generation's
@@ -46,6 +50,7 @@ from edgelab.catalog.dllama import (
     read_dllama_tokenizer,
 )
 from edgelab.engines.base import EngineError
+from edgelab.engines.dllama.api import ApiGenerator, tensor_split
 from edgelab.engines.dllama.binary import binary_version, resolve_binary
 from edgelab.engines.dllama.output import (
     ErrorLine,
@@ -319,20 +324,11 @@ class DllamaGenerator(Generator):
         return {
             "engine": ENGINE_NAME,
             "engine_version": binary_version(Path(self.binary)),
+            "mode": "inference",
             "model_path": str(self.model_path),
             "tokenizer_path": str(self.tokenizer_path),
             "n_layers": self.header.n_layers,
-            # Tensor parallelism: every node holds a 1/nodes slice of every layer.
-            "layer_split": [
-                {
-                    "node": "root" if i == 0 else f"worker{i}",
-                    "endpoint": None if i == 0 else self.workers[i - 1],
-                    "split": "tensor",
-                    "n_layers": self.header.n_layers,
-                    "slice": f"1/{self.nodes}",
-                }
-                for i in range(self.nodes)
-            ],
+            "layer_split": tensor_split(self.nodes, self.workers, self.header.n_layers),
             "nodes": self.nodes,
             "workers": list(self.workers),
             "threads": self.threads,
@@ -343,6 +339,8 @@ class DllamaGenerator(Generator):
             "chat_template": self.chat_kind,
             "stops_at_eos": False,
             "weights_streamed_per_inference": True,
+            "per_token_split": "dllama (compute ms, sync ms, sent/recv kB per token)",
+            "token_events": "dllama inference token lines",
             "warmup": self.warmup_detail,
         }
 
@@ -478,6 +476,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=DEFAULT_CTX)
     parser.add_argument("--net-turbo", type=int, choices=(0, 1), default=0)
     parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument(
+        "--mode",
+        choices=("api", "inference"),
+        default="api",
+        help="api: one warm dllama-api for all requests; inference: one dllama inference each",
+    )
+    parser.add_argument(
+        "--dllama-api-bin",
+        default=None,
+        help="the dllama-api binary (else $EDGELAB_DLLAMA_API_BIN, else next to dllama)",
+    )
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -487,6 +496,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"root: {exc}", file=sys.stderr, flush=True)
         return 2
     workers = [w.strip() for w in args.workers.split(",") if w.strip()]
+    generator: Generator
+    if args.mode == "api":
+        generator = ApiGenerator(
+            Path(args.dllama_api_bin) if args.dllama_api_bin else None,
+            args.model,
+            workers,
+            args.threads,
+            tokenizer_path=args.tokenizer,
+            net_turbo=bool(args.net_turbo),
+            ctx=args.ctx,
+            warmup=not args.no_warmup,
+            dllama_binary=binary,
+        )
+        return run_root(generator, args.host, args.port)
     generator = DllamaGenerator(
         binary,
         args.model,

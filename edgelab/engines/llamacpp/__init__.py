@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgelab.engines.base import Engine, EngineError, RootLaunch, WorkerLaunch, module_argv
+from edgelab.engines.base import (
+    Engine,
+    EngineError,
+    RootLaunch,
+    WorkerLaunch,
+    module_argv,
+    wrong_format,
+)
 
 if TYPE_CHECKING:
     from edgelab.catalog import ModelInfo
@@ -75,7 +82,7 @@ class LlamaCppEngine(Engine):
     def run_problems(self, model: ModelInfo, nodes: int) -> dict[str, str]:
         # Layers are the unit llama.cpp places on devices: every node needs one.
         if model.format != "gguf":
-            return {"model": f"{model.name} is a {model.format} model; llama.cpp needs a GGUF"}
+            return {"model": wrong_format(model, self.name)}
         if model.n_layers and nodes > model.n_layers:
             return {
                 "nodes": f"must be at most {model.n_layers} (the layers of {model.name}), "

@@ -302,6 +302,10 @@ class LlamaCppGenerator(Generator):
         return {
             "engine": ENGINE_NAME,
             "engine_version": f"llama-cpp-python {llama_cpp.__version__}",
+            # One loaded model for the cluster's life; RPC workers keep their tensors.
+            "mode": "rpc",
+            "per_token_split": None,
+            "token_events": "llama.cpp tokens",
             "model_path": str(self.model_path),
             "n_layers": self._plan.n_layers,
             "n_gpu_layers": self._plan.n_gpu_layers,
