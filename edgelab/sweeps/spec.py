@@ -15,6 +15,16 @@ Example (YAML)::
     max_tokens: 16
     prompts: ["Name three planets."]
     repetitions: 3
+
+``engine`` is an axis too. Each engine runs its own model format, so with several
+engines ``model`` may map each engine to its model(s); every other axis (latency
+profiles, prompts, ...) applies to all engines alike::
+
+    engine: [llamacpp, dllama]
+    model: {llamacpp: smollm2-135m, dllama: tiny}
+
+Cells of different engines never share a cluster (the engine is part of the
+topology key), so each engine's cells form their own topology groups.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from edgelab.runs.config import ConfigError, RunConfig, parse_config
 
 #: Axes in grid order: the slowest-changing first. ``prompts`` maps to a run's ``prompt``.
 AXES: tuple[str, ...] = (
+    "engine",
     "model",
     "nodes",
     "threads",
@@ -42,10 +53,11 @@ AXES: tuple[str, ...] = (
     "prompts",
 )
 #: Fields shared by every cell.
-FIXED: tuple[str, ...] = ("seed", "temperature", "engine", "backend", "options")
+FIXED: tuple[str, ...] = ("seed", "temperature", "backend", "options")
 OTHER: tuple[str, ...] = ("name", "repetitions", "prompt")
 MAX_REPETITIONS = 100
 DEFAULTS: dict[str, Any] = {
+    "engine": "llamacpp",
     "model": "smollm2-135m",
     "nodes": 1,
     "threads": 1,
@@ -71,14 +83,28 @@ class SweepSpec:
     axes: dict[str, list[Any]]
     repetitions: int
     fixed: dict[str, Any]
+    #: ``model`` given per engine ({engine: [models]}); ``axes["model"]`` then
+    #: lists every model once, in order.
+    models_by_engine: dict[str, list[Any]] | None = None
+
+    def models_for(self, engine: Any) -> list[Any]:
+        """The model axis of ``engine``'s cells."""
+        if self.models_by_engine is not None:
+            return self.models_by_engine.get(engine, [])
+        return self.axes["model"]
 
     @property
     def total_cells(self) -> int:
-        return math.prod(len(v) for v in self.axes.values()) * self.repetitions
+        rest = math.prod(len(v) for k, v in self.axes.items() if k not in ("engine", "model"))
+        per_pass = sum(len(self.models_for(e)) for e in self.axes["engine"]) * rest
+        return per_pass * self.repetitions
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical spec, stored with the sweep and re-expanded on resume."""
-        return {"name": self.name, **self.axes, "repetitions": self.repetitions, **self.fixed}
+        axes: dict[str, Any] = dict(self.axes)
+        if self.models_by_engine is not None:
+            axes["model"] = {e: list(m) for e, m in self.models_by_engine.items()}
+        return {"name": self.name, **axes, "repetitions": self.repetitions, **self.fixed}
 
 
 @dataclass(frozen=True)
@@ -129,7 +155,12 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
         name = "sweep"
 
     axes: dict[str, list[Any]] = {}
+    models_by_engine: dict[str, list[Any]] | None = None
     for axis in AXES:
+        if axis == "model" and isinstance(data.get("model"), dict):
+            models_by_engine = _models_by_engine(data["model"], data.get("engine"), errors)
+            axes["model"] = _unique([m for ms in (models_by_engine or {}).values() for m in ms])
+            continue
         if axis == "prompts":
             raw = data.get("prompts", data.get("prompt"))
             if raw is None:
@@ -144,11 +175,7 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
             errors[axis] = "values must be scalars"
         else:
             # Duplicates would make two identical cells that resume cannot tell apart.
-            seen: list[Any] = []
-            for v in values:
-                if v not in seen:
-                    seen.append(v)
-            axes[axis] = seen
+            axes[axis] = _unique(values)
 
     repetitions = data.get("repetitions", 1)
     if isinstance(repetitions, bool) or not isinstance(repetitions, int):
@@ -162,7 +189,13 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
     if errors:
         raise SpecError(errors)
 
-    spec = SweepSpec(name=name, axes=axes, repetitions=repetitions, fixed=fixed)
+    spec = SweepSpec(
+        name=name,
+        axes=axes,
+        repetitions=repetitions,
+        fixed=fixed,
+        models_by_engine=models_by_engine,
+    )
     if spec.total_cells > max_cells:
         sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items() if len(v) > 1)
         raise SpecError(
@@ -173,6 +206,42 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
             }
         )
     return spec
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _models_by_engine(
+    mapping: dict[Any, Any], engines: Any, errors: dict[str, str]
+) -> dict[str, list[Any]] | None:
+    """Check ``model: {engine: model or [models]}`` against the sweep's engines."""
+    wanted = [str(e) for e in _as_list(engines if engines is not None else DEFAULTS["engine"])]
+    unknown = [str(k) for k in mapping if str(k) not in wanted]
+    missing = [e for e in wanted if e not in mapping]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"{', '.join(unknown)} not in the sweep's engines")
+        if missing:
+            parts.append(f"no model for {', '.join(missing)}")
+        errors["model"] = (
+            f"a model per engine ({'; '.join(parts)}): give one entry for each of "
+            f"{', '.join(wanted)}"
+        )
+        return None
+    out: dict[str, list[Any]] = {}
+    for engine, raw in mapping.items():
+        values = _as_list(raw)
+        if not values or any(isinstance(v, dict | list) for v in values):
+            errors["model"] = f"{engine}: give a model name or a list of them"
+            return None
+        out[str(engine)] = _unique(values)
+    return out
 
 
 class _CachedCatalog(Catalog):
@@ -208,7 +277,14 @@ def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local")
     cached = _CachedCatalog(catalog)
     errors: dict[str, str] = {}
     cells: list[Cell] = []
-    combos = list(itertools.product(*(spec.axes[a] for a in AXES)))
+    rest = AXES[2:]  # after engine and model, which may depend on the engine
+    combos = [
+        (engine, model, *others)
+        for engine in spec.axes["engine"]
+        for model in spec.models_for(engine)
+        for others in itertools.product(*(spec.axes[a] for a in rest))
+    ]
+    several_engines = len(spec.axes["engine"]) > 1
     for repetition in range(spec.repetitions):
         for combo in combos:
             values = dict(zip(AXES, combo, strict=True))
@@ -221,6 +297,12 @@ def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local")
                     key = _FIELD_OF.get(field, field)
                     shown = raw.get(field)
                     prefix = f"{_show(shown)}: " if key in AXES and len(spec.axes[key]) > 1 else ""
+                    if several_engines and key != "engine":
+                        # Which engine's cells are wrong matters as much as the value.
+                        engine = f"engine {raw['engine']}"
+                        prefix = f"{engine}, {prefix}" if prefix else f"{engine}: "
+                    if key == "model" and several_engines and spec.models_by_engine is None:
+                        message += " (give each engine its model: model: {engine: model, ...})"
                     errors.setdefault(key, prefix + message)
                 continue
             cells.append(Cell(index=len(cells), config=config))

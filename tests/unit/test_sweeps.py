@@ -214,3 +214,81 @@ def test_model_loads_add_up(sweep_db: Settings, fake_catalog: Catalog) -> None:
         control.count_model_load(s, sweep_id)
     with session_scope(sweep_db.database_url) as s:
         assert s.get_one(Sweep, sweep_id).model_loads == 2
+
+
+@pytest.fixture
+def two_engine_catalog(
+    tmp_path: Path, fake_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> Catalog:
+    """``tiny`` (GGUF) plus ``dl`` (a synthetic distributed-llama model), a fake dllama build."""
+    from edgelab.engines.dllama.synthetic import write_synthetic_model
+
+    for name in ("dllama", "dllama-api"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(tmp_path / "dllama"))
+    monkeypatch.delenv("EDGELAB_DLLAMA_API_BIN", raising=False)
+    model, _ = write_synthetic_model(tmp_path / "dl")
+    fake_catalog.add(model, name="dl")
+    return fake_catalog
+
+
+ENGINES_SPEC = {
+    "name": "engines",
+    "engine": ["llamacpp", "dllama"],
+    "model": {"llamacpp": "tiny", "dllama": "dl"},
+    "nodes": 2,
+    "latency": ["0ms", "20ms"],
+    "prompts": ["Hello"],
+    "repetitions": 2,
+}
+
+
+def test_engine_axis_gives_each_engine_its_model_and_its_own_topology_group(
+    two_engine_catalog: Catalog,
+) -> None:
+    spec = parse_spec(ENGINES_SPEC, max_cells=1000)
+    assert spec.total_cells == 2 * 2 * 2
+    # The stored spec re-expands to the same sweep (resume).
+    assert parse_spec(spec.to_dict(), max_cells=1000) == spec
+    cells = expand(spec, two_engine_catalog)
+    assert [(c.config.engine, c.config.model, c.config.latency.label) for c in cells[:4]] == [
+        ("llamacpp", "tiny", "0ms"),
+        ("llamacpp", "tiny", "20ms"),
+        ("dllama", "dl", "0ms"),
+        ("dllama", "dl", "20ms"),
+    ]
+    groups = group_by_topology(cells)
+    assert [sorted({c.config.engine for c in g}) for g in groups] == [["llamacpp"], ["dllama"]]
+    assert [len(g) for g in groups] == [4, 4]
+
+
+def test_engine_axis_refuses_mismatched_models_naming_engine_and_fix(
+    two_engine_catalog: Catalog,
+) -> None:
+    # A flat model list under two engines: every mismatched cell is refused, per field.
+    flat = {**ENGINES_SPEC, "model": ["tiny", "dl"]}
+    with pytest.raises(SpecError) as info:
+        expand(parse_spec(flat, max_cells=1000), two_engine_catalog)
+    assert info.value.errors == {
+        "model": "engine llamacpp, dl: dl is a distributed-llama (.m) model, which engine "
+        "llamacpp cannot run; run it with engine dllama (give each engine its model: "
+        "model: {engine: model, ...})"
+    }
+    # A mapping that misses an engine or names one the sweep does not run.
+    with pytest.raises(SpecError) as info:
+        parse_spec({**ENGINES_SPEC, "model": {"llamacpp": "tiny", "vllm": "x"}}, max_cells=10)
+    assert info.value.errors == {
+        "model": "a model per engine (vllm not in the sweep's engines; no model for dllama): "
+        "give one entry for each of llamacpp, dllama"
+    }
+    # The wrong model in the mapping: refused before anything starts, naming the engine.
+    with pytest.raises(SpecError) as info:
+        expand(
+            parse_spec({**ENGINES_SPEC, "model": {"llamacpp": "dl", "dllama": "dl"}}, max_cells=10),
+            two_engine_catalog,
+        )
+    assert info.value.errors["model"] == (
+        "engine llamacpp: dl is a distributed-llama (.m) model, which engine llamacpp "
+        "cannot run; run it with engine dllama"
+    )
