@@ -33,6 +33,8 @@ class Settings:
     bind: str = "127.0.0.1:8080"
     api_token: str = ""
     dllama_bin: str = ""
+    # distributed-llama's API server for warm dllama roots; empty: beside dllama_bin.
+    dllama_api_bin: str = ""
     max_sweep_cells: int = 1000
     # Watchdogs (seconds): a generation or a cluster start that shows no progress
     # (no token, no byte over any link, no node using CPU) for this long fails,
@@ -128,6 +130,7 @@ class Settings:
             bind=bind,
             api_token=get("API_TOKEN"),
             dllama_bin=get("DLLAMA_BIN"),
+            dllama_api_bin=get("DLLAMA_API_BIN"),
             max_sweep_cells=int(cells),
             stall_timeout_s=seconds("STALL_TIMEOUT", cls.stall_timeout_s),
             start_stall_timeout_s=seconds("START_STALL_TIMEOUT", cls.start_stall_timeout_s),

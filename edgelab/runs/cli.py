@@ -40,6 +40,13 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     default=None,
     help="Path to a distributed-llama binary (default: EDGELAB_DLLAMA_BIN).",
 )
+@click.option(
+    "--dllama-mode",
+    type=click.Choice(["api", "inference"]),
+    default=None,
+    help="dllama only: api = warm dllama-api root (default); inference = one dllama "
+    "inference per run, with dllama's per-token compute/sync split.",
+)
 @click.option("--backend", default=None, help="local or docker (default: EDGELAB_BACKEND).")
 @click.option("--cpus", type=float, default=None, help="Docker: CPU limit per node.")
 @click.option("--mem", default=None, help="Docker: memory limit per node, e.g. 512m.")
@@ -56,6 +63,7 @@ def run_command(
     temperature: float,
     engine: str,
     dllama_bin: str | None,
+    dllama_mode: str | None,
     backend: str | None,
     cpus: float | None,
     mem: str | None,
@@ -77,6 +85,8 @@ def run_command(
         options["cpus"] = cpus
     if mem is not None:
         options["mem"] = mem
+    if dllama_mode is not None:
+        options["dllama_mode"] = dllama_mode
     raw = {
         "prompt": prompt,
         "model": model,

@@ -86,7 +86,7 @@ FATAL_PREFIX = "🚨"
 CACHE_HIT_PREFIX = "🐤"
 REQUEST_PREFIX = "🔷"
 COMPLETION_END = "🔶"
-SOCKET_ERRORS = ("Socket error", "Read socket error", "Write socket error")
+SOCKET_ERRORS = ("Socket error", "socket error")
 
 
 def dllama_chat_kind(template: str | None) -> str | None:
@@ -181,7 +181,9 @@ class ApiProcess:
                 self.cache_hits += 1
             elif text.startswith(REQUEST_PREFIX) and "/v1/chat/completions" in text:
                 self.requests += 1
-            elif text.endswith(COMPLETION_END) or text.startswith(SOCKET_ERRORS):
+            elif text.endswith(COMPLETION_END) or any(e in text for e in SOCKET_ERRORS):
+                # Generated text is printed without a newline, so a socket error
+                # message can end the line a generation started.
                 self.finished += 1
             self._changed.notify_all()
         if text.startswith(FATAL_PREFIX) and self.ready.is_set() and not self._closing:
@@ -551,8 +553,9 @@ class ApiGenerator(Generator):
                 if isinstance(content, str) and content:
                     produced += 1
                     yield content
-                if choice.get("finish_reason") == "stop":
-                    break
+                # Read on past finish_reason to "data: [DONE]" and the end chunk:
+                # closing early makes dllama-api's last writes fail, and it would
+                # then skip its end-of-request bookkeeping.
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise RuntimeError(
                 f"dllama-api stream broke after {produced} tokens: {exc}; "
