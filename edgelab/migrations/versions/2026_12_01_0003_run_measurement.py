@@ -1,7 +1,7 @@
 """runs.measurement: how a run was measured (engine mode, cluster it ran on)
 
-Revision ID: 0002_measurement
-Revises: 0001
+Revision ID: 0003_measurement
+Revises: 0002_measure
 Create Date: 2026-12-01 22:30:00
 
 distributed-llama runs can be measured two ways (a warm dllama-api root, or one
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_measurement"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003_measurement"
+down_revision: str | Sequence[str] | None = "0002_measure"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
