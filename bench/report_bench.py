@@ -203,6 +203,10 @@ def main() -> None:
             EDGELAB_DATA_DIR=str(settings.data_dir), EDGELAB_DATABASE_URL=settings.database_url
         )
         cli: list[float] = []
+        imports: list[float] = []
+        # What a new process pays before any work: Python, SQLAlchemy, numpy/scipy
+        # (analysis), matplotlib and Jinja (reports).
+        just_imports = "import edgelab.cli, edgelab.reports, edgelab.reports.cli, edgelab.models.db"
         for _ in range(args.cli_rounds):
             t0 = time.perf_counter()
             subprocess.run(
@@ -212,6 +216,9 @@ def main() -> None:
                 capture_output=True,
             )
             cli.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", just_imports], env=env, check=True)
+            imports.append(time.perf_counter() - t0)
 
     export_median = statistics.median(times["export json"])
     print(f"sweep of {runs} runs, {len(data.analysis.groups)} configurations, ", end="")
@@ -227,6 +234,10 @@ def main() -> None:
     print(
         f"| `edgelab report` (new process) | {1000 * statistics.median(cli):,.0f} "
         f"| {1000 * max(cli):,.0f} | {statistics.median(cli) / export_median:.1f} | html |"
+    )
+    print(
+        f"| of which start-up and imports | {1000 * statistics.median(imports):,.0f} "
+        f"| {1000 * max(imports):,.0f} | {statistics.median(imports) / export_median:.1f} | |"
     )
 
 
