@@ -20,7 +20,9 @@ What the terms mean, and which are measured rather than assumed:
 - ``per_worker``: the fixed cost of each worker per token without injected delay
   (RPC serialisation, loopback TCP, the proxy's own hop);
 - ``R(N)``: round trips per token on the critical path. Measured per run by the
-  link proxies when recorded (``round_trips_per_token``); otherwise assumed
+  link proxies when recorded (``round_trips_per_token``, summed over links: the
+  critical path for llama.cpp, divided by the workers for dllama, whose links
+  overlap; see :func:`critical_round_trips`); otherwise assumed
   ``N - 1`` for llama.cpp (its layer split visits the workers one after the other,
   one request/response per worker per token) and ``1`` for dllama with N > 1 (its
   syncs go to all workers at once; ``delay_factor`` then counts the syncs). For
@@ -34,8 +36,15 @@ What the terms mean, and which are measured rather than assumed:
 Terms the data cannot identify are left out of the fit and listed in ``dropped``
 (e.g. ``per_worker`` needs three node counts, ``delay_factor`` two delays,
 ``transfer_factor`` runs with a bandwidth cap). Least squares over per-run TPOT;
-R² and residuals per configuration are reported with the parameters and their
-standard errors.
+reported with the parameters and their standard errors: residuals per
+configuration, R² over the configuration means (``r2_means``: how well the model
+explains the effect of nodes, delay and bandwidth) and R² over the runs (``r2``:
+lower by the repetitions' own noise, which no model of a configuration explains).
+
+On llama.cpp's layer split the nodes compute one after the other for a single
+sequence, so ``compute`` comes out near 0 (splitting the layers does not shorten a
+token) unless the nodes really compute in parallel; the term is kept so the same
+model fits engines that do split compute (dllama's tensor parallelism).
 
 Break-even latency d*(N): the largest one-way delay at which N nodes still beat
 1 node, i.e. the root of TPOT(N, d) = TPOT(1). TPOT is linear in d, so
@@ -77,6 +86,18 @@ def round_trip_shape(engine: str, nodes: int) -> float:
     if nodes <= 1:
         return 0.0
     return 1.0 if engine == "dllama" else float(nodes - 1)
+
+
+def critical_round_trips(engine: str, nodes: int, measured_sum: float) -> float:
+    """Round trips on a token's critical path from the count summed over all links.
+
+    llama.cpp visits the workers one after the other, so every link's round trips
+    wait in turn (the sum). dllama talks to all workers at once, so the links' round
+    trips overlap and the critical path pays one link's worth (the mean per link).
+    """
+    if engine == "dllama" and nodes > 1:
+        return measured_sum / (nodes - 1)
+    return measured_sum
 
 
 def _transfer_ms(bytes_per_token: float | None, bandwidth_bps: int | None) -> float:
@@ -138,7 +159,7 @@ class ModelFit:
     params: dict[str, float]  # fitted terms only; dropped terms are 0 in predictions
     stderr: dict[str, float | None]
     dropped: tuple[str, ...]
-    r2: float | None
+    r2: float | None  # over per-run TPOT: includes the runs' own noise
     rmse_ms: float
     n_runs: int
     residuals: tuple[Residual, ...]
@@ -150,6 +171,23 @@ class ModelFit:
     bandwidths_tried: tuple[int | None, ...]
     oversubscribed: bool
     notes: tuple[str, ...]
+
+    @property
+    def r2_means(self) -> float | None:
+        """R² over the configurations' mean TPOT (each configuration weighs the same).
+
+        What the model is meant to explain is how TPOT moves with nodes, delay and
+        bandwidth; the spread between repetitions of one configuration is noise no
+        model of the configuration can explain (on a contended host it dominates the
+        per-run ``r2``). ``None`` with fewer than 3 configurations.
+        """
+        if len(self.residuals) < 3:
+            return None
+        means = [r.measured_ms for r in self.residuals]
+        centre = sum(means) / len(means)
+        ss_tot = sum((m - centre) ** 2 for m in means)
+        ss_res = sum(r.residual_ms**2 for r in self.residuals)
+        return 1.0 - ss_res / ss_tot if ss_tot > 0 else None
 
     def param(self, name: str) -> float:
         return self.params.get(name, 0.0)
@@ -255,6 +293,7 @@ class ModelFit:
             "stderr": self.stderr,
             "dropped": list(self.dropped),
             "r2": self.r2,
+            "r2_means": self.r2_means,
             "rmse_ms": self.rmse_ms,
             "n_runs": self.n_runs,
             "residuals": [r.to_dict() for r in self.residuals],
@@ -309,7 +348,10 @@ def fit_model(records: Sequence[RunRecord]) -> ModelFit | None:
     if measured_rt:
         k = _fit_shape_factor(
             [round_trip_shape(engine, r.nodes) for r in measured_rt],
-            [float(r.round_trips_per_token or 0.0) for r in measured_rt],
+            [
+                critical_round_trips(engine, r.nodes, float(r.round_trips_per_token or 0.0))
+                for r in measured_rt
+            ],
         )
         r_unit = k if k is not None else 1.0
     else:
@@ -321,7 +363,7 @@ def fit_model(records: Sequence[RunRecord]) -> ModelFit | None:
 
     def trips(r: RunRecord) -> float:
         if r.round_trips_per_token is not None:
-            return r.round_trips_per_token
+            return critical_round_trips(engine, r.nodes, r.round_trips_per_token)
         return r_unit * round_trip_shape(engine, r.nodes)
 
     def transfer(r: RunRecord) -> float:
@@ -428,7 +470,7 @@ def group_residuals(fit: ModelFit, groups: Sequence[Group]) -> list[Residual]:
         if mean is None:
             continue
         trips = (
-            g.round_trips_per_token
+            critical_round_trips(fit.engine, g.key.nodes, g.round_trips_per_token)
             if g.round_trips_per_token is not None
             else fit.round_trips(g.key.nodes)
         )

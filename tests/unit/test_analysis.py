@@ -469,3 +469,41 @@ def test_compare_two_batches_of_one_configuration() -> None:
     assert pair.tests["tpot_ms"].p_value == pytest.approx(float(ref.pvalue), rel=1e-12)
     # In a sweep analysis the batches are one configuration.
     assert [g.n for g in analyze(records).groups] == [10]
+
+
+def test_dllama_round_trips_overlap_across_links() -> None:
+    """dllama syncs with all workers at once: 4 round trips per link per token cost 4
+    delays, not 4 x (N - 1); the fit sees the per-link count."""
+    rng = random.Random(17)
+    records = []
+    for nodes in (1, 2, 4):
+        for delay in (0.0, 2.0, 5.0):
+            for _ in range(3):
+                tpot = 5 + 40 / nodes + (4 * 2 * delay if nodes > 1 else 0) + rng.gauss(0, 0.01)
+                summed = 4.0 * (nodes - 1)
+                records.append(
+                    rec(
+                        nodes, tpot, latency_ms=delay, engine="dllama", round_trips_per_token=summed
+                    )
+                )
+    fit = fit_model(records)
+    assert fit is not None
+    assert fit.round_trips_per_unit == pytest.approx(4.0)
+    assert fit.params["delay_factor"] == pytest.approx(1.0, rel=0.01)
+    assert fit.predict(8, 1.0) == pytest.approx(5 + 5 + 8, rel=0.01)
+
+
+def test_r2_over_configuration_means_ignores_repetition_noise() -> None:
+    """Repetitions at ± 8 ms around an exact model: per-run R² suffers, the means' does not."""
+    records = []
+    for nodes in (1, 2, 3):
+        for delay in (0.0, 10.0, 20.0):
+            if nodes == 1 and delay:
+                continue
+            mean = true_tpot(nodes, delay, None)
+            records += [rec(nodes, mean + e, latency_ms=delay) for e in (-8.0, 0.0, 8.0)]
+    fit = fit_model(records)
+    assert fit is not None
+    assert fit.r2 is not None
+    assert fit.r2 < 0.99
+    assert fit.r2_means == pytest.approx(1.0, abs=1e-9)

@@ -222,12 +222,19 @@
       .catch(() => EL.plot("chart-breakdown", [], { empty: "the breakdown could not be loaded" }));
   }
 
+  function r2Text(fit) {
+    const f = (v) => (v === null || v === undefined ? "—" : v.toFixed(3));
+    return "R² = " + f(fit.r2_means) + " over " + fit.residuals.length + " configuration means (" +
+      f(fit.r2) + " over " + fit.n_runs + " runs)";
+  }
+
   function modelChart(a) {
     const r2 = document.getElementById("model-r2");
     const fit = a.fits[0];
     if (!fit) { r2.textContent = ""; EL.plot("chart-model", [], { empty: "no model fitted yet (needs two or more succeeded runs)" }); return; }
-    r2.textContent = (a.fits.length > 1 ? fit.model + " × " + fit.threads + "t · " : "") + "R² = " + (fit.r2 === null ? "—" : fit.r2.toFixed(3)) + " over " + fit.n_runs + " runs";
-    r2.dataset.r2 = fit.r2 === null ? "" : String(fit.r2);
+    r2.textContent = (a.fits.length > 1 ? fit.model + " × " + fit.threads + "t · " : "") + r2Text(fit);
+    r2.dataset.r2 = fit.r2_means === null ? "" : String(fit.r2_means);
+    r2.dataset.r2Runs = fit.r2 === null ? "" : String(fit.r2);
     const traces = [];
     const nodes = fit.nodes_tried;
     nodes.forEach((n, i) => {
@@ -266,7 +273,7 @@
     a.fits.forEach((fit) => {
       const card = el("div", { class: "fit", "data-model": fit.model, "data-threads": String(fit.threads) });
       card.appendChild(el("h3", {}, fit.engine + " · " + fit.model + " · " + fit.threads + " thread(s) · " + fit.backend +
-        " — R² " + (fit.r2 === null ? "—" : fit.r2.toFixed(3)) + ", RMSE " + fmt(fit.rmse_ms, 2) + " ms, " + fit.n_runs + " runs"));
+        " — " + r2Text(fit) + ", RMSE " + fmt(fit.rmse_ms, 2) + " ms"));
       card.appendChild(el("p", { class: "note" }, fit.formula));
       const params = el("table", { class: "grid fit-params" });
       const head = el("tr"); ["term", "value", "± s.e."].forEach((h) => head.appendChild(el("th", {}, h)));
