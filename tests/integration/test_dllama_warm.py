@@ -152,7 +152,19 @@ def test_warm_dllama_sweep_streams_weights_once_and_each_run_owns_its_load(
     expected = link_bytes_per_run(4, len(PROMPT.split()), MAX_TOKENS)
     # (A weight slice, model size / 4 here, would show up on top of the sync bytes.)
     assert [link_total(settings, r.id) for r in runs] == [expected] * 3
+    model_size = Catalog(settings).get("tiny4").path.stat().st_size
 
+    # By phase (the link proxies' chunks against the root's clock): the weights are
+    # the first run's load bytes (it started the cluster), runs 2 and 3 have none.
+    # Where prefill ends (the first token) is a timestamp race of a few ms, so only
+    # the sum of prefill and decode is exact.
+    assert runs[0].net_load_bytes is not None
+    assert runs[0].net_load_bytes > 3 * (model_size // 4)
+    for run in runs:
+        assert run.net_prefill_bytes is not None
+        assert run.net_decode_bytes is not None
+        assert run.net_prefill_bytes + run.net_decode_bytes == expected
+    assert [r.net_load_bytes for r in runs[1:]] == [0, 0]
     # load_ms: the cluster start for the run it was started for, nothing after.
     first, *rest = runs
     assert first.measurement is not None
