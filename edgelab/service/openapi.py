@@ -66,7 +66,12 @@ RUN_CONFIG = {
         "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0},
         "engine": {"type": "string", "enum": ["llamacpp", "dllama"]},
         "backend": {"type": "string", "enum": ["local", "docker"]},
-        "options": {"type": "object", "description": "Backend extras (docker: cpus, mem)"},
+        "options": {
+            "type": "object",
+            "description": "Backend extras (docker: cpus, mem) and engine options "
+            "(dllama_mode: api = warm dllama-api root, the default; inference = one "
+            "dllama inference per run)",
+        },
     },
 }
 
@@ -76,7 +81,11 @@ SWEEP_SPEC = {
     "required": ["prompts"],
     "properties": {
         "name": {"type": "string"},
-        "model": AXIS,
+        "engine": AXIS,
+        "model": {
+            "description": "One value or a list of values; with several engines, a mapping "
+            "of each engine to its model(s), e.g. {llamacpp: smollm2-135m, dllama: tiny}"
+        },
         "nodes": AXIS,
         "threads": AXIS,
         "latency": AXIS,
@@ -86,7 +95,6 @@ SWEEP_SPEC = {
         "repetitions": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
         "seed": {"type": "integer"},
         "temperature": {"type": "number"},
-        "engine": {"type": "string"},
         "backend": {"type": "string"},
         "options": {"type": "object"},
     },
