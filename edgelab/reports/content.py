@@ -12,6 +12,7 @@ place, and a compact list of every run.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgelab import __version__
-from edgelab.analysis import Group, RunRecord, SweepAnalysis, analyze, load_records
+from edgelab.analysis import (
+    ConfigKey,
+    Group,
+    RunRecord,
+    SweepAnalysis,
+    analyze,
+    differing_fields,
+    load_records,
+)
 from edgelab.analysis.model import ModelFit, Residual, fit_model, group_residuals
 from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.sweeps import control
@@ -93,6 +102,7 @@ class ReportData:
     breakdowns: tuple[Breakdown, ...]
     hygiene: Hygiene
     holdouts: tuple[tuple[HoldOut, ...], ...] = ()  # per fit, in ``analysis.fits`` order
+    varying: tuple[str, ...] = ()  # configuration fields that differ between groups
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     edgelab_version: str = __version__
 
@@ -100,9 +110,37 @@ class ReportData:
     def title(self) -> str:
         return f"Sweep {self.sweep['id']} · {self.sweep['name']}"
 
+    def label(self, group: Group) -> str:
+        """The group's label, plus every field that varies in this sweep but the label
+        does not show (a prompt or model axis), so no two rows read the same."""
+        return config_label(group.key, self.varying)
+
     def groups_of_fit(self, index: int) -> list[Group]:
         """The configurations one model fit was fitted to (same engine/model/threads/backend)."""
         return groups_of(self.analysis, self.analysis.fits[index])
+
+
+#: Configuration fields :attr:`ConfigKey.label` already shows.
+LABEL_FIELDS = frozenset({"nodes", "threads", "latency", "bandwidth_bps"})
+
+
+def config_label(key: ConfigKey, varying: Sequence[str]) -> str:
+    """``key.label`` plus the ``varying`` fields it does not show, e.g.
+    ``2 nodes × 1 thread · 5ms · model qwen2-0.5b · prompt 'Name three…'``."""
+    data = key.to_dict()
+    extra = []
+    for name in varying:
+        if name in LABEL_FIELDS or name not in data:
+            continue
+        value = data[name]
+        if name == "prompt":
+            text = str(value)
+            extra.append(f"prompt {text if len(text) <= 32 else text[:31] + '…'!r}")
+        elif name == "options":
+            extra.append(f"options {json.dumps(value, sort_keys=True)}")
+        else:
+            extra.append(f"{name.replace('_', ' ')} {value}")
+    return " · ".join([key.label, *extra])
 
 
 def groups_of(analysis: SweepAnalysis, fit: ModelFit) -> list[Group]:
@@ -171,7 +209,9 @@ def _run_details(session: Session, sweep_id: int) -> dict[int, dict[str, Any]]:
     return details
 
 
-def breakdowns_of(details: dict[int, dict[str, Any]], groups: Sequence[Group]) -> list[Breakdown]:
+def breakdowns_of(
+    details: dict[int, dict[str, Any]], groups: Sequence[Group], varying: Sequence[str] = ()
+) -> list[Breakdown]:
     """The mean per-token breakdown of each configuration over its counted runs.
 
     Each run's breakdown is :func:`edgelab.analysis.breakdown.breakdown` (the run
@@ -196,7 +236,7 @@ def breakdowns_of(details: dict[int, dict[str, Any]], groups: Sequence[Group]) -
         nbytes = [b.bytes_per_token for b in found if b.bytes_per_token is not None]
         out.append(
             Breakdown(
-                label=g.key.label,
+                label=config_label(g.key, varying),
                 nodes=g.key.nodes,
                 latency=g.key.latency,
                 tpot_ms=sum(b.tpot_ms for b in found) / len(found),
@@ -215,11 +255,13 @@ def _part(b: Any, key: str) -> float:
     return float(sum(value.values())) if isinstance(value, dict) else float(value)
 
 
-def hygiene_of(analysis: SweepAnalysis, records: Sequence[RunRecord]) -> Hygiene:
+def hygiene_of(
+    analysis: SweepAnalysis, records: Sequence[RunRecord], varying: Sequence[str] = ()
+) -> Hygiene:
     flagged_groups: dict[str, list[str]] = {}
     for g in analysis.groups:
         for flag in g.flags:
-            flagged_groups.setdefault(flag, []).append(g.key.label)
+            flagged_groups.setdefault(flag, []).append(config_label(g.key, varying))
     flagged_runs: dict[str, list[int]] = {}
     for r in records:
         flags = set(r.flags) | ({"oversubscribed"} if r.oversubscribed else set())
@@ -283,6 +325,7 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
     # same): the report's numbers are the page's, round trips from link_stats included.
     records = load_records(session, sweep_id=sweep_id)
     analysis = analyze(records)
+    varying = tuple(differing_fields([g.key for g in analysis.groups]))
     extra = {
         rid: (tokens, error)
         for rid, tokens, error in session.execute(
@@ -302,9 +345,10 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
         records=tuple(records),
         runs=tuple(_run_row(r, extra.get(r.id, (None, None))) for r in records),
         provenance=provenance,
-        breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups)),
-        hygiene=hygiene_of(analysis, records),
+        breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups, varying)),
+        hygiene=hygiene_of(analysis, records, varying),
         holdouts=tuple(
             tuple(holdouts_of(f, records, groups_of(analysis, f))) for f in analysis.fits
         ),
+        varying=varying,
     )

@@ -11,9 +11,11 @@ href). The Markdown must reference PNG figures that exist beside it.
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import re
 import zipfile
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ def add_synthetic_sweep(
     noise: float = 0.01,
     failed: int = 0,
     timing: bool = True,
+    prompts: tuple[str, ...] = ("Name three planets.",),
 ) -> int:
     """A finished sweep whose runs' TPOT follows :func:`true_tpot` with relative noise."""
     rng = random.Random(7)
@@ -61,35 +64,33 @@ def add_synthetic_sweep(
         )
         s.add(sweep)
         s.flush()
-        for rep in range(repetitions):
-            for n in nodes:
-                for d in delays:
-                    config = RunConfig(
-                        prompt="Name three planets.",
-                        model="tiny-test",
-                        nodes=n,
-                        threads=1,
-                        latency=LatencyProfile.parse(f"{d}ms"),
-                        max_tokens=16,
-                        repetition=rep,
-                    )
-                    run = create_run(s, config, sweep_id=sweep.id)
-                    if failed and rep == 0 and n == nodes[-1] and d == delays[0]:
-                        failed -= 1
-                        run.status, run.error = "failed", "node worker1 exited with status 1"
-                        continue
-                    tpot = true_tpot(n, d) * (1 + rng.gauss(0, noise))
-                    run.status = "succeeded"
-                    run.tpot_ms = tpot
-                    run.ttft_ms = 80.0 + 2 * (n - 1) * d + rng.gauss(0, 0.5)
-                    run.e2el_ms = run.ttft_ms + 15 * tpot
-                    run.itl_p50_ms, run.itl_p99_ms = tpot * 0.98, tpot * 1.3
-                    run.decode_tps = 1000.0 / tpot
-                    run.output_tokens, run.prompt_tokens = 16, 5
-                    run.host_cpu, run.host_cores = "Test CPU", 8
-                    run.engine_version = "llama.cpp test"
-                    if timing:
-                        add_timing(s, run.id, n, d, tpot)
+        for rep, n, d, prompt in itertools.product(range(repetitions), nodes, delays, prompts):
+            config = RunConfig(
+                prompt=prompt,
+                model="tiny-test",
+                nodes=n,
+                threads=1,
+                latency=LatencyProfile.parse(f"{d}ms"),
+                max_tokens=16,
+                repetition=rep,
+            )
+            run = create_run(s, config, sweep_id=sweep.id)
+            if failed and rep == 0 and n == nodes[-1] and d == delays[0]:
+                failed -= 1
+                run.status, run.error = "failed", "node worker1 exited with status 1"
+                continue
+            tpot = true_tpot(n, d) * (1 + rng.gauss(0, noise))
+            run.status = "succeeded"
+            run.tpot_ms = tpot
+            run.ttft_ms = 80.0 + 2 * (n - 1) * d + rng.gauss(0, 0.5)
+            run.e2el_ms = run.ttft_ms + 15 * tpot
+            run.itl_p50_ms, run.itl_p99_ms = tpot * 0.98, tpot * 1.3
+            run.decode_tps = 1000.0 / tpot
+            run.output_tokens, run.prompt_tokens = 16, 5
+            run.host_cpu, run.host_cores = "Test CPU", 8
+            run.engine_version = "llama.cpp test"
+            if timing:
+                add_timing(s, run.id, n, d, tpot)
         return sweep.id
 
 
@@ -168,7 +169,10 @@ def _row_cells(html: str, marker: str) -> list[list[str]]:
     body = html[match.end() :].split("</table>", 1)[0]
     rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
     return [
-        [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+        [
+            unescape(re.sub(r"<[^>]+>", "", c)).strip()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)
+        ]
         for r in rows
         if "<td" in r
     ]
@@ -363,3 +367,17 @@ def test_mean_ci_never_mixes_units() -> None:
     assert fmt_mean_ci(19.9, 0.28, "tok/s") == "19.9 ± 0.28 tok/s"
     assert fmt_mean_ci(44.8, None, "ms") == "44.8 ms"
     assert fmt_mean_ci(None, 1.0, "ms") == "—"
+
+
+def test_rows_of_a_multi_prompt_sweep_name_their_prompt(db_settings: Settings) -> None:
+    sweep_id = add_synthetic_sweep(
+        db_settings, nodes=(1, 2), delays=(0, 5), repetitions=2, prompts=("Hi.", "Name ten rivers.")
+    )
+    with session_scope(db_settings.database_url) as s:
+        data = build_report(s, sweep_id)
+    html = render_html(data)
+    assert data.varying == ("nodes", "latency", "prompt")
+    labels = [row[0] for row in _row_cells(html, "results-table")]
+    assert len(labels) == len(set(labels)) == 2 * 3  # (1 node + 2 latencies) x 2 prompts
+    assert "1 node × 1 thread · no links · prompt 'Hi.'" in labels
+    assert "2 nodes × 1 thread · 5ms · prompt 'Name ten rivers.'" in labels
