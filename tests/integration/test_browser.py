@@ -422,3 +422,211 @@ def test_queue_panel_sees_the_worker(page: Any, browser_stack: BrowserStack) -> 
     page.wait_for_function("document.getElementById('q-workers').textContent === '1'")
     assert "@" in page.inner_text("#q-worker-list")
     shot(page, "11-queue")
+
+
+# --- issue 16: live cards and charts, the cancel banner, 1280 px layout ---------------
+
+
+def test_live_cards_and_charts_grow_while_tokens_stream(
+    page: Any, browser_stack: BrowserStack
+) -> None:
+    """A 3-node 10-30 ms run: TTFT within a second of its first token, TPOT and
+    tokens/s while it runs, node and link charts drawn before it ends."""
+    page.goto("/runs/new")
+    page.fill("#prompt", "Write a short poem about the sea.")
+    page.fill("#nodes", "3")
+    page.fill("#latency_profile", "10ms..30ms")
+    page.fill("#max_tokens", "48")
+    page.click("#submit-run")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    page.wait_for_function("Number(document.body.dataset.liveTokens) > 0", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function("document.body.dataset.ttftShownAt !== undefined", timeout=10_000)
+    first = float(page.get_attribute("body", "data-first-token-at") or "nan")
+    shown = float(page.get_attribute("body", "data-ttft-shown-at") or "nan")
+    assert shown - first < 1000, (first, shown)
+    assert page.inner_text("#m-ttft_ms") != "—"
+    # Node samples and link counters arrive during the run and the charts draw them.
+    page.wait_for_function(
+        "(document.body.dataset.nodeChartsLive === '1'"
+        " && document.body.dataset.linkChartLive === '1')"
+        " || document.body.dataset.finished === '1'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    mid_status = page.get_attribute("body", "data-status")
+    with contextlib.suppress(Exception):  # a fast run may end first: then no mid-stream shot
+        page.wait_for_function(
+            "Number(document.body.dataset.liveTokens) >= 10 && !document.body.dataset.finished",
+            timeout=30_000,
+        )
+        page.wait_for_timeout(400)  # let the throttled charts catch up
+        shot(page, "12-run-mid-stream")
+    assert page.get_attribute("body", "data-node-charts-live") == "1", mid_status
+    assert page.get_attribute("body", "data-link-chart-live") == "1", mid_status
+    assert int(page.get_attribute("body", "data-live-samples") or 0) > 0
+    page.wait_for_selector("body[data-finished='1']", timeout=RUN_TIMEOUT_MS)
+    assert page.get_attribute("#status", "data-status") == "succeeded"
+    # Running TPOT and tokens/s were shown while it ran (live metric events), and
+    # the final ones replace them.
+    assert page.get_attribute("[data-metric=tpot_ms]", "data-live") == "0"
+    assert re.fullmatch(r"[\d,.]+", page.inner_text("#m-tpot_ms"))
+    assert page.inner_text("#u-net_bytes_per_token") in ("B", "kB", "MB")
+    shot(page, "13-run-finished-live")
+
+
+def test_cancel_banner_follows_the_state_and_the_run_keeps_its_measurements(
+    page: Any, browser_stack: BrowserStack
+) -> None:
+    page.goto("/runs/new")
+    page.fill("#prompt", "Count from one to two hundred.")
+    page.fill("#nodes", "2")
+    page.fill("#latency_profile", "10ms")
+    page.fill("#max_tokens", "400")
+    page.click("#submit-run")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_function("Number(document.body.dataset.liveTokens) >= 3", timeout=RUN_TIMEOUT_MS)
+    page.click("#cancel")
+    page.wait_for_url(re.compile(rf"/runs/{run_id}$"))
+    banner = page.locator(".flash").first
+    page.wait_for_selector("body[data-finished='1']", timeout=60_000)
+    assert page.get_attribute("#status", "data-status") == "cancelled"
+    # The banner said "cancelling" (unless the run had already stopped when the page
+    # loaded) and now says what happened; it never stays "cancelling".
+    assert page.locator(".flash-pending").count() == 0
+    assert banner.inner_text() == f"run {run_id}: cancelled"
+    # What was measured up to the cancel is shown.
+    tokens = page.locator("#answer span").count()
+    assert tokens >= 3
+    assert page.inner_text("#m-output_tokens") == str(tokens)
+    assert page.inner_text("#m-ttft_ms") != "—"
+    page.wait_for_selector("#chart-cpu[data-rendered='1']")
+    page.wait_for_selector("#chart-links[data-rendered='1']")
+    shot(page, "14-run-cancelled")
+
+
+def _seed_layout_rows(settings: Settings) -> tuple[list[int], int]:
+    """Ten stored runs of one single-node-count sweep, with real-sized provenance.
+
+    Rows only (no cluster): the layout depends on what is stored, and ten real runs
+    would cost minutes. Returns the run ids and the sweep id.
+    """
+    from edgelab.models import LinkStat, NodeSample, Sweep, TokenEvent
+    from edgelab.models.db import session_scope
+    from edgelab.netem.profile import LatencyProfile
+    from edgelab.runs.config import RunConfig
+    from edgelab.runs.executor import create_run
+
+    ids = []
+    with session_scope(settings.database_url) as s:
+        sweep = Sweep(name="layout check, one node count", spec={"nodes": [3]}, status="succeeded")
+        sweep.total_cells = 10
+        s.add(sweep)
+        s.flush()
+        sweep_id = sweep.id
+        for i in range(10):
+            config = RunConfig(
+                prompt="Name three planets and say one thing about each of them, please.",
+                model="smollm2-135m",
+                nodes=3,
+                threads=1,
+                latency=LatencyProfile.parse(["10ms..50ms", "20ms~5ms@100mbit/5ms"][i % 2]),
+                max_tokens=16,
+                repetition=i // 2,
+            )
+            run = create_run(s, config, sweep_id=sweep_id)
+            run.status = "succeeded"
+            run.ttft_ms, run.e2el_ms, run.tpot_ms = 250.0 + i, 5395.2, 201.3
+            run.decode_tps, run.output_tokens, run.prompt_tokens = 4.96, 16, 40
+            run.net_bytes_per_token = 259258.0
+            run.engine_version, run.host_cpu, run.host_cores = "llama-cpp-python 0.3.36", "CPU", 2
+            run.layer_split = [
+                {
+                    "node": n,
+                    "device": d,
+                    "endpoint": e,
+                    "n_layers": 10,
+                    "first_layer": 10 * k,
+                    "last_layer": 10 * k + 9,
+                    "output_layer": k == 2,
+                    "model_buffer_mib": 49.83,
+                }
+                for k, (n, d, e) in enumerate(
+                    [
+                        ("root", "CPU", None),
+                        ("worker1", "RPC0", "127.0.0.1:35531"),
+                        ("worker2", "RPC1", "127.0.0.1:39011"),
+                    ]
+                )
+            ]
+            for t in range(16):
+                s.add(TokenEvent(run_id=run.id, index=t, offset_ms=250.0 + 190 * t + i, text=" w"))
+            for k in range(10):
+                for node in ("root", "worker1", "worker2"):
+                    s.add(
+                        NodeSample(
+                            run_id=run.id,
+                            node=node,
+                            role="root" if node == "root" else "worker",
+                            offset_ms=500.0 * k,
+                            cpu_percent=30.0,
+                            rss_bytes=90_000_000,
+                        )
+                    )
+            for link in ("root<->worker1", "root<->worker2"):
+                s.add(
+                    LinkStat(
+                        run_id=run.id,
+                        link=link,
+                        bytes_up=658_000,
+                        bytes_down=2_360_000,
+                        chunks_up=47,
+                        chunks_down=29,
+                        delay_total_ms_up=7925.0,
+                        delay_total_ms_down=3000.0,
+                        delay_max_ms=76.0,
+                    )
+                )
+            ids.append(run.id)
+    return ids, sweep_id
+
+
+def test_every_page_fits_1280_px_without_horizontal_scrolling(
+    browser: Any, browser_stack: BrowserStack
+) -> None:
+    ids, sweep_id = _seed_layout_rows(browser_stack.settings)
+    context = browser.new_context(
+        base_url=browser_stack.base_url, viewport={"width": 1280, "height": 900}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    compare = "/compare?" + "&".join(f"ids={i}" for i in ids)
+    pages = {
+        "history": ("/runs?per_page=200", None),
+        "new-run": ("/runs/new", None),
+        "run": (f"/runs/{ids[0]}", "body[data-finished='1']"),
+        "sweeps": ("/sweeps", None),
+        "new-sweep": ("/sweeps/new", None),
+        "sweep": (f"/sweeps/{sweep_id}", "body[data-finished='1']"),
+        "compare-10": (compare, "#chart-itl[data-rendered='1']"),
+        "queue": ("/queue", "body[data-loaded='1']"),
+    }
+    try:
+        for name, (url, ready) in pages.items():
+            page.goto(url)
+            if ready:
+                page.wait_for_selector(ready, timeout=30_000)
+            page.wait_for_timeout(300)  # plotly's responsive relayout
+            width = page.evaluate("document.documentElement.scrollWidth")
+            shot(page, f"1280-{name}")
+            assert width <= 1280, f"{name} ({url}) is {width} px wide at 1280 px"
+        # Too little data is said, not drawn: one node count, no scaling curve.
+        page.goto(compare)
+        page.wait_for_selector("#chart-scaling .placeholder")
+        assert "two or more node counts" in page.inner_text("#chart-scaling")
+        page.goto(f"/sweeps/{sweep_id}")
+        page.wait_for_selector("#ttft-chart .placeholder")
+        assert "needs two or more" in page.inner_text("#ttft-chart")
+    finally:
+        context.close()
+    assert not errors, errors

@@ -2,27 +2,50 @@
 "use strict";
 window.EL = (function () {
   const TERMINAL = ["succeeded", "failed", "cancelled"];
+  // Legends sit above the plot, so an axis title below never runs into them; axis
+  // titles and tick labels get the margin they need (automargin), whatever their length.
   const base = {
     margin: { l: 54, r: 14, t: 10, b: 42 }, height: 290, font: { size: 12 },
-    paper_bgcolor: "#fff", plot_bgcolor: "#fff", legend: { orientation: "h", y: -0.22 },
+    paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+    legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom" },
   };
+  function placeholder(el, text) {
+    Plotly.purge(el);
+    el.replaceChildren();
+    const p = document.createElement("div");
+    p.className = "placeholder";
+    p.textContent = text;
+    el.appendChild(p);
+    el.dataset.rendered = "0";
+    return Promise.resolve(null);
+  }
+  function distinctX(traces) {
+    const xs = new Set();
+    traces.forEach((t) => (t.x || []).forEach((x) => xs.add(String(x))));
+    return xs.size;
+  }
+  /* layout.empty: what to say without traces; layout.minDistinctX: fewer distinct x
+     values than this (a scaling chart with one node count) is "too little data",
+     said as layout.tooLittle instead of one dot on a made-up axis. */
   function plot(id, traces, layout) {
     const el = document.getElementById(id);
     if (!el || typeof Plotly === "undefined") return Promise.resolve(null);
-    if (!traces.length) {
-      Plotly.purge(el);
-      el.replaceChildren();
-      const p = document.createElement("div");
-      p.className = "placeholder";
-      p.textContent = (layout && layout.empty) || "no data yet";
-      el.appendChild(p);
-      el.dataset.rendered = "0";
-      return Promise.resolve(null);
+    const opts = layout || {};
+    if (!traces.length) return placeholder(el, opts.empty || "no data yet");
+    if (opts.minDistinctX && distinctX(traces) < opts.minDistinctX) {
+      el.dataset.tooLittle = "1";
+      return placeholder(el, opts.tooLittle || "too little data to draw: needs " + opts.minDistinctX + " or more x values");
     }
+    el.dataset.tooLittle = "0";
     const ph = el.querySelector(".placeholder");
     if (ph) ph.remove();
-    const full = Object.assign({}, base, layout || {});
-    delete full.empty;
+    const full = Object.assign({}, base, opts);
+    ["empty", "minDistinctX", "tooLittle"].forEach((k) => delete full[k]);
+    ["xaxis", "yaxis"].forEach((k) => { full[k] = Object.assign({ automargin: true }, full[k] || {}); });
+    const legendItems = traces.filter((t) => t.showlegend !== false && t.name).length;
+    if (full.showlegend !== false && legendItems > 3 && !(layout && layout.height)) {
+      full.height = base.height + 22 * Math.ceil(legendItems / 4);  // room for legend rows
+    }
     return Plotly.react(el, traces, full, { displaylogo: false, responsive: true }).then(function () {
       el.dataset.rendered = "1";
       return el;

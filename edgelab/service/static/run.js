@@ -106,8 +106,10 @@
       xaxis: { title: { text: "token index" } },
       yaxis: { title: { text: "ms since previous token" }, rangemode: "tozero" },
       showlegend: false,
-      empty: offsets.length ? "first token after " + ELFMT.ms(offsets[0]) + "; a second one draws the chart"
+      empty: offsets.length ? "first token after " + ELFMT.ms(offsets[0]) + "; the chart starts with the next tokens"
         : "no tokens yet",
+      minDistinctX: 2,
+      tooLittle: "first token after " + ELFMT.ms(offsets[0]) + "; one inter-token gap so far, the chart starts with the next",
     });
   }
 
@@ -137,6 +139,7 @@
       Object.assign(common("CPU %"), { empty: none }));
     EL.plot("chart-mem", names.map((n) => ({ x: byNode[n].x, y: byNode[n].mem, name: n, type: "scatter", mode: "lines" })),
       Object.assign(common("RSS MB"), { empty: none }));
+    if (names.length && !EL.TERMINAL.includes(status)) document.body.dataset.nodeChartsLive = "1";
   }
 
   function linkParts() {
@@ -148,6 +151,7 @@
               height: 240, empty: none });
     const body = document.querySelector("#links-table tbody");
     if (!links.length) return;
+    if (!EL.TERMINAL.includes(status)) document.body.dataset.linkChartLive = "1";
     body.replaceChildren();
     const configured = data.config.latency;
     let effective = false;

@@ -67,6 +67,7 @@
     EL.plot("ttft-chart", traces, {
       xaxis: { title: { text: "nodes" }, dtick: 1 }, yaxis: { title: { text: "TTFT ms (mean ± sd)" }, rangemode: "tozero" },
       empty: "no succeeded cells yet",
+      minDistinctX: 2, tooLittle: "one node count so far: TTFT vs nodes needs two or more",
     });
   }
 
