@@ -39,6 +39,10 @@ METRIC_KINDS: dict[str, str] = {
     "decode_tps": "tok/s",
     "load_ms": "ms",
     "net_bytes_per_token": "bytes",
+    "net_load_bytes": "bytes",
+    "net_prefill_bytes": "bytes",
+    "net_decode_bytes": "bytes",
+    "round_trips_per_token": "num",
 }
 
 

@@ -196,6 +196,7 @@ def test_run_page_has_no_link_sums_and_explains_effective_delay(
     assert "220" not in table  # delay_total_ms_up + _down of add_run: no sums shown
     assert "1.00 kB" in table
     assert "2.00 kB" in table
+    assert "— / — / —" in table  # no per-message record for this run: said, not invented
     note = html.split('id="links-note"')[1].split("</p>")[0]
     assert "in order" in note
     assert "configured" in note
@@ -250,3 +251,32 @@ def test_sweep_status_wait_on_a_finished_sweep_prints_the_summary_once(
     assert len(summaries) == 1, result.output
     assert lines[0] == summaries[0]  # first, on a line of its own
     assert sum(1 for line in lines if line.startswith("  run ")) == len(ids)
+
+
+def test_run_page_shows_effective_delay_per_link_next_to_the_profile(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    from sqlalchemy import select
+
+    from edgelab.models import LinkStat
+
+    run_id = add_run(web_settings, latency="10ms..30ms")
+    with session_scope(web_settings.database_url) as s:
+        link = s.scalars(select(LinkStat).where(LinkStat.run_id == run_id)).one()
+        link.eff_delay_p50_ms_up, link.eff_delay_p99_ms_up, link.eff_delay_max_ms_up = (
+            20.1,
+            29.7,
+            44.5,
+        )
+        link.eff_delay_p50_ms_down, link.eff_delay_p99_ms_down, link.eff_delay_max_ms_down = (
+            19.8,
+            30.2,
+            76.0,
+        )
+    html = text(client.get(f"/runs/{run_id}"))
+    row = html.split('id="links-table"')[1].split("</table>")[0].split("<tbody>")[1]
+    cells = [c.strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    assert cells[4] == "10ms..30ms"
+    assert cells[5] == "20.1 ms / 29.7 ms / 44.5 ms"
+    assert cells[6] == "19.8 ms / 30.2 ms / 76.0 ms"
+    assert re.search(r'id="links-pending"\s+hidden', html)

@@ -8,6 +8,8 @@
     ttft_ms: "ms", e2el_ms: "ms", tpot_ms: "ms", itl_mean_ms: "ms", itl_p50_ms: "ms",
     itl_p90_ms: "ms", itl_p99_ms: "ms", prompt_tokens: "count", output_tokens: "count",
     prefill_tps: "tok/s", decode_tps: "tok/s", load_ms: "ms", net_bytes_per_token: "bytes",
+    net_load_bytes: "bytes", net_prefill_bytes: "bytes", net_decode_bytes: "bytes",
+    round_trips_per_token: "num",
   };
   function missing(v) {
     return v === null || v === undefined || v === "" || typeof v === "boolean" || Number.isNaN(Number(v));

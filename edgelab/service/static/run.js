@@ -155,12 +155,12 @@
     body.replaceChildren();
     const configured = data.config.latency;
     let effective = false;
+    const eff = (l, d) => ["p50", "p99", "max"].map((q) => ELFMT.ms(l["eff_delay_" + q + "_ms_" + d])).join(" / ");
     links.forEach((l) => {
       const tr = document.createElement("tr");
-      if (l.effective_p50_ms !== undefined && l.effective_p50_ms !== null) effective = true;
+      if (l.eff_delay_p50_ms_up !== undefined && l.eff_delay_p50_ms_up !== null) effective = true;
       [l.link, ELFMT.bytes(l.bytes_up), ELFMT.bytes(l.bytes_down),
-       ELFMT.num(l.chunks_up) + " / " + ELFMT.num(l.chunks_down), configured,
-       ELFMT.ms(l.effective_p50_ms), ELFMT.ms(l.effective_p99_ms), ELFMT.ms(l.effective_max_ms)]
+       ELFMT.num(l.chunks_up) + " / " + ELFMT.num(l.chunks_down), configured, eff(l, "up"), eff(l, "down")]
         .forEach((v, i) => {
           const td = document.createElement("td");
           td.textContent = v;
@@ -170,7 +170,8 @@
       body.appendChild(tr);
     });
     const note = document.getElementById("links-pending");
-    if (note) note.hidden = effective;
+    // Live rows have counters only; the per-message delays come with the stored rows.
+    if (note) note.hidden = effective || !EL.TERMINAL.includes(status);
   }
 
   function renderAll(d) {
