@@ -284,6 +284,10 @@ def show_text(run: dict[str, Any]) -> str:
             lines.append(
                 f"  {name}: peak CPU {cpu:.0f} % · peak RSS {size(rss)} ({len(samples)} samples)"
             )
+    for node, log in (run.get("node_logs") or {}).items():
+        tail = log if isinstance(log, list) else str(log).splitlines()
+        lines.append(f"log of {node} (last lines)")
+        lines += [f"  {line}" for line in tail[-10:]]
     lines.append("provenance")
     lines.append(
         f"  engine {p['engine_version'] or '-'} · edgelab {p['edgelab_version'] or '-'} · "

@@ -228,6 +228,22 @@ def test_runs_show_reads_like_a_report(db_settings: Settings) -> None:
     assert data == client.get(f"/api/runs/{run_id}").get_json()
 
 
+def test_runs_show_failed_run_with_node_logs(db_settings: Settings) -> None:
+    from edgelab.models import Run
+
+    run_id = add_run(db_settings, status="failed")
+    with session_scope(db_settings.database_url) as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        run.node_logs = {"worker1": [f"line {i}" for i in range(30)]}
+    out = ok(db_settings, "runs", "show", str(run_id))
+    assert f"run {run_id} failed" in out
+    assert "  error: node worker1 exited with status 1" in out
+    assert "log of worker1 (last lines)\n  line 20\n" in out
+    assert "  line 29" in out
+    assert "line 19" not in out
+
+
 def test_runs_show_unknown_run(db_settings: Settings) -> None:
     result = cli(db_settings, "runs", "show", "999")
     assert result.exit_code == 1

@@ -272,6 +272,7 @@ def test_report_of_a_sweep_without_results(db_settings: Settings) -> None:
     with session_scope(db_settings.database_url) as s:
         html = render_html(build_report(s, sweep_id))
     assert "No model was fitted" in html
+    assert "This sweep is still queued (0 of 0 cells done)" in html
     assert "<svg" not in html
     with session_scope(db_settings.database_url) as s, pytest.raises(LookupError):
         build_report(s, 999)
