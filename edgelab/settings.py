@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 Backend = Literal["local", "docker"]
 BACKENDS: tuple[Backend, ...] = ("local", "docker")
+KeepWorkDirs = Literal["failed", "always", "never"]
+KEEP_WORK_DIRS: tuple[KeepWorkDirs, ...] = ("failed", "always", "never")
 
 
 class SettingsError(ValueError):
@@ -43,6 +45,11 @@ class Settings:
     # traffic or node CPU counts as progress.
     stall_timeout_s: float = 60.0
     start_stall_timeout_s: float = 60.0
+    # Cluster work dirs (node logs, see edgelab/cluster/workdirs.py): removed with
+    # the cluster unless it failed; failed ones kept this long / up to this size.
+    keep_work_dirs: KeepWorkDirs = "failed"
+    work_dir_keep_hours: float = 72.0
+    work_dir_keep_mb: float = 200.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,15 +118,21 @@ class Settings:
                 f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}"
             )
 
-        def seconds(name: str, default: float) -> float:
+        def positive(name: str, default: float, unit: str = "seconds") -> float:
             raw = get(name, f"{default:g}")
             try:
                 value = float(raw)
             except ValueError:
                 value = float("nan")
             if not value > 0 or value == float("inf"):
-                raise SettingsError(f"EDGELAB_{name} must be a number of seconds > 0, got {raw!r}")
+                raise SettingsError(f"EDGELAB_{name} must be a number of {unit} > 0, got {raw!r}")
             return value
+
+        keep = get("KEEP_WORK_DIRS", "failed")
+        if keep not in KEEP_WORK_DIRS:
+            raise SettingsError(
+                f"EDGELAB_KEEP_WORK_DIRS must be one of {', '.join(KEEP_WORK_DIRS)}, got {keep!r}"
+            )
 
         return cls(
             data_dir=data_dir,
@@ -132,6 +145,9 @@ class Settings:
             dllama_bin=get("DLLAMA_BIN"),
             dllama_api_bin=get("DLLAMA_API_BIN"),
             max_sweep_cells=int(cells),
-            stall_timeout_s=seconds("STALL_TIMEOUT", cls.stall_timeout_s),
-            start_stall_timeout_s=seconds("START_STALL_TIMEOUT", cls.start_stall_timeout_s),
+            stall_timeout_s=positive("STALL_TIMEOUT", cls.stall_timeout_s),
+            start_stall_timeout_s=positive("START_STALL_TIMEOUT", cls.start_stall_timeout_s),
+            keep_work_dirs=keep,
+            work_dir_keep_hours=positive("WORK_DIR_KEEP_HOURS", cls.work_dir_keep_hours, "hours"),
+            work_dir_keep_mb=positive("WORK_DIR_KEEP_MB", cls.work_dir_keep_mb, "MB"),
         )

@@ -120,6 +120,8 @@ class Cluster(ABC):
         #: Set by the stall watchdog when a node went silent: the cluster must not
         #: serve another run even though every node process still exists.
         self.stalled: NodeFailure | None = None
+        #: A run on this cluster failed: keep its work dir (node logs) when it closes.
+        self.keep_work_dir = False
 
     @abstractmethod
     def start(self, progress: Progress | None = None, watch: Watch | None = None) -> None:

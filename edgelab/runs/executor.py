@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from edgelab import __version__
 from edgelab.catalog import Catalog, ModelInfo
-from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster
+from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster, workdirs
 from edgelab.cluster.watchdog import StallWatchdog
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
@@ -200,7 +200,8 @@ def cluster_for(
     and a stall watchdog (``Settings.start_stall_timeout_s``) fails a start that
     stopped making progress, naming the node, long before the start timeout.
     """
-    work_dir = settings.data_dir / "clusters" / f"{name}-{os.getpid()}-{time.time_ns()}"
+    workdirs.prune(settings)  # every start tidies up after earlier ones
+    work_dir = workdirs.new_work_dir(settings, name)
     engine = get_engine(config.engine, model, config.options)
     cluster = open_cluster(
         config.cluster_spec, str(work_dir), str(model.path), name=name, engine=engine
@@ -212,11 +213,29 @@ def cluster_for(
             raise RunCancelled()
         watchdog.check()
 
+    failure: BaseException | None = None
     try:
         cluster.start(progress, watch)
         yield cluster
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
+        failed = cluster.stalled is not None or cluster.keep_work_dir
+        if failure is not None and not isinstance(failure, (RunCancelled, KeyboardInterrupt)):
+            failed = True
         cluster.close()
+        kept = workdirs.release(settings, work_dir, failed=failed, logs=cluster.node_logs(50))
+        if kept and failure is not None:
+            # The error this becomes says where the whole logs are.
+            failure.kept_note = workdirs.keep_note(settings, work_dir)  # type: ignore[attr-defined]
+
+
+def failure_text(exc: BaseException) -> str:
+    """A run's error for ``exc``: its message, plus where its node logs were kept."""
+    text = str(exc) or type(exc).__name__
+    note = getattr(exc, "kept_note", None)
+    return f"{text}\n{note}" if note else text
 
 
 def execute_run(
@@ -267,7 +286,11 @@ def execute_run(
             raise
         return RunResult(run_id, "cancelled", reason)
     except Exception as exc:
-        error = str(exc) or type(exc).__name__
+        error = failure_text(exc)
+        if cluster is not None and settings.keep_work_dirs != "never":
+            # A warm cluster outlives this run: it keeps its directory when it closes.
+            cluster.keep_work_dir = True
+            error += "\n" + workdirs.keep_note(settings, cluster.work_dir)
         logs = exc.node_logs if isinstance(exc, ClusterError) else None
         _set_status(url, run_id, "failed", error=error, finished_at=utcnow(), node_logs=logs)
         emit({"type": "status", "status": "failed", "error": error})

@@ -24,7 +24,14 @@ from edgelab.cluster import Cluster, ClusterError
 from edgelab.models import TERMINAL_STATUSES, Run
 from edgelab.models.base import utcnow
 from edgelab.models.db import session_scope
-from edgelab.runs.executor import RunCancelled, claim_run, cluster_for, config_of, execute_run
+from edgelab.runs.executor import (
+    RunCancelled,
+    claim_run,
+    cluster_for,
+    config_of,
+    execute_run,
+    failure_text,
+)
 from edgelab.settings import Settings
 from edgelab.sweeps import control
 from edgelab.tasks.events import RunPublisher, cancel_check
@@ -202,7 +209,7 @@ def run_group(
                     except ClusterError as exc:
                         # The cluster did not start: every run of this topology would
                         # fail the same way, so fail them all with the node's story.
-                        error = str(exc)
+                        error = failure_text(exc)
                         for rid in [lead, *pending]:
                             if leases.take(rid):
                                 _fail(url, rid, error, exc.node_logs)

@@ -1,8 +1,9 @@
 """Worker process hygiene: fresh DB connections after fork, orphan recovery at start,
-and removal of Docker leftovers whose owner died."""
+and removal of Docker leftovers and cluster work dirs nobody needs any more."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from celery.signals import task_postrun, worker_process_init, worker_ready
@@ -39,3 +40,17 @@ def _reap_docker_leftovers(**_kwargs: Any) -> None:
     from edgelab.cluster.docker import reap_orphans
 
     reap_orphans()
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _prune_work_dirs(**_kwargs: Any) -> None:
+    """Cluster work dirs of dead processes and failed runs past their keep time or
+    size are removed (see :mod:`edgelab.cluster.workdirs`); a worker that is idle
+    for days still did it at its start and after its last task."""
+    from edgelab.cluster import workdirs
+    from edgelab.settings import Settings, SettingsError
+
+    # Tidying up must never fail a worker or a task.
+    with contextlib.suppress(SettingsError, OSError):
+        workdirs.prune(Settings.from_env())

@@ -52,7 +52,8 @@ def standin_settings(
 def test_three_node_dllama_run_stores_per_token_detail_and_load(
     standin_settings: Settings,
 ) -> None:
-    settings = standin_settings
+    # Node logs are kept after success too: the workers' are read below.
+    settings = standin_settings.with_overrides(keep_work_dirs="always")
     config, _ = parse_config(
         {
             "prompt": "Hello the world",

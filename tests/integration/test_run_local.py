@@ -19,7 +19,7 @@ from edgelab.cluster.local import LocalCluster
 from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
-from edgelab.runs.executor import cluster_for, config_of, create_run, execute_run
+from edgelab.runs.executor import cluster_for, config_of, create_run, execute_run, failure_text
 from edgelab.runs.views import run_detail
 from edgelab.settings import Settings
 
@@ -155,6 +155,8 @@ def test_cli_run_json_and_restart_survival(settings: Settings, tmp_path: Path) -
         {
             "EDGELAB_DATA_DIR": str(settings.data_dir),
             "EDGELAB_MODELS_DIR": str(settings.models_dir),
+            # Keep the cluster's node logs after success, to read the root's below.
+            "EDGELAB_KEEP_WORK_DIRS": "always",
         }
     )
     proc = subprocess.run(
@@ -241,5 +243,19 @@ def test_cluster_startup_failure_tears_down(settings: Settings, tmp_path: Path) 
         {"prompt": PROMPT, "nodes": 2, "latency": "0ms", "max_tokens": 2}, _catalog(settings)
     )
     broken = replace(model, path=bogus)
-    with pytest.raises(Exception, match="root"), cluster_for(settings, spec_config, broken):
+    with pytest.raises(Exception, match="root") as info, cluster_for(settings, spec_config, broken):
         pass
+    # The failed cluster's directory stays, with the root's whole log, and says so.
+    (kept,) = (settings.data_dir / "clusters").iterdir()
+    assert (kept / "root.log").stat().st_size > 0
+    assert (kept / "KEPT").exists()
+    assert failure_text(info.value).endswith(
+        f"(full node logs in {kept}, kept for up to 72 h / 200 MB of failed runs)"
+    )
+
+
+@pytest.mark.usefixtures("smollm2")
+def test_a_succeeded_run_takes_its_work_dir_along(settings: Settings) -> None:
+    run_id = _submit(settings, nodes=2, max_tokens=2)
+    assert execute_run(settings, run_id).status == "succeeded"
+    assert list((settings.data_dir / "clusters").iterdir()) == []

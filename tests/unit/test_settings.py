@@ -47,6 +47,9 @@ def test_values_from_environment(tmp_path: Path) -> None:
         ("EDGELAB_STALL_TIMEOUT", "0"),
         ("EDGELAB_STALL_TIMEOUT", "inf"),
         ("EDGELAB_START_STALL_TIMEOUT", "soon"),
+        ("EDGELAB_KEEP_WORK_DIRS", "sometimes"),
+        ("EDGELAB_WORK_DIR_KEEP_MB", "-1"),
+        ("EDGELAB_WORK_DIR_KEEP_HOURS", ""),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:

@@ -94,6 +94,14 @@ def _wait_no_nodes(nodes_of: NodesOf, data_dir: Path, timeout_s: float = 10.0) -
         time.sleep(0.1)
 
 
+def _wait_dirs(data_dir: Path, expected: list[Path], timeout_s: float = 10.0) -> None:
+    """Wait until the cluster work dirs under ``data_dir`` are exactly ``expected``."""
+    deadline = time.monotonic() + timeout_s
+    while sorted((data_dir / "clusters").iterdir()) != sorted(expected):
+        assert time.monotonic() < deadline, list((data_dir / "clusters").iterdir())
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def _stopped(pid: int) -> Any:
     """SIGSTOP ``pid``; SIGCONT it afterwards if it still exists (a failing test must
@@ -127,11 +135,17 @@ def test_sigstop_of_a_worker_node_mid_generation_fails_naming_it_and_frees_the_w
     ), run["error"]
     assert detect_s <= STALL_S + 10, detect_s
     assert set(run["node_logs"]) == {"root", "worker1", "worker2"}
+    # The whole logs stay on disk, and the error says where.
+    (kept,) = (queue_settings.data_dir / "clusters").iterdir()
+    assert f"(full node logs in {kept}, kept for up to " in run["error"]
+    assert {p.name for p in kept.iterdir()} >= {"KEPT", "root.log", "worker1.log", "worker2.log"}
 
     # The Celery worker is free again at once (not held until the task time limit).
     next_id = _submit(client, latency="0ms", max_tokens=4)
     after = _wait(lambda: _run(client, next_id), lambda d: d["status"] in FINAL, 120)
     assert after["status"] == "succeeded", after["error"]
+    # The run is `succeeded` a moment before its cluster is closed and its dir removed.
+    _wait_dirs(queue_settings.data_dir, [kept])
     chaos_timing(
         "SIGSTOP of one worker node mid-generation",
         detect_s=round(detect_s, 2),
@@ -297,6 +311,9 @@ def test_kill9_of_the_celery_worker_mid_run_completes_exactly_once_after_restart
     with session_scope(queue_settings.database_url) as s:
         assert s.scalar(select(func.count(LinkStat.id)).where(LinkStat.run_id == run_id)) == 2
     assert len(queue_nodes_of(queue_settings.data_dir)) == 0
+    # The killed worker's cluster dir was pruned (its owner is dead), the rerun's
+    # went with its cluster.
+    _wait_dirs(queue_settings.data_dir, [])
     chaos_timing(
         "kill -9 of the Celery worker mid-run",
         detect_s=None,
