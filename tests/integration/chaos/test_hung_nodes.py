@@ -38,7 +38,8 @@ NodesOf = Callable[[Path], list[psutil.Process]]
 StartWorker = Callable[..., Any]  # -> conftest.QueueWorker
 RecordTiming = Callable[..., None]
 
-PROMPT = "Name three planets."
+#: A prompt the small model answers at length, so a fault lands mid-generation.
+PROMPT = "Write a long story about a robot who learns to paint."
 FINAL = ("succeeded", "failed", "cancelled")
 #: A delay no start survives: the first RPC message to worker1 is held "forever".
 NEVER = "1000000s"
