@@ -1,7 +1,9 @@
 """A real dllama binary on a tiny synthetic model: 1 node and 3 nodes through proxies.
 
 Opt-in: skipped (with the reason shown by ``-ra``) unless EDGELAB_DLLAMA_BIN
-points at a distributed-llama build. edgelab never builds dllama itself.
+points at a distributed-llama build. edgelab never builds dllama itself. Both
+root modes run: ``api`` (the warm default; needs ``dllama-api`` beside ``dllama``
+or EDGELAB_DLLAMA_API_BIN) and ``inference`` (one ``dllama inference`` per run).
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def wait_marker(log: Path, marker: str, proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def cluster(model: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RootClient]:
-    nodes: int = request.param
-    engine = DllamaEngine()
+    nodes, mode = request.param
+    engine = DllamaEngine(mode=mode)
     procs: list[subprocess.Popen[bytes]] = []
     proxies: list[LinkProxy] = []
     try:
@@ -102,11 +104,27 @@ def cluster(model: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
             proxy.close()
 
 
-@pytest.mark.parametrize("cluster", [1, 3], indirect=True, ids=["1node", "3nodes"])
+@pytest.mark.parametrize(
+    "cluster",
+    [(1, "inference"), (3, "inference"), (1, "api"), (3, "api")],
+    indirect=True,
+    ids=["1node-inference", "3nodes-inference", "1node-api", "3nodes-api"],
+)
 def test_generates_tokens_with_dllama_timings(cluster: RootClient) -> None:
     info = cluster.info()
     assert info["engine"] == "dllama"
     assert info["net_turbo"] is False
+    if info["mode"] == "api":
+        # dllama-api stops at EOS and may merge held-back pieces into one chunk, so
+        # the count is at most max_tokens; greedy random weights rarely hit either.
+        events = list(cluster.generate("Hello the world", 8))
+        tokens = [e for e in events if e["type"] == "token"]
+        assert 1 <= len(tokens) <= 8
+        assert events[0]["detail"]["start_pos"] == 0
+        again = [e for e in cluster.generate("Hello the world", 8) if e["type"] == "token"]
+        # Greedy and no cache reuse: the same request gives the same text again.
+        assert "".join(t["text"] for t in again) == "".join(t["text"] for t in tokens)
+        return
     events = list(cluster.generate("Hello the world", 8, chat=False))
     assert events[0]["type"] == "start"
     assert events[0]["prompt_tokens"] >= 2
