@@ -41,7 +41,8 @@ loaded and the workers connected across requests (issue 14):
     exception does in the real server (so callers must never probe by connecting).
     A tokenizer-less template is refused unless ``--chat-template`` names one of
     ``llama2``, ``llama3``, ``deepSeek3`` (checked by value only: the stand-in does
-    not read the tokenizer).
+    not read the tokenizer). With ``STANDIN_API_WITHOUT_HOST=1`` it acts like a
+    build from before ``--host`` existed (dies on the unknown option).
 
 The wire protocol between the modes and the workers is this script's own (line
 headers plus payloads), not dllama's. Standard library only: it also runs inside
@@ -411,6 +412,11 @@ def api(args: list[str]) -> int:
     port = int(option(args, "--port", "9990"))
     host = option(args, "--host", "0.0.0.0")
     template = option(args, "--chat-template", "-")
+    if "--host" in args and os.environ.get("STANDIN_API_WITHOUT_HOST"):
+        # Builds before --host existed: AppCliArgs::parse throws, nothing catches it.
+        print("terminate called after throwing an instance of 'std::runtime_error'")
+        print("  what():  Unknown option: --host", flush=True)
+        os._exit(134)
     addresses = args[args.index("--workers") + 1 :] if "--workers" in args else []
     addresses = [a for a in addresses if not a.startswith("-")]
     if template != "-" and template not in CHAT_TEMPLATES:

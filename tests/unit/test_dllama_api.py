@@ -149,3 +149,19 @@ def test_dllama_api_dying_after_start_is_reported(generator: ApiGenerator, lost:
     assert lost[0].startswith("dllama-api exited with code")
     with pytest.raises(RuntimeError, match="dllama-api is gone"):
         generator.generate(GenerateRequest("Hello", 1))
+
+
+def test_a_dllama_api_without_host_flag_is_started_without_it(
+    tmp_path: Path, api_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STANDIN_API_WITHOUT_HOST", "1")
+    model, _ = write_synthetic_model(tmp_path / "m")
+    gen = ApiGenerator(api_binary, model, [], threads=1, on_lost=lambda _reason: None)
+    try:
+        gen.load()
+        assert gen.process is not None
+        assert "--host" not in gen.process.argv
+        assert gen.info()["bound_to"] == "all interfaces (no --host)"
+        assert list(gen.generate(GenerateRequest("Hello", 2))) == PIECES[:2]
+    finally:
+        gen.close()

@@ -321,6 +321,7 @@ class ApiGenerator(Generator):
         self.chat_kind: str | None = None
         self.chat_template_flag: str | None = None
         self.port: int | None = None
+        self.host_flag = True
         self.process: ApiProcess | None = None
         self.weights_ms: float | None = None
         self.warmup_detail: dict[str, Any] | None = None
@@ -367,7 +368,21 @@ class ApiGenerator(Generator):
             self.chat_kind = self.chat_template_flag = FALLBACK_TEMPLATE
         self.port = free_loopback_port()
         self.process = ApiProcess(self.argv(), self.on_lost)
-        self.process.wait_ready(API_START_TIMEOUT_S)
+        try:
+            self.process.wait_ready(API_START_TIMEOUT_S)
+        except EngineError:
+            if "Unknown option: --host" not in self.process.tail():
+                raise
+            # Builds before --host existed bind every interface; still usable (the
+            # root talks to it on loopback), so start again without the flag.
+            print(
+                "root: this dllama-api has no --host; it will bind all interfaces",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.host_flag = False
+            self.process = ApiProcess(self.argv(), self.on_lost)
+            self.process.wait_ready(API_START_TIMEOUT_S)
         if self.process.weights_loaded is not None:
             self.weights_ms = round((self.process.weights_loaded - self.process.started) * 1e3, 3)
         self._check_models()
@@ -393,8 +408,7 @@ class ApiGenerator(Generator):
             str(self.threads),
             "--max-seq-len",
             str(self.seq_len),
-            "--host",
-            "127.0.0.1",
+            *(["--host", "127.0.0.1"] if self.host_flag else []),
             "--port",
             str(self.port),
             "--net-turbo",
@@ -462,6 +476,7 @@ class ApiGenerator(Generator):
             "model": self.header.to_dict(),
             "chat_template": self.chat_kind,
             "chat_template_flag": self.chat_template_flag,
+            "bound_to": "127.0.0.1" if self.host_flag else "all interfaces (no --host)",
             "stops_at_eos": True,
             "weights_streamed_per_inference": False,
             "weights_ms": self.weights_ms,
