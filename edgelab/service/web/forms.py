@@ -52,7 +52,16 @@ def engine_help() -> str:
             f"&& make dllama), set {ENV_VAR}=/path/to/dllama in the environment of the service "
             "and its workers, and restart them."
         )
-    return f"dllama (distributed-llama) runs {binary}."
+    from edgelab.engines.dllama.binary import resolve_api_binary
+
+    try:
+        api = resolve_api_binary(None, binary)
+    except EngineError as exc:
+        return (
+            f"dllama (distributed-llama) runs {binary}, one dllama inference per run only "
+            f"(run option dllama_mode: inference): {exc}"
+        )
+    return f"dllama (distributed-llama) runs {binary}, with warm roots through {api}."
 
 
 def engines_for(models: list[ModelInfo]) -> dict[str, str]:
