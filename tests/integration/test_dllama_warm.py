@@ -21,6 +21,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from edgelab.analysis import group_records, load_records
 from edgelab.catalog import Catalog
 from edgelab.engines.dllama.synthetic import SyntheticShape, write_synthetic_model
 from edgelab.models import LinkStat, Run, Sweep
@@ -250,3 +251,13 @@ def test_engine_axis_groups_each_engine_with_the_same_latencies_and_prompts(
         assert {r.measurement["mode"] for r in mine if r.measurement} == {
             "rpc" if engine == "llamacpp" else "api"
         }
+    # The sweep's analysis puts the engines side by side: one group per engine and latency.
+    with session_scope(settings.database_url) as s:
+        records = load_records(s, sweep_id=sweep_id)
+    groups_by_key = {(g.key.engine, g.key.latency) for g in group_records(records)}
+    assert groups_by_key == {
+        ("llamacpp", "0ms"),
+        ("llamacpp", "5ms"),
+        ("dllama", "0ms"),
+        ("dllama", "5ms"),
+    }
