@@ -251,6 +251,9 @@ def resume_sweep(sweep_id: int) -> Any:
 
 # --- analysis -----------------------------------------------------------------
 
+#: The largest id a run can have (a 32-bit INTEGER key on PostgreSQL): larger ids are a
+#: 400, not a database overflow.
+MAX_RUN_ID = 2**31 - 1
 #: How many runs one ``/api/compare`` call may group and test pairwise.
 COMPARE_API_MAX = 200
 PREDICT_MAX_NODES = 1024
@@ -346,6 +349,8 @@ def parse_run_ids(values: list[str], low: int, high: int) -> tuple[list[int], st
             continue
         if not part.isdigit():
             return [], f"run ids must be whole numbers, got {part!r}"
+        if not 1 <= int(part) <= MAX_RUN_ID:
+            return [], f"run ids must be between 1 and {MAX_RUN_ID}, got {part}"
         if int(part) not in ids:
             ids.append(int(part))
     if not low <= len(ids) <= high:

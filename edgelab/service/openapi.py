@@ -460,7 +460,8 @@ def document() -> dict[str, Any]:
                             **_query(
                                 "ids",
                                 {"type": "string", "pattern": "^[0-9, ]+$"},
-                                "Comma-separated run ids (or repeated ids=); 2 to 200 runs",
+                                "Comma-separated run ids (or repeated ids=), each 1 to 2147483647; "
+                                "2 to 200 distinct runs",
                             ),
                             "required": True,
                         }

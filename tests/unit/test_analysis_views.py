@@ -108,6 +108,9 @@ def test_compare_api_verdicts(client: FlaskClient, settings_db: Settings) -> Non
     assert same["differing"] == []
     assert client.get("/api/compare?ids=1").status_code == 400
     assert client.get("/api/compare?ids=1,x").get_json()["errors"]["ids"].startswith("run ids")
+    huge = client.get("/api/compare?ids=1,99999999999999999999")
+    assert huge.status_code == 400
+    assert "between 1 and 2147483647" in huge.get_json()["errors"]["ids"]
     missing = client.get("/api/compare?ids=1,99999")
     assert missing.status_code == 404
     assert missing.get_json()["error"] == "no run with id 99999"
