@@ -38,8 +38,9 @@ from edgelab.models import Run  # noqa: E402
 from edgelab.models.db import session_scope, upgrade  # noqa: E402
 from edgelab.service import create_app  # noqa: E402
 from edgelab.settings import Settings  # noqa: E402
+from edgelab.store import SweepStatus  # noqa: E402
+from edgelab.store.actions import open_actions  # noqa: E402
 from edgelab.sweeps import control, expand, parse_spec  # noqa: E402
-from edgelab.tasks.submit import enqueue_launch  # noqa: E402
 
 
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -112,13 +113,12 @@ def main() -> None:
         )
         cells = expand(spec, Catalog(settings))
         t0 = time.monotonic()
-        with session_scope(settings.database_url) as s:
-            sweep_id = control.create_sweep(s, spec, cells).id
-        enqueue_launch(celery, sweep_id)
+        actions = open_actions(settings, settings.redis_url, celery)
+        sweep_id = actions.submit_sweep(spec, cells).id
         while True:
             with session_scope(settings.database_url) as s:
                 detail = control.sweep_detail(s, sweep_id)
-            if detail["status"] in ("succeeded", "failed", "cancelled"):
+            if SweepStatus(detail["status"]).terminal:
                 break
             time.sleep(0.05)
         wall_s = time.monotonic() - t0

@@ -11,10 +11,10 @@ from edgelab.models.run import (
     LinkStat,
     NodeSample,
     Run,
-    RunStatus,
     TokenEvent,
 )
 from edgelab.models.sweep import SWEEP_STATUSES, Sweep
+from edgelab.store.status import RunStatus, SweepStatus
 
 __all__ = [
     "RUN_STATUSES",
@@ -26,5 +26,6 @@ __all__ = [
     "Run",
     "RunStatus",
     "Sweep",
+    "SweepStatus",
     "TokenEvent",
 ]

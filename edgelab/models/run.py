@@ -9,7 +9,7 @@ link statistics are rows for the same reason.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -26,21 +26,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edgelab.models.base import Base, utcnow
+from edgelab.models.base import Base, StrEnumColumn, utcnow
+from edgelab.store.status import RUN_TERMINAL, RunStatus
 
 if TYPE_CHECKING:
     from edgelab.models.sweep import Sweep
 
-RunStatus = Literal["queued", "starting", "running", "succeeded", "failed", "cancelled"]
-RUN_STATUSES: tuple[RunStatus, ...] = (
-    "queued",
-    "starting",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# Kept for callers of the old names; the states themselves live in edgelab.store.status.
+RUN_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
+TERMINAL_STATUSES: frozenset[RunStatus] = RUN_TERMINAL
 
 
 class Run(Base):
@@ -48,7 +42,7 @@ class Run(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[RunStatus] = mapped_column(StrEnumColumn(RunStatus), default=RunStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text)
 
     # Configuration.

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edgelab.models.base import Base, utcnow
+from edgelab.models.base import Base, StrEnumColumn, utcnow
+from edgelab.store.status import SweepStatus
 
 if TYPE_CHECKING:
     from edgelab.models.run import Run
 
-SWEEP_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+SWEEP_STATUSES: tuple[SweepStatus, ...] = tuple(SweepStatus)
 
 
 class Sweep(Base):
@@ -22,7 +23,9 @@ class Sweep(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[SweepStatus] = mapped_column(
+        StrEnumColumn(SweepStatus), default=SweepStatus.QUEUED
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     total_cells: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgelab.cli import load_settings
+from edgelab.settings import Settings
+from edgelab.store.status import RunStatus
+
+if TYPE_CHECKING:
+    import redis
 
 
 def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
@@ -71,9 +77,11 @@ def run_command(
 ) -> None:
     """Run one prompt on a fresh cluster and store the results."""
     from edgelab.catalog import Catalog
-    from edgelab.models.db import session_scope, upgrade
+    from edgelab.models.db import upgrade
     from edgelab.runs.config import ConfigError, parse_config
-    from edgelab.runs.executor import create_run, execute_run
+    from edgelab.runs.executor import execute_run
+    from edgelab.store.store import Store
+    from edgelab.tasks.runner import held_like_a_worker
 
     settings = load_settings()
     if dllama_bin:
@@ -107,9 +115,9 @@ def run_command(
         lines = "\n".join(f"  --{k.replace('_', '-')}: {v}" for k, v in exc.errors.items())
         raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
 
+    r = _host_lock_broker(settings)
     upgrade(settings.database_url)
-    with session_scope(settings.database_url) as s:
-        run_id = create_run(s, config).id
+    run_id = Store(settings.database_url).create_run(config).id
 
     log = sys.stderr if as_json else sys.stdout
     # True while the streamed answer's last line has no newline yet: a status or
@@ -138,8 +146,16 @@ def run_command(
     click.echo(f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}]", err=True)
     # SIGTERM ends the run like Ctrl-C does: cluster torn down, run marked cancelled.
     signal.signal(signal.SIGTERM, _interrupt)
+    waiting = "waiting for another experiment on this host"
     try:
-        result = execute_run(settings, run_id, sink=sink, catalog=catalog)
+        with (
+            held_like_a_worker(
+                r, run_id, on_wait=lambda: sink({"type": "progress", "message": waiting})
+            )
+            if r is not None
+            else contextlib.nullcontext()
+        ):
+            result = execute_run(settings, run_id, sink=sink, catalog=catalog)
     except KeyboardInterrupt:
         raise click.ClickException(f"run {run_id} interrupted; its cluster was stopped") from None
     end_answer_line()
@@ -148,8 +164,34 @@ def run_command(
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         click.echo(summary(data))
-    if result.status != "succeeded":
+    if result.status != RunStatus.SUCCEEDED:
         raise click.ClickException(f"run {run_id} {result.status}: {result.error}")
+
+
+def _host_lock_broker(settings: Settings) -> redis.Redis | None:
+    """The Redis holding this host's experiment lock, or None if there is no broker.
+
+    With a broker configured (or an ``edgelab up`` running), ``edgelab run`` takes
+    the same host lock as workers do; it refuses to run if that broker does not
+    answer rather than silently sharing the CPU with a worker's experiment.
+    """
+    import redis
+
+    from edgelab.embedded import resolve_redis_url
+    from edgelab.tasks.events import redis_client
+
+    url = resolve_redis_url(settings)
+    if not url:
+        return None
+    r = redis_client(url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"broker unreachable at {url} ({exc}): `edgelab run` takes the same host lock as "
+            "workers; start the broker, or unset EDGELAB_REDIS_URL to run without it"
+        ) from exc
+    return r
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
-
 from edgelab import __version__
 from edgelab.catalog import Catalog, ModelInfo
 from edgelab.cluster import Cluster, ClusterError, NodeFailure, open_cluster, workdirs
@@ -28,14 +25,15 @@ from edgelab.cluster.watchdog import StallWatchdog
 from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
 from edgelab.metrics import host, linktiming, timeline
-from edgelab.metrics.sampler import NodeSampler, Sample
-from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
-from edgelab.models.base import utcnow
+from edgelab.metrics.sampler import NodeSampler
+from edgelab.models import TokenEvent
 from edgelab.models.db import session_scope
-from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.runs.config import RunConfig
 from edgelab.settings import Settings
+from edgelab.store import RunStatus
+from edgelab.store.store import Store, insert_run
+from edgelab.store.store import config_of as config_of  # re-exported: older callers
 
 #: Called with each live event: {"type": "status"|"token"|"progress"|"metrics", ...}.
 EventSink = Callable[[dict[str, Any]], None]
@@ -53,74 +51,25 @@ class RunCancelled(Exception):
     """The run was cancelled while it executed."""
 
 
+class RunLost(Exception):
+    """The run left this executor's hands (another worker adopted it): stop, write nothing."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: int
-    status: str
+    status: RunStatus
     error: str | None
 
 
-def create_run(session: Session, config: RunConfig, sweep_id: int | None = None) -> Run:
-    """Insert a queued run for ``config`` (the caller commits)."""
-    run = Run(
-        sweep_id=sweep_id,
-        status="queued",
-        engine=config.engine,
-        backend=config.backend,
-        model=config.model,
-        nodes=config.nodes,
-        threads=config.threads,
-        latency=config.latency.to_dict(),
-        latency_label=config.latency.label,
-        bandwidth_bps=config.latency.bandwidth_bps,
-        max_tokens=config.max_tokens,
-        prompt=config.prompt,
-        temperature=config.temperature,
-        seed=config.seed,
-        repetition=config.repetition,
-        options=dict(config.options),
-        fingerprint=config.fingerprint(),
-    )
-    session.add(run)
-    session.flush()
-    return run
-
-
-def config_of(run: Run) -> RunConfig:
-    return RunConfig(
-        prompt=run.prompt,
-        model=run.model,
-        nodes=run.nodes,
-        threads=run.threads,
-        latency=LatencyProfile.from_dict(run.latency),
-        max_tokens=run.max_tokens,
-        seed=run.seed,
-        temperature=run.temperature,
-        engine=run.engine,
-        backend=run.backend,
-        repetition=run.repetition,
-        options=dict(run.options or {}),
-    )
+# Kept under their old names: creating a run and reading its configuration are the
+# store's business now (edgelab.store.store), these are the same functions.
+create_run = insert_run
 
 
 def claim_run(database_url: str, run_id: int) -> bool:
-    """Move a run to ``starting`` unless it already ended; False means: do not execute.
-
-    A run found in ``starting``/``running`` was left by an executor that died
-    (a redelivered Celery task): its partial rows are discarded and it runs again,
-    so it ends up executed exactly once to completion.
-    """
-    with session_scope(database_url) as s:
-        result = s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.in_(("queued", "starting", "running")))
-            .values(status="starting", error=None, started_at=None, finished_at=None)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
-            return False
-        for table in (TokenEvent, NodeSample, LinkStat):
-            s.execute(delete(table).where(table.run_id == run_id))
-    return True
+    """queued (or left behind by a dead executor) -> starting; False: do not execute."""
+    return Store(database_url).claim_run(run_id)
 
 
 def host_cpu() -> str:
@@ -178,11 +127,6 @@ class _TokenWriter:
                 s.add_all(self.pending)
             self.pending = []
         self.last_flush = time.monotonic()
-
-
-def _set_status(database_url: str, run_id: int, status: str, **values: Any) -> None:
-    with session_scope(database_url) as s:
-        s.execute(update(Run).where(Run.id == run_id).values(status=status, **values))
 
 
 @contextmanager
@@ -246,21 +190,23 @@ def execute_run(
     sink: EventSink | None = None,
     should_cancel: CancelCheck | None = None,
     catalog: Catalog | None = None,
+    claimed: bool = False,
 ) -> RunResult:
     """Execute run ``run_id``, on ``cluster`` if given (a warm cluster of the same
-    topology; only its latency is changed), else on a cluster started for it."""
-    emit = sink or (lambda _event: None)
-    url = settings.database_url
-    if not claim_run(url, run_id):
-        with session_scope(url) as s:
-            run = s.get(Run, run_id)
-            status = run.status if run else "missing"
-        return RunResult(run_id, status, None)
+    topology; only its latency is changed), else on a cluster started for it.
 
-    with session_scope(url) as s:
-        run = s.execute(select(Run).where(Run.id == run_id)).scalar_one()
-        config = config_of(run)
-    emit({"type": "status", "status": "starting"})
+    ``claimed``: the caller already moved the run to ``starting`` (the group runner
+    does, so the lead run shows it is starting while the cluster comes up); otherwise the
+    run is claimed here. Either way it is claimed exactly once per execution.
+    """
+    emit = sink or (lambda _event: None)
+    store = Store(settings.database_url)
+    if not claimed:
+        if not store.claim_run(run_id):
+            status = store.run_status(run_id)
+            return RunResult(run_id, status or RunStatus.FAILED, None if status else "missing")
+        emit({"type": "status", "status": RunStatus.STARTING})
+    config = store.run_config(run_id)
     catalog = catalog or Catalog(settings)
 
     def progress(message: str) -> None:
@@ -278,13 +224,16 @@ def execute_run(
                 raise EngineError("the warm cluster's topology does not match this run")
             cluster.set_latency(config.latency)
             _generate(settings, run_id, config, model, cluster, emit, should_cancel)
+    except RunLost as exc:
+        # Not ours any more: whoever has it now writes its outcome.
+        return RunResult(run_id, store.run_status(run_id) or RunStatus.FAILED, str(exc))
     except (KeyboardInterrupt, RunCancelled) as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "cancelled"
-        _set_status(url, run_id, "cancelled", error=reason, finished_at=utcnow())
-        emit({"type": "status", "status": "cancelled", "error": reason})
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else RunStatus.CANCELLED.value
+        store.end_cancelled(run_id, reason)
+        emit({"type": "status", "status": RunStatus.CANCELLED, "error": reason})
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return RunResult(run_id, "cancelled", reason)
+        return RunResult(run_id, RunStatus.CANCELLED, reason)
     except Exception as exc:
         error = failure_text(exc)
         if cluster is not None and settings.keep_work_dirs != "never":
@@ -292,11 +241,11 @@ def execute_run(
             cluster.keep_work_dir = True
             error += "\n" + workdirs.keep_note(settings, cluster.work_dir)
         logs = exc.node_logs if isinstance(exc, ClusterError) else None
-        _set_status(url, run_id, "failed", error=error, finished_at=utcnow(), node_logs=logs)
-        emit({"type": "status", "status": "failed", "error": error})
-        return RunResult(run_id, "failed", error)
-    emit({"type": "status", "status": "succeeded"})
-    return RunResult(run_id, "succeeded", None)
+        store.fail_run(run_id, error, logs)
+        emit({"type": "status", "status": RunStatus.FAILED, "error": error})
+        return RunResult(run_id, RunStatus.FAILED, error)
+    emit({"type": "status", "status": RunStatus.SUCCEEDED})
+    return RunResult(run_id, RunStatus.SUCCEEDED, None)
 
 
 def _generate(
@@ -309,15 +258,13 @@ def _generate(
     should_cancel: CancelCheck | None,
 ) -> None:
     url = settings.database_url
+    store = Store(url)
     info = cluster.root_info
     runs_before = cluster.runs_served
     cluster.runs_served += 1
     measurement = measurement_of(info, cluster, runs_before)
-    _set_status(
-        url,
+    running = store.mark_running(
         run_id,
-        "running",
-        started_at=utcnow(),
         measurement=measurement,
         engine_version=info.get("engine_version"),
         layer_split=info.get("layer_split"),
@@ -328,7 +275,9 @@ def _generate(
         edgelab_version=__version__,
         image_ids=cluster.provenance(),
     )
-    emit({"type": "status", "status": "running"})
+    if not running:
+        raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")
+    emit({"type": "status", "status": RunStatus.RUNNING})
 
     # The run's window on the shared monotonic clock: chunk traces are read from here.
     window_start = time.monotonic()
@@ -456,13 +405,14 @@ def _generate(
         values["round_trips_per_token"] = linktiming.round_trips_per_token(timings)
         for phase in linktiming.PHASES:
             values[f"net_{phase}_bytes"] = sum(lt.bytes[phase] for lt in timings.values())
+    sample_rows = [sample.to_dict() for sample in samples]
     if stopped is None:
-        values.update(status="succeeded", finished_at=utcnow())
-    with session_scope(url) as s:
-        s.add_all(_sample_rows(run_id, samples))
-        s.add_all(LinkStat(run_id=run_id, link=name, **row) for name, row in link_rows.items())
+        stored = store.succeed_run(run_id, values, samples=sample_rows, links=link_rows)
+    else:
         # A stopped run's status is set by the caller, which reports why it stopped.
-        s.execute(update(Run).where(Run.id == run_id).values(**values))
+        stored = store.keep_measurements(run_id, values, samples=sample_rows, links=link_rows)
+    if not stored:
+        raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")
     emit(
         {
             "type": "metrics",
@@ -580,7 +530,3 @@ def measurement_of(info: dict[str, Any], cluster: Cluster, runs_before: int) -> 
             "runs_before": runs_before,
         },
     }
-
-
-def _sample_rows(run_id: int, samples: list[Sample]) -> list[NodeSample]:
-    return [NodeSample(run_id=run_id, **sample.to_dict()) for sample in samples]

@@ -21,23 +21,22 @@ from edgelab.catalog import Catalog, CatalogError
 from edgelab.models import Run, Sweep
 from edgelab.netem.profile import ProfileError, parse_bandwidth
 from edgelab.runs.config import ConfigError, parse_config
-from edgelab.runs.executor import create_run
 from edgelab.runs.views import run_detail, run_summary
 from edgelab.service.extensions import (
-    broker,
+    current_actions,
     current_celery,
     current_redis,
     current_settings,
     db,
 )
 from edgelab.service.history import parse_history, parse_paging
+from edgelab.store import RUN_OPEN_ORDER, InvalidTransition, StoreError
+from edgelab.store.actions import NO_BROKER, BrokerError
+from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
-from edgelab.tasks.events import request_cancel, stream_run_events
-from edgelab.tasks.submit import enqueue_launch, enqueue_run
+from edgelab.tasks.events import stream_run_events
 
 api = Blueprint("api", __name__)
-
-NO_BROKER = "no broker configured: set EDGELAB_REDIS_URL, or start everything with `edgelab up`"
 
 
 def _invalid(errors: dict[str, str], status: int = 400) -> tuple[Response, int]:
@@ -46,6 +45,16 @@ def _invalid(errors: dict[str, str], status: int = 400) -> tuple[Response, int]:
 
 def _not_found(what: str) -> tuple[Response, int]:
     return jsonify(error=f"{what} not found"), 404
+
+
+def _refused(exc: StoreError) -> tuple[Response, int]:
+    """A store or action error as JSON with its HTTP code (404, 409, 503)."""
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, InvalidTransition):
+        body["status"] = exc.current
+    if isinstance(exc, BrokerError) and exc.ids:
+        body["ids"] = exc.ids
+    return jsonify(body), exc.http_status
 
 
 def _json_body() -> dict[str, Any] | None:
@@ -69,16 +78,10 @@ def submit_run() -> Any:
         return _invalid(exc.errors)
     except CatalogError as exc:
         return _invalid({"model": str(exc)})
-    if broker() is None:
-        return jsonify(error=NO_BROKER), 503
-    run = create_run(db.session, config)
-    db.session.commit()
     try:
-        enqueue_run(current_celery(), run.id)
-    except Exception as exc:  # broker gone between the ping and the send
-        run.status, run.error = "failed", f"could not be queued: {exc}"
-        db.session.commit()
-        return jsonify(error=f"the broker did not accept the run: {exc}", id=run.id), 503
+        run = current_actions().submit_run(config)
+    except StoreError as exc:
+        return _refused(exc)
     resp = jsonify(id=run.id, status=run.status, url=url_for("api.get_run", run_id=run.id))
     resp.headers["Location"] = url_for("api.get_run", run_id=run.id)
     return resp, 202
@@ -122,12 +125,18 @@ def _sse(events: Iterator[dict[str, Any]]) -> Iterator[str]:
 @api.get("/runs/<int:run_id>/events")
 def run_events(run_id: int) -> Any:
     """Server-sent events: replay of what is stored, then live events, then ``end``."""
+    return event_stream(run_id)
+
+
+def event_stream(run_id: int) -> Any:
+    """The run's event stream as a response (the API and the run page both serve it)."""
     settings = current_settings()
     if db.session.get(Run, run_id) is None:
         return _not_found(f"run {run_id}")
-    r = broker()
-    if r is None:
-        return jsonify(error=NO_BROKER), 503
+    try:
+        r = current_actions().queue.check()
+    except StoreError as exc:
+        return _refused(exc)
     events = stream_run_events(settings.database_url, r, run_id)
     return Response(
         stream_with_context(_sse(events)),
@@ -138,23 +147,12 @@ def run_events(run_id: int) -> Any:
 
 @api.post("/runs/<int:run_id>/cancel")
 def cancel_run(run_id: int) -> Any:
-    run = db.session.get(Run, run_id)
-    if run is None:
-        return _not_found(f"run {run_id}")
-    if control.cancel_queued(db.session, [run_id]):
-        db.session.commit()
-        if run.sweep_id is not None:
-            control.refresh_status(db.session, run.sweep_id)
-            db.session.commit()
-        return jsonify(id=run_id, status="cancelled"), 202
-    db.session.refresh(run)
-    if run.status in ("starting", "running"):
-        r = broker()
-        if r is None:
-            return jsonify(error=NO_BROKER), 503
-        request_cancel(r, [run_id])
-        return jsonify(id=run_id, status="cancelling"), 202
-    return jsonify(error=f"run {run_id} already {run.status}", status=run.status), 409
+    """202 ``cancelled`` (was queued) or ``cancelling`` (told to stop); 409 if finished."""
+    try:
+        result = current_actions().cancel_run(run_id)
+    except StoreError as exc:
+        return _refused(exc)
+    return jsonify(id=run_id, status="cancelling" if result.stopping else result.status), 202
 
 
 # --- sweeps -------------------------------------------------------------------
@@ -177,17 +175,10 @@ def submit_sweep() -> Any:
         cells = expand(spec, Catalog(settings), default_backend=settings.backend)
     except SpecError as exc:
         return _invalid(exc.errors)
-    if broker() is None:
-        return jsonify(error=NO_BROKER), 503
-    sweep = control.create_sweep(db.session, spec, cells)
-    db.session.commit()
     try:
-        enqueue_launch(current_celery(), sweep.id)
-    except Exception as exc:  # the cells stay queued in the database: resume queues them
-        return jsonify(
-            error=f"the broker did not accept the sweep ({exc}); resume it once it is back",
-            id=sweep.id,
-        ), 503
+        sweep = current_actions().submit_sweep(spec, cells)
+    except StoreError as exc:
+        return _refused(exc)
     location = url_for("api.get_sweep", sweep_id=sweep.id)
     resp = jsonify(id=sweep.id, status=sweep.status, total_cells=sweep.total_cells, url=location)
     resp.headers["Location"] = location
@@ -222,30 +213,24 @@ def get_sweep(sweep_id: int) -> Any:
 
 @api.post("/sweeps/<int:sweep_id>/cancel")
 def cancel_sweep(sweep_id: int) -> Any:
-    if db.session.get(Sweep, sweep_id) is None:
-        return _not_found(f"sweep {sweep_id}")
-    r = broker()
-    running = control.cancel_sweep(db.session, sweep_id)
-    db.session.commit()
-    if running and r is not None:
-        request_cancel(r, running)
-    return jsonify(id=sweep_id, status="cancelled", stopping=running), 202
+    """202 with the runs told to stop; 409 for a finished sweep (it stays as it ended)."""
+    try:
+        result = current_actions().cancel_sweep(sweep_id)
+    except StoreError as exc:
+        return _refused(exc)
+    status = Store(current_settings().database_url).get_sweep(sweep_id).status
+    return jsonify(id=sweep_id, status=status, stopping=result.stopping), 202
 
 
 @api.post("/sweeps/<int:sweep_id>/resume")
 def resume_sweep(sweep_id: int) -> Any:
     settings = current_settings()
-    if db.session.get(Sweep, sweep_id) is None:
-        return _not_found(f"sweep {sweep_id}")
-    if broker() is None:
-        return jsonify(error=NO_BROKER), 503
     try:
-        result = control.resume(db.session, sweep_id, Catalog(settings), settings)
+        result = current_actions().resume_sweep(sweep_id, Catalog(settings), settings)
     except SpecError as exc:
         return _invalid(exc.errors, 409)
-    db.session.commit()
-    if result.requeue:
-        enqueue_launch(current_celery(), sweep_id)
+    except StoreError as exc:
+        return _refused(exc)
     return jsonify(id=sweep_id, created=result.created, requeued=result.requeue), 202
 
 
@@ -407,10 +392,7 @@ def health() -> Any:
             out["broker"] = {"ok": False, "error": str(exc)}
     out["workers"] = workers
     if out["database"]["ok"]:
-        out["runs"] = {
-            status: db.session.scalar(select(func.count(Run.id)).where(Run.status == status)) or 0
-            for status in ("queued", "starting", "running")
-        }
+        out["runs"] = Store(current_settings().database_url).count_by_status(RUN_OPEN_ORDER)
     out["ok"] = bool(out["database"]["ok"] and out["broker"]["ok"])
     return jsonify(out), 200 if out["ok"] else 503
 

@@ -6,7 +6,7 @@ current app context, never through module-level state tied to one configuration.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask, current_app
@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session, scoped_session
 
 from edgelab.models.db import session_factory
 from edgelab.settings import Settings
+
+if TYPE_CHECKING:
+    from edgelab.store.actions import Actions
 
 
 class Database:
@@ -72,3 +75,12 @@ def broker() -> redis.Redis | None:
 
 def current_celery() -> Any:
     return current_app.extensions["celery"]
+
+
+def current_actions() -> Actions:
+    """Submit/cancel/re-run/resume for this app's database and broker (API and pages)."""
+    from edgelab.store.actions import open_actions
+
+    return open_actions(
+        current_settings(), current_app.extensions["edgelab_redis_url"], current_celery()
+    )

@@ -302,6 +302,7 @@ def document() -> dict[str, Any]:
                         "202": _json(_ref("Accepted"), "Cancelled or cancelling"),
                         "404": ERRORS["404"],
                         "409": _json(_ref("Error"), "The run already ended"),
+                        **BROKER,
                     },
                 }
             },
@@ -347,6 +348,8 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "202": _json(_ref("Accepted"), "Cancelled"),
                         "404": ERRORS["404"],
+                        "409": _json(_ref("Error"), "The sweep already ended"),
+                        **BROKER,
                     },
                 }
             },

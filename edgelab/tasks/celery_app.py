@@ -15,8 +15,12 @@ Configuration decisions (all in :func:`celery_config`, lowercase Celery settings
 * Experiments go to the ``experiments`` queue, which ``edgelab worker`` consumes with
   concurrency 1; a Redis lock per host guards against a second worker on one host.
 * ``visibility_timeout``: how long an unacknowledged message of a worker that died
-  stays invisible before Redis redelivers it. Workers also re-queue orphaned runs
-  when they start (``runs.recover``), so recovery does not wait for this.
+  stays invisible before Redis redelivers it. Recovery does not wait for it: the
+  reconciler in every worker (:mod:`edgelab.tasks.reconcile`) re-sends runs whose
+  worker died or whose message the broker lost within about a lock TTL.
+* ``worker_cancel_long_running_tasks_on_connection_loss=False``: a broker restart
+  must not kill an experiment that is generating fine; the group task rides out the
+  outage (:mod:`edgelab.tasks.locks`) and its runs are protected by their leases.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def celery_config(redis_url: str, options: QueueOptions | None = None) -> dict[s
         "task_soft_time_limit": options.run_time_limit,
         "task_time_limit": options.run_time_limit + options.cleanup_grace,
         "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
 
 

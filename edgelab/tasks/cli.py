@@ -14,8 +14,7 @@ import click
 
 from edgelab.cli import load_settings
 from edgelab.settings import Settings
-
-FINAL = ("succeeded", "failed", "cancelled")
+from edgelab.store.status import SweepStatus
 
 
 def _redis_url(settings: Settings) -> str:
@@ -78,11 +77,18 @@ def sweep_group() -> None:
     """Submit and follow sweeps (grids of runs)."""
 
 
-def _celery(settings: Settings) -> Any:
+def _actions(settings: Settings) -> Any:
+    """The same actions the API and the pages use (edgelab.store.actions)."""
     from edgelab.service import create_app
+    from edgelab.store.actions import open_actions
 
-    app = create_app(settings.with_overrides(redis_url=_redis_url(settings)))
-    return app.extensions["celery"]
+    redis_url = _redis_url(settings)
+    app = create_app(settings.with_overrides(redis_url=redis_url))
+    return open_actions(settings, redis_url, app.extensions["celery"])
+
+
+def _refused(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
 
 
 def _detail(settings: Settings, sweep_id: int) -> dict[str, Any]:
@@ -116,7 +122,7 @@ def _wait(settings: Settings, sweep_id: int, *, echo_final: bool = True) -> dict
     while True:
         data = _detail(settings, sweep_id)
         line = _progress_line(data)
-        final = data["status"] in FINAL
+        final = SweepStatus(data["status"]).terminal
         if line != last and (echo_final or not final):
             click.echo(line, err=True)
             last = line
@@ -131,9 +137,9 @@ def _wait(settings: Settings, sweep_id: int, *, echo_final: bool = True) -> dict
 def sweep_submit(spec_file: Path, wait: bool) -> None:
     """Queue the sweep described in SPEC_FILE (YAML or JSON)."""
     from edgelab.catalog import Catalog
-    from edgelab.models.db import session_scope, upgrade
-    from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
-    from edgelab.tasks.submit import enqueue_launch
+    from edgelab.models.db import upgrade
+    from edgelab.store import StoreError
+    from edgelab.sweeps import SpecError, expand, load_spec_text, parse_spec
 
     settings = load_settings()
     try:
@@ -142,15 +148,16 @@ def sweep_submit(spec_file: Path, wait: bool) -> None:
     except SpecError as exc:
         lines = "\n".join(f"  {k}: {v}" for k, v in exc.errors.items())
         raise click.ClickException(f"invalid sweep spec {spec_file}:\n{lines}") from exc
-    celery = _celery(settings)
+    actions = _actions(settings)
     upgrade(settings.database_url)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, cells).id
-    enqueue_launch(celery, sweep_id)
+    try:
+        sweep_id = actions.submit_sweep(spec, cells).id
+    except StoreError as exc:
+        raise _refused(exc) from exc
     click.echo(f"sweep {sweep_id} queued: {len(cells)} cells")
     if wait:
         data = _wait(settings, sweep_id)
-        if data["status"] != "succeeded":
+        if data["status"] != SweepStatus.SUCCEEDED:
             raise click.ClickException(f"sweep {sweep_id} {data['status']}")
 
 
@@ -241,19 +248,15 @@ def sweep_list(
 @sweep_group.command("cancel")
 @click.argument("sweep_id", type=int)
 def sweep_cancel(sweep_id: int) -> None:
-    """Cancel queued cells and stop the running one."""
-    from edgelab.models.db import session_scope
-    from edgelab.sweeps import control
-    from edgelab.tasks.events import redis_client, request_cancel
+    """Cancel queued cells and stop the running one (refused for a finished sweep)."""
+    from edgelab.store import StoreError
 
     settings = load_settings()
-    with session_scope(settings.database_url) as s:
-        try:
-            running = control.cancel_sweep(s, sweep_id)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from exc
-    request_cancel(redis_client(_redis_url(settings)), running)
-    click.echo(f"sweep {sweep_id} cancelled ({len(running)} running run(s) stopping)")
+    try:
+        result = _actions(settings).cancel_sweep(sweep_id)
+    except StoreError as exc:
+        raise _refused(exc) from exc
+    click.echo(f"sweep {sweep_id} cancelled ({len(result.stopping)} running run(s) stopping)")
 
 
 @sweep_group.command("resume")
@@ -261,17 +264,15 @@ def sweep_cancel(sweep_id: int) -> None:
 def sweep_resume(sweep_id: int) -> None:
     """Re-queue only the cells without a succeeded run."""
     from edgelab.catalog import Catalog
-    from edgelab.models.db import session_scope
-    from edgelab.sweeps import control
-    from edgelab.tasks.submit import enqueue_launch
+    from edgelab.store import StoreError
+    from edgelab.sweeps import SpecError
 
     settings = load_settings()
-    celery = _celery(settings)
-    with session_scope(settings.database_url) as s:
-        try:
-            result = control.resume(s, sweep_id, Catalog(settings), settings)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from exc
-    if result.requeue:
-        enqueue_launch(celery, sweep_id)
+    try:
+        result = _actions(settings).resume_sweep(sweep_id, Catalog(settings), settings)
+    except SpecError as exc:
+        lines = "\n".join(f"  {k}: {v}" for k, v in exc.errors.items())
+        raise click.ClickException(f"sweep {sweep_id} cannot be resumed:\n{lines}") from exc
+    except StoreError as exc:
+        raise _refused(exc) from exc
     click.echo(f"sweep {sweep_id}: {len(result.requeue)} cell(s) queued again")

@@ -25,8 +25,9 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
-from edgelab.models import TERMINAL_STATUSES, Run, TokenEvent
+from edgelab.models import Run, TokenEvent
 from edgelab.models.db import session_scope
+from edgelab.store import RUN_TERMINAL, RunStatus
 from edgelab.tasks.locks import PREFIX
 
 LOG_TTL_S = 3600
@@ -67,16 +68,16 @@ def request_cancel(r: redis.Redis, run_ids: list[int]) -> None:
 
 def cancel_check(r: redis.Redis, run_id: int, every_s: float = 0.2) -> Callable[[], bool]:
     """A ``should_cancel`` for the executor, asking Redis at most every ``every_s``."""
-    state = {"next": 0.0, "cancelled": False}
+    state = {"next": 0.0, "flag": False}
 
     def should_cancel() -> bool:
         now = time.monotonic()
-        if not state["cancelled"] and now >= state["next"]:
+        if not state["flag"] and now >= state["next"]:
             state["next"] = now + every_s
             # A broker hiccup must not fail a measurement: ask again next time.
             with contextlib.suppress(redis.RedisError):
-                state["cancelled"] = bool(r.exists(cancel_key(run_id)))
-        return bool(state["cancelled"])
+                state["flag"] = bool(r.exists(cancel_key(run_id)))
+        return bool(state["flag"])
 
     return should_cancel
 
@@ -93,7 +94,7 @@ class RunPublisher:
         blob = json.dumps(event, default=str)
         try:
             pipe = self.r.pipeline(transaction=False)
-            if event.get("type") == "status" and event.get("status") == "starting":
+            if event.get("type") == "status" and event.get("status") == RunStatus.STARTING:
                 pipe.delete(log_key(self.run_id))  # a re-execution starts a fresh log
             pipe.rpush(log_key(self.run_id), blob)
             pipe.expire(log_key(self.run_id), LOG_TTL_S)
@@ -128,7 +129,7 @@ def _final_events(database_url: str, run_id: int) -> list[dict[str, Any]]:
             return []
         out: list[dict[str, Any]] = []
         # A cancelled or failed run keeps the metrics of the tokens it produced.
-        if run.status == "succeeded" or run.output_tokens:
+        if run.status == RunStatus.SUCCEEDED or run.output_tokens:
             out.append(
                 {"type": "metrics", "run_id": run_id, **{f: getattr(run, f) for f in METRIC_FIELDS}}
             )
@@ -162,7 +163,7 @@ def stream_run_events(
         for token in tokens:
             last_index = token["index"]
             yield {**token, "run_id": run_id, "replay": True}
-        if status in TERMINAL_STATUSES:
+        if status in RUN_TERMINAL:
             yield from _final_events(database_url, run_id)
             yield {"type": "end", "status": status, "run_id": run_id}
             return
@@ -177,11 +178,11 @@ def stream_run_events(
 
         for blob in r.lrange(log_key(run_id), 0, -1):
             event = json.loads(blob)
-            if event.get("type") == "status" and event.get("status") == "starting":
+            if event.get("type") == "status" and event.get("status") == RunStatus.STARTING:
                 continue  # already reported from the database
             if fresh(event):
                 yield event
-                if event.get("type") == "status" and event.get("status") in TERMINAL_STATUSES:
+                if event.get("type") == "status" and event.get("status") in RUN_TERMINAL:
                     yield {"type": "end", "status": event["status"], "run_id": run_id}
                     return
 
@@ -194,7 +195,7 @@ def stream_run_events(
                 last_event = now
                 if fresh(event):
                     yield event
-                if event.get("type") == "status" and event.get("status") in TERMINAL_STATUSES:
+                if event.get("type") == "status" and event.get("status") in RUN_TERMINAL:
                     # the executor sends metrics before the final status
                     yield {"type": "end", "status": event["status"], "run_id": run_id}
                     return
@@ -205,7 +206,7 @@ def stream_run_events(
                 for token in missed:
                     if fresh(token):
                         yield {**token, "run_id": run_id}
-                if status in TERMINAL_STATUSES:
+                if status in RUN_TERMINAL:
                     yield from _final_events(database_url, run_id)
                     yield {"type": "end", "status": status, "run_id": run_id}
                     return

@@ -10,22 +10,86 @@
 
 Both expire after ``ttl`` seconds unless a heartbeat thread renews them, so a worker
 killed with SIGKILL releases them by itself.
+
+**Broker outages.** Redis may go away for a few seconds (a restart) or come back
+empty (a restart without persistence). Nothing here lets a ``ConnectionError``
+escape into the group task: taking a lock is retried with backoff for
+``EDGELAB_BROKER_RETRY_S`` seconds (:func:`retrying`), and the heartbeat re-takes a
+lock that vanished with the broker's memory, under the same token, as long as
+nobody else took it meanwhile. The reconciler waits a whole ``ttl`` before it
+believes a lease is gone, which is longer than a heartbeat period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
+from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 PREFIX = "edgelab"
 DEFAULT_TTL_S = 30.0
+DEFAULT_BROKER_RETRY_S = 300.0
+#: What a broker outage looks like to redis-py (refused, reset, timed out, loading).
+OUTAGE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BrokerUnavailable(RuntimeError):
+    """Redis stayed unreachable for longer than the retry budget."""
+
+
+def broker_retry_s() -> float:
+    """How long a worker keeps retrying Redis before giving up (``EDGELAB_BROKER_RETRY_S``)."""
+    raw = os.environ.get("EDGELAB_BROKER_RETRY_S", "")
+    try:
+        return max(1.0, float(raw)) if raw else DEFAULT_BROKER_RETRY_S
+    except ValueError:
+        return DEFAULT_BROKER_RETRY_S
+
+
+def retrying(
+    fn: Callable[[], T],
+    what: str,
+    *,
+    budget_s: float | None = None,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """``fn()``, retried with exponential backoff (0.25 s .. 5 s) while Redis is away.
+
+    Raises ``BrokerUnavailable`` once ``budget_s`` (default ``broker_retry_s()``) is
+    spent. ``on_retry`` hears one message per outage, for the run's progress line.
+    """
+    budget = broker_retry_s() if budget_s is None else budget_s
+    deadline = time.monotonic() + budget
+    delay = 0.25
+    told = False
+    while True:
+        try:
+            return fn()
+        except OUTAGE as exc:
+            if time.monotonic() + delay > deadline:
+                raise BrokerUnavailable(
+                    f"the broker stayed unreachable for {budget:.0f} s while trying to {what}: "
+                    f"{exc}"
+                ) from exc
+            if not told:
+                log.warning("broker unreachable while trying to %s (%s); retrying", what, exc)
+                if on_retry is not None:
+                    on_retry(f"broker unreachable ({exc}); retrying")
+                told = True
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 def lock_ttl() -> float:
@@ -76,14 +140,41 @@ class Heartbeat:
             self._locks.discard(lock)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            with self._mutex:
-                locks = list(self._locks)
-            for lock in locks:
-                # A renewal failing (Redis briefly away) is retried at the next beat;
-                # the lock only lapses if Redis stays away for a whole ttl.
-                with contextlib.suppress(redis.RedisError):
+        wait = self.ttl / 3
+        while not self._stop.wait(wait):
+            # While Redis is away, beat every half second: the moment it is back
+            # (possibly empty) our locks are put back, well before the reconciler
+            # (which waits half a ttl) could think their holder died.
+            wait = self.ttl / 3 if self.beat() else min(0.5, self.ttl / 3)
+
+    def beat(self) -> bool:
+        """Renew every lock once; False if Redis could not be reached."""
+        with self._mutex:
+            locks = list(self._locks)
+        reached = True
+        for lock in locks:
+            # A renewal failing (Redis briefly away) is retried at the next beat;
+            # the lock only lapses if Redis stays away for a whole ttl.
+            try:
+                try:
                     lock.reacquire()
+                except LockNotOwnedError:
+                    _retake(lock)
+            except OUTAGE:
+                reached = False
+            except redis.RedisError:
+                pass
+        return reached
+
+
+def _retake(lock: Lock) -> None:
+    """Put back a lock that vanished (Redis restarted empty) under our own token.
+
+    ``SET NX``: if someone else holds the key now, it stays theirs (and we log it).
+    """
+    token = lock.local.token
+    if token is not None and not lock.do_acquire(token):
+        log.warning("lock %s was taken by another holder while the broker was away", lock.name)
 
 
 def _lock(r: redis.Redis, key: str, ttl: float) -> Lock:
@@ -103,7 +194,7 @@ def host_lock(
     """Hold this host's experiment lock; wait (forever) while another worker has it."""
     lock = _lock(r, host_lock_key(), heartbeat.ttl)
     told = False
-    while not lock.acquire(blocking=False):
+    while not retrying(lambda: lock.acquire(blocking=False), "take the host lock"):
         if on_wait is not None and not told:
             on_wait()
             told = True
@@ -126,11 +217,14 @@ class RunLeases:
         self._held: dict[int, Lock] = {}
 
     def take(self, run_id: int) -> bool:
-        """True if this worker now holds the lease (or already did)."""
+        """True if this worker now holds the lease (or already did).
+
+        Retried through a broker outage (``BrokerUnavailable`` past the budget).
+        """
         if run_id in self._held:
             return True
         lock = _lock(self.r, run_lease_key(run_id), self.heartbeat.ttl)
-        if not lock.acquire(blocking=False):
+        if not retrying(lambda: lock.acquire(blocking=False), f"take the lease of run {run_id}"):
             return False
         self._held[run_id] = lock
         self.heartbeat.add(lock)
@@ -147,7 +241,20 @@ class RunLeases:
         for run_id in list(self._held):
             self.release(run_id)
 
+    def holds(self, run_id: int) -> bool:
+        return run_id in self._held
+
 
 def lease_held(r: redis.Redis, run_id: int) -> bool:
     """Whether some live worker holds the run's lease."""
     return bool(r.exists(run_lease_key(run_id)))
+
+
+def leases_held(r: redis.Redis, run_ids: list[int]) -> set[int]:
+    """The subset of ``run_ids`` whose lease some live worker holds (one round trip)."""
+    if not run_ids:
+        return set()
+    pipe = r.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipe.exists(run_lease_key(run_id))
+    return {rid for rid, found in zip(run_ids, pipe.execute(), strict=True) if found}

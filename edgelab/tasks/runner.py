@@ -1,120 +1,245 @@
 """What the Celery tasks do, as plain functions (testable without Celery).
 
 ``run_group`` executes runs that share one topology on one warm cluster: the
-model is loaded once, and only the latency profile changes between runs. Around
-every run it takes the run's lease (so no other worker executes it at the same
-time), and around the whole group it holds the host lock (so no other experiment
-shares the CPU). ``execute_single`` is the one-run case with the cluster started
-by the executor itself. ``find_orphans`` lists runs left behind by dead workers.
+model is loaded once, and only the latency profile changes between runs.
+``execute_single`` is the one-run case, with the cluster started by the executor.
+
+Both first *adopt* the runs of their message: take each run's lease (so no other
+worker executes it at the same time, and the reconciler sees a live owner) and
+remove the runs' sent markers (the message has arrived). Then they hold the host
+lock (so no other experiment shares the CPU) while executing.
+
+Faults, and what is left behind:
+
+* The broker away for a while: every Redis call that could raise is retried with
+  backoff (:func:`edgelab.tasks.locks.retrying`); the others (live events, cancel
+  flags, lease renewal) are best effort. If the broker stays away past the retry
+  budget before a run was claimed, the group gives up with its runs still queued
+  and without lease or marker: the reconciler sends them again once it is back.
+* The cluster not starting, whatever the exception (ClusterError naming a node,
+  DockerAPIError, SoftTimeLimitExceeded...): every run of the group fails with
+  the reason, so none is left ``starting`` or ``queued`` with its message gone.
+* A node dying mid-group: the run fails naming it, the cluster is started again
+  for the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import redis
-from sqlalchemy import select, update
 
-from edgelab.catalog import Catalog
+from edgelab.catalog import Catalog, ModelInfo
 from edgelab.cluster import Cluster, ClusterError
-from edgelab.models import TERMINAL_STATUSES, Run
-from edgelab.models.base import utcnow
-from edgelab.models.db import session_scope
-from edgelab.runs.executor import (
-    RunCancelled,
-    claim_run,
-    cluster_for,
-    config_of,
-    execute_run,
-    failure_text,
-)
+from edgelab.runs.config import RunConfig
+from edgelab.runs.executor import RunCancelled, cluster_for, execute_run, failure_text
 from edgelab.settings import Settings
-from edgelab.sweeps import control
+from edgelab.store import RunStatus
+from edgelab.store.store import Store
 from edgelab.tasks.events import RunPublisher, cancel_check
-from edgelab.tasks.locks import Heartbeat, RunLeases, host_lock, lease_held, lock_ttl
+from edgelab.tasks.locks import (
+    BrokerUnavailable,
+    Heartbeat,
+    RunLeases,
+    host_lock,
+    lock_ttl,
+    retrying,
+)
+from edgelab.tasks.submit import clear_sent
 
 log = logging.getLogger(__name__)
 
-CLAIMABLE = ("queued", "starting", "running")
+#: Outcomes of a run id that this group did not execute.
+ELSEWHERE = "executing elsewhere"
+MISSING = "missing"
+WAITING = "waiting for another experiment on this host"
 
 
 @dataclass
 class GroupResult:
     statuses: dict[int, str] = field(default_factory=dict)
     model_loads: int = 0
+    error: str | None = None  # why the group gave up early (broker gone), if it did
 
     def to_dict(self) -> dict[str, object]:
         return {
             "statuses": {str(k): v for k, v in self.statuses.items()},
             "model_loads": self.model_loads,
+            "error": self.error,
         }
 
 
-def _status(url: str, run_id: int) -> str | None:
-    with session_scope(url) as s:
-        return s.scalar(select(Run.status).where(Run.id == run_id))
+class _Group:
+    """The runs of one message, the leases on them and what became of each."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        r: redis.Redis,
+        leases: RunLeases,
+        *,
+        sweep_id: int | None,
+        catalog: Catalog,
+        deadline: float | None,
+    ) -> None:
+        self.settings = settings
+        self.r = r
+        self.store = Store(settings.database_url)
+        self.leases = leases
+        self.sweep_id = sweep_id
+        self.catalog = catalog
+        self.deadline = deadline
+        self.pending: list[int] = []
+        self.result = GroupResult()
 
-def _refresh_sweep(url: str, sweep_id: int | None) -> None:
-    if sweep_id is None:
-        return
-    with session_scope(url) as s:
-        control.refresh_status(s, sweep_id)
+    def publisher(self, run_id: int) -> RunPublisher:
+        return RunPublisher(self.r, run_id)
 
+    def adopt(self, run_ids: list[int]) -> None:
+        """Lease every run of the message that still needs executing; drop the markers."""
+        on_retry = self._tell_first(run_ids)
+        for rid in run_ids:
+            status = self.store.run_status(rid)
+            if status is None or status.terminal:
+                self.result.statuses[rid] = status or MISSING
+            elif self.leases.take(rid):
+                self.pending.append(rid)
+            else:
+                self.result.statuses[rid] = ELSEWHERE
+        retrying(lambda: clear_sent(self.r, run_ids), "clear sent markers", on_retry=on_retry)
 
-def _fail(url: str, run_id: int, error: str, node_logs: dict[str, list[str]] | None = None) -> None:
-    with session_scope(url) as s:
-        s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.in_(CLAIMABLE))
-            .values(status="failed", error=error, finished_at=utcnow(), node_logs=node_logs)
-        )
+    def _tell_first(self, run_ids: list[int]) -> Callable[[str], None]:
+        def tell(message: str) -> None:
+            if run_ids:
+                self.publisher(run_ids[0])({"type": "progress", "message": message})
 
+        return tell
 
-def _cancel(url: str, run_id: int) -> None:
-    with session_scope(url) as s:
-        s.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status.in_(CLAIMABLE))
-            .values(status="cancelled", error="cancelled", finished_at=utcnow())
-        )
+    def on_wait(self) -> None:
+        if self.pending:
+            self.publisher(self.pending[0])({"type": "progress", "message": WAITING})
 
+    def done(self, rid: int, status: str) -> None:
+        self.result.statuses[rid] = status
+        if rid in self.pending:
+            self.pending.remove(rid)
+        self.leases.release(rid)
 
-def execute_single(
-    settings: Settings, r: redis.Redis, run_id: int, *, catalog: Catalog | None = None
-) -> str:
-    """Execute one run on its own cluster, under the host lock and the run's lease."""
-    url = settings.database_url
-    with Heartbeat(lock_ttl()) as heartbeat:
-        leases = RunLeases(r, heartbeat)
-        publish = RunPublisher(r, run_id)
-        with host_lock(
-            r,
-            heartbeat,
-            on_wait=lambda: publish(
-                {"type": "progress", "message": "waiting for another experiment on this host"}
-            ),
-        ):
-            if not leases.take(run_id):
-                return "executing elsewhere"
+    def fail_rest(self, error: str, node_logs: dict[str, list[str]] | None = None) -> None:
+        """Fail every run still pending with ``error`` (the one copy of "fail the rest")."""
+        failed = set(self.store.fail_runs(list(self.pending), error, node_logs))
+        for rid in list(self.pending):
+            if rid in failed:
+                self.publisher(rid)({"type": "status", "status": RunStatus.FAILED, "error": error})
+            self.done(rid, RunStatus.FAILED if rid in failed else self._status(rid))
+
+    def _status(self, rid: int) -> str:
+        return self.store.run_status(rid) or MISSING
+
+    # --- executing ------------------------------------------------------------------
+
+    def execute(self, on_cluster_start: Callable[[], None] | None) -> None:
+        """Run everything pending, starting a cluster again only if a node died."""
+        while self.pending:
+            lead = self.pending[0]
+            config = self.store.run_config(lead)
             try:
-                status = _status(url, run_id)
-                if status is None or status in TERMINAL_STATUSES:
-                    return status or "missing"
-                result = execute_run(
-                    settings,
-                    run_id,
-                    sink=publish,
-                    should_cancel=cancel_check(r, run_id),
-                    catalog=catalog,
-                )
-                return result.status
-            finally:
-                leases.release(run_id)
+                model = self.catalog.get(config.model)
+            except Exception as exc:
+                self.fail_rest(str(exc))
+                return
+            if not self.store.claim_run(lead):  # cancelled since it was adopted
+                self.done(lead, self._status(lead))
+                continue
+            # The lead run shows it is starting (and the load progress) while the cluster
+            # comes up, like a single run does.
+            publish = self.publisher(lead)
+            publish({"type": "status", "status": RunStatus.STARTING})
+            self._start_and_run(lead, config, model, publish, on_cluster_start)
+
+    def _start_and_run(
+        self,
+        lead: int,
+        config: RunConfig,
+        model: ModelInfo,
+        publish: RunPublisher,
+        on_cluster_start: Callable[[], None] | None,
+    ) -> None:
+        started = False
+        try:
+            with cluster_for(
+                self.settings,
+                config,
+                model,
+                lambda message: publish({"type": "progress", "message": message}),
+                name=f"sweep{self.sweep_id}" if self.sweep_id else f"run{lead}",
+                should_cancel=cancel_check(self.r, lead),
+            ) as cluster:
+                started = True
+                self.result.model_loads += 1
+                if self.sweep_id is not None:
+                    self.store.count_model_load(self.sweep_id)
+                if on_cluster_start is not None:
+                    on_cluster_start()
+                self._run_on(cluster, lead)
+        except RunCancelled:
+            if started:
+                raise
+            # The lead was cancelled while its cluster started: the start is torn
+            # down; the rest of the group goes on (with the next lead).
+            self.store.end_cancelled(lead, RunStatus.CANCELLED.value)
+            publish({"type": "status", "status": RunStatus.CANCELLED, "error": RunStatus.CANCELLED})
+            self.done(lead, RunStatus.CANCELLED)
+        except ClusterError as exc:
+            if started:
+                raise
+            # Every run of this topology would fail the same way: fail them all with
+            # the node's story.
+            self.fail_rest(failure_text(exc), exc.node_logs)
+        except Exception as exc:
+            if started:
+                raise
+            # Not a ClusterError (DockerAPIError, SoftTimeLimitExceeded, a bug): the
+            # runs must still end, with the reason, not stay starting/queued.
+            self.fail_rest(
+                f"the cluster could not start: {type(exc).__name__}: {failure_text(exc)}"
+            )
+        except BaseException:
+            if not started:  # interrupted (worker shutdown): the lead is not half-done
+                self.fail_rest("interrupted while the cluster was starting")
+            raise
+
+    def _run_on(self, cluster: Cluster, lead: int) -> None:
+        """Execute pending runs on the warm cluster until done or a node died."""
+        claimed = lead
+        while self.pending:
+            rid = self.pending[0]
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.fail_rest("the sweep group ran out of its time budget before this run")
+                return
+            res = execute_run(
+                self.settings,
+                rid,
+                cluster=cluster,
+                sink=self.publisher(rid),
+                should_cancel=cancel_check(self.r, rid),
+                catalog=self.catalog,
+                claimed=rid == claimed,
+            )
+            self.done(rid, res.status)
+            if res.status == RunStatus.FAILED:
+                try:
+                    cluster.check_alive()
+                    if cluster.stalled is not None:  # hung, not dead: unusable all the same
+                        raise cluster.stalled
+                except ClusterError:
+                    # A node died: the rest of the group needs a fresh cluster.
+                    log.warning("cluster lost a node during run %s; restarting it", rid)
+                    return
 
 
 def run_group(
@@ -129,225 +254,80 @@ def run_group(
 ) -> GroupResult:
     """Execute ``run_ids`` (one topology) on as few cluster starts as possible.
 
-    A cluster is started only when a run is still claimable; it is started again
-    only if a node died. Cancelled runs are skipped (their claim fails). Past
-    ``deadline`` (monotonic) the remaining runs fail with a clear error instead of
-    running into the task's hard time limit.
+    Cancelled runs are skipped (their claim fails). Past ``deadline`` (monotonic)
+    the remaining runs fail with a clear error instead of running into the task's
+    hard time limit.
     """
-    url = settings.database_url
-    catalog = catalog or Catalog(settings)
-    result = GroupResult()
-    pending = list(run_ids)
     with Heartbeat(lock_ttl()) as heartbeat:
         leases = RunLeases(r, heartbeat)
-        waiting = RunPublisher(r, pending[0]) if pending else None
-
-        def on_wait() -> None:
-            if waiting is not None:
-                waiting(
-                    {"type": "progress", "message": "waiting for another experiment on this host"}
-                )
-
+        group = _Group(
+            settings,
+            r,
+            leases,
+            sweep_id=sweep_id,
+            catalog=catalog or Catalog(settings),
+            deadline=deadline,
+        )
         try:
-            with host_lock(r, heartbeat, on_wait=on_wait):
-                while pending:
-                    lead = _next_claimable(url, r, leases, pending, result)
-                    if lead is None:
-                        break
-                    with session_scope(url) as s:
-                        config = config_of(s.get_one(Run, lead))
-                    try:
-                        model = catalog.get(config.model)
-                    except Exception as exc:
-                        for rid in [lead, *pending]:
-                            if leases.take(rid):
-                                _fail(url, rid, str(exc))
-                                result.statuses[rid] = "failed"
-                        pending.clear()
-                        break
-                    lead_publish = RunPublisher(r, lead)
-                    # The lead run shows "starting" (and the load progress) while the
-                    # cluster comes up, like a single run does.
-                    claim_run(url, lead)
-                    lead_publish({"type": "status", "status": "starting"})
-                    _refresh_sweep(url, sweep_id)  # the sweep shows "running" from now on
-                    try:
-                        with cluster_for(
-                            settings,
-                            config,
-                            model,
-                            _progress_to(lead_publish),
-                            name=f"sweep{sweep_id}" if sweep_id else f"run{lead}",
-                            should_cancel=cancel_check(r, lead),
-                        ) as cluster:
-                            result.model_loads += 1
-                            if sweep_id is not None:
-                                with session_scope(url) as s:
-                                    control.count_model_load(s, sweep_id)
-                            if on_cluster_start is not None:
-                                on_cluster_start()
-                            _run_on(
-                                settings,
-                                r,
-                                cluster,
-                                [lead, *pending],
-                                pending,
-                                leases,
-                                result,
-                                sweep_id,
-                                catalog,
-                                deadline,
-                            )
-                    except RunCancelled:
-                        # The lead was cancelled while its cluster started: the start
-                        # is torn down; the rest of the group goes on (next lead).
-                        _cancel(url, lead)
-                        lead_publish(
-                            {"type": "status", "status": "cancelled", "error": "cancelled"}
-                        )
-                        result.statuses[lead] = "cancelled"
-                    except ClusterError as exc:
-                        # The cluster did not start: every run of this topology would
-                        # fail the same way, so fail them all with the node's story.
-                        error = failure_text(exc)
-                        for rid in [lead, *pending]:
-                            if leases.take(rid):
-                                _fail(url, rid, error, exc.node_logs)
-                                RunPublisher(r, rid)(
-                                    {"type": "status", "status": "failed", "error": error}
-                                )
-                                result.statuses[rid] = "failed"
-                                leases.release(rid)
-                        pending.clear()
-                    finally:
-                        leases.release(lead)
-                        _refresh_sweep(url, sweep_id)
+            group.adopt(list(run_ids))
+            if group.pending:
+                with host_lock(r, heartbeat, on_wait=group.on_wait):
+                    group.execute(on_cluster_start)
+        except BrokerUnavailable as exc:
+            # Nothing claimed yet (claims happen under the host lock, after every
+            # Redis call that can fail): the runs stay queued, and the reconciler
+            # sends them again when the broker is back.
+            group.result.error = str(exc)
+            log.error("group %s gave up: %s", run_ids, exc)
         finally:
             leases.release_all()
-            _refresh_sweep(url, sweep_id)
-    return result
+    return group.result
 
 
-def _progress_to(publish: RunPublisher) -> Callable[[str], None]:
-    return lambda message: publish({"type": "progress", "message": message})
-
-
-def _next_claimable(
-    url: str, r: redis.Redis, leases: RunLeases, pending: list[int], result: GroupResult
-) -> int | None:
-    """Pop runs off ``pending`` until one can be executed here; lease it and return it."""
-    while pending:
-        rid = pending.pop(0)
-        status = _status(url, rid)
-        if status is None or status in TERMINAL_STATUSES:
-            result.statuses[rid] = status or "missing"
-            continue
-        if not leases.take(rid):
-            result.statuses[rid] = "executing elsewhere"
-            continue
-        return rid
-    return None
-
-
-def _run_on(
-    settings: Settings,
-    r: redis.Redis,
-    cluster: Cluster,
-    order: list[int],
-    pending: list[int],
-    leases: RunLeases,
-    result: GroupResult,
-    sweep_id: int | None,
-    catalog: Catalog,
-    deadline: float | None,
-) -> None:
-    """Execute ``order`` on the warm cluster, removing each run from ``pending``."""
-    url = settings.database_url
-    for rid in order:
-        if rid in pending:
-            pending.remove(rid)
-        if deadline is not None and time.monotonic() > deadline:
-            for late in [rid, *pending]:
-                if leases.take(late):
-                    _fail(url, late, "the sweep group ran out of its time budget before this run")
-                    result.statuses[late] = "failed"
-            pending.clear()
-            return
-        if not leases.take(rid):
-            result.statuses[rid] = "executing elsewhere"
-            continue
-        try:
-            res = execute_run(
-                settings,
-                rid,
-                cluster=cluster,
-                sink=RunPublisher(r, rid),
-                should_cancel=cancel_check(r, rid),
-                catalog=catalog,
-            )
-        finally:
-            leases.release(rid)
-        result.statuses[rid] = res.status
-        _refresh_sweep(url, sweep_id)
-        if res.status == "failed":
-            try:
-                cluster.check_alive()
-                if cluster.stalled is not None:  # hung, not dead: unusable all the same
-                    raise cluster.stalled
-            except ClusterError:
-                # A node died: the rest of the group needs a fresh cluster.
-                log.warning("cluster lost a node during run %s; restarting it", rid)
-                return
-
-
-def find_orphans(settings: Settings, r: redis.Redis) -> tuple[list[int], list[int]]:
-    """Runs in ``starting``/``running`` whose lease lapsed (orphans) or is still held."""
-    orphans: list[int] = []
-    held: list[int] = []
-    with session_scope(settings.database_url) as s:
-        ids = list(s.scalars(select(Run.id).where(Run.status.in_(("starting", "running")))))
-    for rid in ids:
-        (held if lease_held(r, rid) else orphans).append(rid)
-    return orphans, held
-
-
-def fail_overdue(settings: Settings, orphans: list[int], limit_s: float) -> list[int]:
-    """Fail orphans that had been generating for longer than a run may take.
-
-    Such a run was most likely killed by the hard time limit (which leaves no
-    chance to record anything); executing it again would only hit the limit again.
-    """
-    cutoff = utcnow() - timedelta(seconds=limit_s)
-    with session_scope(settings.database_url) as s:
-        overdue = list(
-            s.scalars(
-                select(Run.id).where(
-                    Run.id.in_(orphans), Run.started_at.is_not(None), Run.started_at < cutoff
-                )
-            )
+def execute_single(
+    settings: Settings, r: redis.Redis, run_id: int, *, catalog: Catalog | None = None
+) -> str:
+    """Execute one run on its own cluster, under the host lock and the run's lease."""
+    with Heartbeat(lock_ttl()) as heartbeat:
+        leases = RunLeases(r, heartbeat)
+        group = _Group(
+            settings, r, leases, sweep_id=None, catalog=catalog or Catalog(settings), deadline=None
         )
-    for rid in overdue:
-        _fail(settings.database_url, rid, f"the run exceeded its time limit of {limit_s:.0f} s")
-    return overdue
+        try:
+            group.adopt([run_id])
+            if not group.pending:
+                return group.result.statuses.get(run_id, MISSING)
+            with host_lock(r, heartbeat, on_wait=group.on_wait):
+                result = execute_run(
+                    settings,
+                    run_id,
+                    sink=group.publisher(run_id),
+                    should_cancel=cancel_check(r, run_id),
+                    catalog=group.catalog,
+                )
+                return str(result.status)
+        except BrokerUnavailable as exc:
+            log.error("run %s left queued: %s", run_id, exc)
+            return RunStatus.QUEUED
+        finally:
+            leases.release_all()
 
 
-def recovery_groups(settings: Settings, orphans: list[int]) -> list[tuple[list[int], int | None]]:
-    """Orphans plus the queued runs of their sweeps, grouped by (sweep, topology)."""
-    out: list[tuple[list[int], int | None]] = []
-    with session_scope(settings.database_url) as s:
-        runs = list(s.scalars(select(Run).where(Run.id.in_(orphans)).order_by(Run.id)))
-        sweeps = sorted({run.sweep_id for run in runs if run.sweep_id is not None})
-        for run in runs:
-            if run.sweep_id is None:
-                out.append(([run.id], None))
-        for sweep_id in sweeps:
-            ids = [run.id for run in runs if run.sweep_id == sweep_id]
-            ids += [
-                rid
-                for group in control.queued_groups(s, sweep_id)
-                for rid in group
-                if rid not in ids
-            ]
-            for group in control.group_runs(s, ids):
-                out.append((group, sweep_id))
-    return out
+@contextlib.contextmanager
+def held_like_a_worker(
+    r: redis.Redis, run_id: int, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold ``run_id``'s lease and this host's experiment lock, as a worker would.
+
+    ``edgelab run`` executes in its own process, not through the queue; holding the
+    same locks keeps it from sharing the CPU with a worker's experiment, and keeps
+    the reconciler from mistaking its run for one left by a dead worker.
+    """
+    with Heartbeat(lock_ttl()) as heartbeat:
+        leases = RunLeases(r, heartbeat)
+        try:
+            leases.take(run_id)
+            with host_lock(r, heartbeat, on_wait=on_wait):
+                yield
+        finally:
+            leases.release_all()

@@ -1,14 +1,17 @@
-"""Worker process hygiene: fresh DB connections after fork, orphan recovery at start,
-and removal of Docker leftovers and cluster work dirs nobody needs any more."""
+"""Worker process hygiene: fresh DB connections after fork, the reconciler timer in
+the main process, and removal of Docker leftovers and cluster work dirs nobody needs
+any more."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from celery.signals import task_postrun, worker_process_init, worker_ready
+from celery.signals import task_postrun, worker_process_init, worker_ready, worker_shutdown
 
 from edgelab.models.db import engine_for
+
+_reconciler: Any = None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -22,13 +25,30 @@ def _dispose_engine(**_kwargs: Any) -> None:
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def _recover_orphans(sender: Any = None, **_kwargs: Any) -> None:
-    """Runs left in starting/running by a dead worker are queued again right away,
-    rather than after the broker's visibility timeout."""
-    from edgelab.tasks.submit import enqueue_recover
+def _start_reconciler(sender: Any = None, **_kwargs: Any) -> None:
+    """The reconciler timer (see :mod:`edgelab.tasks.reconcile` for why it lives in
+    every worker): its first pass runs now, so runs left by a dead worker or lost by
+    the broker are sent again without waiting for the broker's visibility timeout."""
+    global _reconciler
+    if sender is None or _reconciler is not None:
+        return
+    from edgelab.tasks.events import redis_client
+    from edgelab.tasks.reconcile import Reconciler, ReconcilerThread
 
-    if sender is not None:
-        enqueue_recover(sender.app)
+    app = sender.app
+    url = app.conf.get("edgelab_database_url")
+    broker = str(app.conf.broker_url)
+    if not url or not broker.startswith("redis"):
+        return
+    _reconciler = ReconcilerThread(lambda: Reconciler(url, redis_client(broker), app)).start()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_reconciler(**_kwargs: Any) -> None:
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -1,4 +1,9 @@
-"""Sweep tasks: ``sweeps.launch`` turns a sweep's queued cells into group tasks."""
+"""Sweep tasks: ``sweeps.launch`` turns a sweep's queued cells into group tasks.
+
+Submitting a sweep sends its group messages directly now
+(:func:`edgelab.store.actions.Actions.submit_sweep`); the task stays so that launch
+messages queued by an older version still do their job.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,18 @@ from typing import Any
 from celery import shared_task
 from flask import current_app
 
-from edgelab.models.db import session_scope
 from edgelab.service.extensions import current_settings
-from edgelab.sweeps import control
+from edgelab.store.store import Store
 from edgelab.tasks.submit import enqueue_group
 
 
 def launch_sweep(database_url: str, celery: Any, sweep_id: int) -> list[list[int]]:
     """Queue one group task per topology of the sweep's queued cells."""
-    with session_scope(database_url) as s:
-        groups = control.queued_groups(s, sweep_id)
-        control.refresh_status(s, sweep_id)
+    store = Store(database_url)
+    groups = store.queued_groups(sweep_id)
     for group in groups:
         enqueue_group(celery, group, sweep_id)
+    store.refresh_sweep(sweep_id)
     return groups
 
 

@@ -304,3 +304,7 @@ def test_compose_file_describes_the_stack_safely(tmp_path: Path) -> None:
     }
     assert sockets == {"worker"}
     assert services["worker"]["environment"]["EDGELAB_BACKEND"] == "docker"
+    # A durable broker: queued work survives a restart of the redis container.
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert any(str(v).endswith(":/data") or "/data" in str(v) for v in services["redis"]["volumes"])

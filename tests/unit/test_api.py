@@ -259,3 +259,90 @@ def test_until_date_includes_that_whole_day(client: FlaskClient, api_settings: S
     assert rid in ids
     before = today - timedelta(days=1)
     assert client.get(f"/api/runs?until={before}").get_json()["runs"] == []
+
+
+def test_cancel_of_a_finished_sweep_is_409_and_it_stays_as_it_ended(
+    client: FlaskClient, api_settings: Settings
+) -> None:
+    from edgelab.models import Sweep
+
+    with session_scope(api_settings.database_url) as s:
+        sweep = Sweep(name="done", spec={}, status="succeeded", total_cells=2)
+        s.add(sweep)
+        s.flush()
+        sweep_id = sweep.id
+    for _ in range(2):
+        _add_run(api_settings, status="succeeded", sweep_id=None)
+    with session_scope(api_settings.database_url) as s:
+        s.execute(update(Run).values(sweep_id=sweep_id))
+    resp = client.post(f"/api/sweeps/{sweep_id}/cancel")
+    assert resp.status_code == 409
+    assert resp.get_json()["status"] == "succeeded"
+    assert client.get(f"/api/sweeps/{sweep_id}").get_json()["status"] == "succeeded"
+    assert client.post("/api/sweeps/999/cancel").status_code == 404
+
+
+def test_a_configured_broker_that_does_not_answer_is_503_broker_unreachable(
+    api_settings: Settings,
+) -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused (a real outage).
+    settings = api_settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
+    client = create_app(settings, {"TESTING": True}).test_client()
+    body = {"prompt": "x", "model": "tiny", "nodes": 1, "latency": "0ms"}
+    resp = client.post("/api/runs", json=body)
+    assert resp.status_code == 503
+    assert resp.get_json()["error"].startswith("broker unreachable")
+    resp = client.post("/api/sweeps", json={"model": "tiny", "prompts": ["x"]})
+    assert resp.status_code == 503
+    assert resp.get_json()["error"].startswith("broker unreachable")
+    # Refused before anything was written: no run waits for a message that never comes.
+    with session_scope(settings.database_url) as s:
+        assert s.query(Run).count() == 0
+
+
+def test_no_broker_configured_is_503_saying_so(client: FlaskClient) -> None:
+    resp = client.post("/api/runs", json={"prompt": "x", "model": "tiny", "latency": "0ms"})
+    assert resp.status_code == 503
+    assert resp.get_json()["error"].startswith("no broker configured")
+
+
+def test_a_message_that_cannot_be_sent_fails_its_runs_instead_of_leaving_them_queued(
+    client: FlaskClient, api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker answers the check, then goes away before the send (a stub: the
+    window is milliseconds wide and cannot be hit reliably with a real server)."""
+    import redis
+
+    from edgelab.store.actions import WorkQueue
+
+    sent: list[list[int]] = []
+
+    def send_group(_self: object, ids: list[int], _sweep_id: int | None) -> None:
+        if sent:
+            raise redis.ConnectionError("Connection refused")
+        sent.append(ids)
+
+    def send_run(_self: object, _run_id: int) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(WorkQueue, "check", lambda _self: object())
+    monkeypatch.setattr(WorkQueue, "send_run", send_run)
+    monkeypatch.setattr(WorkQueue, "send_group", send_group)
+
+    resp = client.post("/api/runs", json={"prompt": "x", "model": "tiny", "latency": "0ms"})
+    assert resp.status_code == 503
+    (rid,) = resp.get_json()["ids"]
+    run = client.get(f"/api/runs/{rid}").get_json()
+    assert run["status"] == "failed"
+    assert run["error"] == "could not be queued: Connection refused"
+
+    spec = {"model": "tiny", "prompts": ["x"], "nodes": [1, 2], "latency": ["0ms", "5ms"]}
+    resp = client.post("/api/sweeps", json=spec)
+    assert resp.status_code == 503
+    unsent = resp.get_json()["ids"]
+    assert len(sent) == 1
+    assert len(sent[0]) == len(unsent) == 2  # one topology sent, the other not
+    with session_scope(api_settings.database_url) as s:
+        statuses = {r.id: r.status for r in s.query(Run).filter(Run.sweep_id.is_not(None))}
+    assert {statuses[i] for i in sent[0]} == {"queued"}  # its message is on the queue
+    assert {statuses[i] for i in unsent} == {"failed"}

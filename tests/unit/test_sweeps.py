@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import select, update
 
 from edgelab.catalog import Catalog, ModelInfo
-from edgelab.models import Run, Sweep
+from edgelab.models import Run
 from edgelab.models.db import session_scope, upgrade
 from edgelab.settings import Settings
+from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.sweeps.spec import group_by_topology
 
@@ -156,32 +157,32 @@ def _set(settings: Settings, run_id: int, status: str) -> None:
 
 
 def test_progress_and_status_follow_the_cells(sweep_db: Settings, fake_catalog: Catalog) -> None:
+    store = Store(sweep_db.database_url)
     sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
     with session_scope(sweep_db.database_url) as s:
         assert control.progress(s, sweep_id)["queued"] == 4
-        assert control.refresh_status(s, sweep_id) == "queued"
-        assert len(control.queued_groups(s, sweep_id)) == 1  # one topology
+    assert store.refresh_sweep(sweep_id) == "queued"
+    assert len(store.queued_groups(sweep_id)) == 1  # one topology
     _set(sweep_db, ids[0], "succeeded")
     _set(sweep_db, ids[1], "running")
     with session_scope(sweep_db.database_url) as s:
         p = control.progress(s, sweep_id)
         assert (p["succeeded"], p["running"], p["queued"], p["done"]) == (1, 1, 2, 1)
-        assert control.refresh_status(s, sweep_id) == "running"
+    assert store.refresh_sweep(sweep_id) == "running"
     for rid in ids[1:]:
         _set(sweep_db, rid, "succeeded")
-    with session_scope(sweep_db.database_url) as s:
-        assert control.refresh_status(s, sweep_id) == "succeeded"
-        assert s.get_one(Sweep, sweep_id).finished_at is not None
+    assert store.refresh_sweep(sweep_id) == "succeeded"
+    assert store.get_sweep(sweep_id).finished_at is not None
 
 
 def test_cancel_then_resume_requeues_only_missing_cells(
     sweep_db: Settings, fake_catalog: Catalog
 ) -> None:
+    store = Store(sweep_db.database_url)
     sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
     _set(sweep_db, ids[0], "succeeded")
     _set(sweep_db, ids[1], "running")
-    with session_scope(sweep_db.database_url) as s:
-        running = control.cancel_sweep(s, sweep_id)
+    running = store.cancel_sweep(sweep_id)
     assert running == [ids[1]]  # the executing run is flagged, not flipped in the DB
     with session_scope(sweep_db.database_url) as s:
         statuses = dict(s.execute(select(Run.id, Run.status).where(Run.sweep_id == sweep_id)).all())
@@ -191,29 +192,28 @@ def test_cancel_then_resume_requeues_only_missing_cells(
         ids[2]: "cancelled",
         ids[3]: "cancelled",
     }
-    _set(sweep_db, ids[1], "cancelled")  # what the executor does when it sees the flag
-    with session_scope(sweep_db.database_url) as s:
-        assert control.refresh_status(s, sweep_id) == "cancelled"
-        result = control.resume(s, sweep_id, fake_catalog, sweep_db)
+    assert store.get_sweep(sweep_id).status == "cancelled"
+    assert store.end_cancelled(ids[1], "cancelled")  # what the executor does on the flag
+    assert store.refresh_sweep(sweep_id) == "cancelled"
+    result = control.resume(store, sweep_id, fake_catalog, sweep_db)
     assert len(result.created) == 3  # the succeeded cell is not run again
     assert sorted(result.requeue) == sorted(result.created)
     with session_scope(sweep_db.database_url) as s:
         p = control.progress(s, sweep_id)
         assert (p["total"], p["succeeded"], p["queued"], p["cancelled"]) == (4, 1, 3, 0)
-        assert control.refresh_status(s, sweep_id) == "running"
-        # a second resume creates nothing new: the cells are queued already
-        again = control.resume(s, sweep_id, fake_catalog, sweep_db)
+    assert store.get_sweep(sweep_id).status == "running"
+    # a second resume creates nothing new: the cells are queued already
+    again = control.resume(store, sweep_id, fake_catalog, sweep_db)
     assert again.created == []
     assert sorted(again.requeue) == sorted(result.created)
 
 
 def test_model_loads_add_up(sweep_db: Settings, fake_catalog: Catalog) -> None:
+    store = Store(sweep_db.database_url)
     sweep_id, _ids = _make_sweep(sweep_db, fake_catalog)
-    with session_scope(sweep_db.database_url) as s:
-        control.count_model_load(s, sweep_id)
-        control.count_model_load(s, sweep_id)
-    with session_scope(sweep_db.database_url) as s:
-        assert s.get_one(Sweep, sweep_id).model_loads == 2
+    store.count_model_load(sweep_id)
+    store.count_model_load(sweep_id)
+    assert store.get_sweep(sweep_id).model_loads == 2
 
 
 @pytest.fixture

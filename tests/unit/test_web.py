@@ -417,14 +417,18 @@ def test_export_sweep(client: FlaskClient, web_settings: Settings) -> None:
 
 
 @pytest.fixture
-def fake_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]]:
+def fake_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
     """A reachable broker and a queue that records what was put on it."""
-    from edgelab.service.web import pages, sweeps
+    from edgelab.store.actions import WorkQueue
 
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(pages, "broker", lambda: object())  # both forms ask pages.cannot_queue
-    monkeypatch.setattr(pages, "enqueue_run", lambda _c, run_id: sent.append(("run", run_id)))
-    monkeypatch.setattr(sweeps, "enqueue_launch", lambda _c, sid: sent.append(("sweep", sid)))
+    sent: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(WorkQueue, "check", lambda _self: object())
+    monkeypatch.setattr(WorkQueue, "send_run", lambda _self, run_id: sent.append(("run", run_id)))
+    monkeypatch.setattr(
+        WorkQueue,
+        "send_group",
+        lambda _self, ids, sweep_id: sent.append(("group", sweep_id, len(ids))),
+    )
     return sent
 
 
@@ -503,7 +507,7 @@ def test_new_run_without_broker_is_503_and_keeps_input(client: FlaskClient) -> N
 
 
 def test_new_run_submits_and_redirects(
-    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[str, int]]
+    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[Any, ...]]
 ) -> None:
     resp = client.post("/runs/new", data=GOOD_RUN)
     assert resp.status_code == 303
@@ -528,7 +532,7 @@ def test_new_run_prefilled_from_an_old_run(client: FlaskClient, web_settings: Se
 
 
 def test_rerun_and_cancel(
-    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[str, int]]
+    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[Any, ...]]
 ) -> None:
     old = add_run(web_settings, nodes=2, latency="20ms")
     resp = client.post(f"/runs/{old}/rerun")
@@ -612,7 +616,7 @@ def test_new_sweep_too_many_cells(client: FlaskClient) -> None:
 
 
 def test_new_sweep_submits(
-    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[str, int]]
+    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[Any, ...]]
 ) -> None:
     data = {
         "name": "2x2",
@@ -629,14 +633,14 @@ def test_new_sweep_submits(
     resp = client.post("/sweeps/new", data=data)
     assert resp.status_code == 303
     sweep_id = int(resp.headers["Location"].rsplit("/", 1)[1])
-    assert fake_queue == [("sweep", sweep_id)]
+    assert fake_queue == [("group", sweep_id, 4), ("group", sweep_id, 4)]  # 2 topologies
     detail = client.get(f"/sweeps/{sweep_id}/data").get_json()
     assert detail["total_cells"] == 8
     assert detail["progress"]["queued"] == 8
 
 
 def test_sweep_cancel_and_resume_buttons(
-    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[str, int]]
+    client: FlaskClient, web_settings: Settings, fake_queue: list[tuple[Any, ...]]
 ) -> None:
     with session_scope(web_settings.database_url) as s:
         sweep = Sweep(
@@ -655,7 +659,8 @@ def test_sweep_cancel_and_resume_buttons(
     assert client.get(f"/sweeps/{sweep_id}/data").get_json()["status"] == "cancelled"
     resumed = client.post(f"/sweeps/{sweep_id}/resume", follow_redirects=True)
     assert resumed.status_code == 200
-    assert "no broker" in text(resumed)  # resume goes through the API, which needs the broker
+    assert "resume requested" in text(resumed)
+    assert fake_queue == [("group", sweep_id, 1)]  # the cancelled cell, as a new run
     assert client.post("/sweeps/999/resume").status_code == 404
 
 

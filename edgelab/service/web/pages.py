@@ -1,8 +1,9 @@
 """Pages about runs: history, the new-run form, one run (live), compare, the queue panel.
 
-Validation goes through :func:`edgelab.runs.config.parse_config`, queueing through
-:mod:`edgelab.tasks.submit` and cancelling through the API's own view, so a run
-submitted or cancelled here behaves exactly like one handled by ``/api``.
+Validation goes through :func:`edgelab.runs.config.parse_config`; submitting,
+cancelling and re-running go through :mod:`edgelab.store.actions`, the same code
+the API and the CLI call, so a run handled here behaves exactly like one handled by
+``/api`` (and no page calls an API view and parses its JSON).
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ from flask import (
     abort,
     flash,
     jsonify,
-    make_response,
     redirect,
     render_template,
     request,
     send_file,
     url_for,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from edgelab import analysis
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
-from edgelab.models import RUN_STATUSES, TERMINAL_STATUSES, Run, Sweep, TokenEvent
+from edgelab.models import Run, Sweep, TokenEvent
 from edgelab.runs.config import ENGINES, ConfigError, parse_config
-from edgelab.runs.executor import config_of, create_run
 from edgelab.runs.views import METRIC_FIELDS, SUMMARY_CONFIG_FIELDS, run_detail, run_summary
 from edgelab.service import api as api_views
-from edgelab.service.extensions import broker, current_celery, current_settings, db
+from edgelab.service.api import event_stream
+from edgelab.service.extensions import current_actions, current_celery, current_settings, db
 from edgelab.service.history import PER_PAGE_CHOICES, parse_history
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
@@ -47,26 +47,30 @@ from edgelab.service.web.forms import (
     latency_error_field,
     run_input,
 )
+from edgelab.store import (
+    RUN_ACTIVE,
+    RUN_OPEN_ORDER,
+    RUN_TERMINAL,
+    NotFound,
+    RunStatus,
+    StoreError,
+)
+from edgelab.store.actions import BrokerError
+from edgelab.store.store import Store
 from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
-from edgelab.tasks.submit import enqueue_run
 
-NO_BROKER = "no broker is reachable: start everything with `edgelab up` or set EDGELAB_REDIS_URL"
 FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
 COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS)
 
 
-def cannot_queue(errors: dict[str, str]) -> tuple[dict[str, str], int] | None:
-    """Why a submitted form is not queued: its errors (400) or no broker (503); None if it can be.
+def refused(exc: StoreError) -> tuple[dict[str, str], int]:
+    """An action's refusal as form errors and the HTTP code (503 no broker, 409, 404).
 
-    The run and sweep forms share this, so both refuse in the same way and order.
+    The run and sweep forms share this, so both refuse in the same way.
     """
-    if errors:
-        return errors, 400
-    if broker() is None:
-        return {"form": NO_BROKER}, 503
-    return None
+    return {"form": str(exc)}, exc.http_status
 
 
 def catalog_models() -> list[ModelInfo]:
@@ -78,13 +82,6 @@ def catalog_models() -> list[ModelInfo]:
 
 def model_names() -> list[str]:
     return [m.name for m in catalog_models()]
-
-
-def call_api(view: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    """Run an API view in this request and return (status code, JSON body)."""
-    resp = make_response(view(**kwargs))
-    body = resp.get_json(silent=True)
-    return resp.status_code, body if isinstance(body, dict) else {}
 
 
 @web.get("/")
@@ -114,7 +111,7 @@ def history() -> Any:
         total=total,
         pages=pages,
         sweeps=sweeps,
-        statuses=RUN_STATUSES,
+        statuses=tuple(RunStatus),
         models=model_names(),
         per_page_choices=PER_PAGE_CHOICES,
     ), (400 if f.errors else 200)
@@ -167,14 +164,15 @@ def new_run() -> Any:
                     )
             except CatalogError as exc:
                 errors["model"] = str(exc)
-            refused = cannot_queue(errors)
-            if refused:
-                errors, status = refused
+            if errors:
+                status = 400
             else:
-                run = create_run(db.session, config)
-                db.session.commit()
-                enqueue_run(current_celery(), run.id)
-                return redirect(url_for("web.run_page", run_id=run.id), code=303)
+                try:
+                    submitted = current_actions().submit_run(config)
+                except StoreError as exc:
+                    errors, status = refused(exc)
+                else:
+                    return redirect(url_for("web.run_page", run_id=submitted.id), code=303)
     return render_template(
         "run_new.html",
         form=form,
@@ -205,7 +203,7 @@ def run_page(run_id: int) -> Any:
         run=detail,
         sweep=sweep,
         action=ActionForm(),
-        terminal=detail["status"] in TERMINAL_STATUSES,
+        terminal=detail["status"] in RUN_TERMINAL,
         metric_fields=METRIC_FIELDS,
     )
 
@@ -218,23 +216,25 @@ def run_data(run_id: int) -> Any:
 @web.get("/runs/<int:run_id>/events")
 def run_events(run_id: int) -> Any:
     """The API's event stream (replay, then live), behind the pages' access check."""
-    return api_views.run_events(run_id)
+    return event_stream(run_id)
 
 
 @web.post("/runs/<int:run_id>/cancel")
 def cancel_run(run_id: int) -> Any:
     if not ActionForm().validate():
         abort(400, "missing or expired form token; reload the page")
-    code, body = call_api(api_views.cancel_run, run_id=run_id)
-    if code == 404:
-        abort(404, f"run {run_id} not found")
-    flash(
-        f"run {run_id}: {body.get('status', '')}"
-        if code < 400
-        else f"run {run_id}: {body.get('error', 'cannot cancel')}",
+    try:
+        result = current_actions().cancel_run(run_id)
+    except NotFound as exc:
+        abort(404, str(exc))
+    except StoreError as exc:
+        flash(f"run {run_id}: {exc}", "error")
+    else:
         # "pending": the run page's script updates the banner when the run has stopped.
-        "error" if code >= 400 else "pending" if body.get("status") == "cancelling" else "ok",
-    )
+        if result.stopping:
+            flash(f"run {run_id}: cancelling", "pending")
+        else:
+            flash(f"run {run_id}: {result.status}", "ok")
     return redirect(url_for("web.run_page", run_id=run_id), code=303)
 
 
@@ -243,15 +243,13 @@ def rerun(run_id: int) -> Any:
     """A new run with the same configuration (the old one is kept as it was)."""
     if not ActionForm().validate():
         abort(400, "missing or expired form token; reload the page")
-    run = db.session.get(Run, run_id)
-    if run is None:
-        abort(404, f"run {run_id} not found")
-    if broker() is None:
-        flash(NO_BROKER, "error")
+    try:
+        new = current_actions().rerun(run_id)
+    except NotFound as exc:
+        abort(404, str(exc))
+    except StoreError as exc:
+        flash(f"cannot re-run run {run_id}: {exc}", "error")
         return redirect(url_for("web.run_page", run_id=run_id), code=303)
-    new = create_run(db.session, config_of(run))
-    db.session.commit()
-    enqueue_run(current_celery(), new.id)
     flash(f"run {new.id} re-runs run {run_id}", "ok")
     return redirect(url_for("web.run_page", run_id=new.id), code=303)
 
@@ -339,30 +337,25 @@ def compare() -> Any:
 
 
 def _queue_runs() -> dict[str, Any]:
-    counts = dict(
-        db.session.execute(
-            select(Run.status, func.count(Run.id))
-            .where(Run.status.in_(("queued", "starting", "running")))
-            .group_by(Run.status)
-        ).all()
-    )
+    counts = Store(current_settings().database_url).count_by_status(RUN_OPEN_ORDER)
     active = db.session.scalars(
-        select(Run).where(Run.status.in_(("starting", "running"))).order_by(Run.id)
+        select(Run).where(Run.status.in_(list(RUN_ACTIVE))).order_by(Run.id)
     )
     waiting = db.session.scalars(
-        select(Run).where(Run.status == "queued").order_by(Run.id).limit(50)
+        select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id).limit(50)
     )
     return {
-        "counts": {s: int(counts.get(s, 0)) for s in ("queued", "starting", "running")},
+        "counts": counts,
         "active": [run_summary(r) for r in active],
         "waiting": [run_summary(r) for r in waiting],
     }
 
 
 def _queue_broker() -> dict[str, Any]:
-    r = broker()
-    if r is None:
-        return {"broker": False, "workers": [], "messages": {}, "error": NO_BROKER}
+    try:
+        r = current_actions().queue.check()
+    except BrokerError as exc:
+        return {"broker": False, "workers": [], "messages": {}, "error": str(exc)}
     try:
         messages = {q: int(r.llen(q)) for q in (EXPERIMENT_QUEUE, CONTROL_QUEUE)}
         replies = current_celery().control.inspect(timeout=0.5).ping() or {}

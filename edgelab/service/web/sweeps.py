@@ -1,7 +1,8 @@
 """Pages about sweeps: the list, the sweep form (live cell count), one sweep (live grid).
 
 A sweep submitted here is parsed and expanded by :mod:`edgelab.sweeps` exactly as
-``POST /api/sweeps`` does; cancel and resume call the API's views.
+``POST /api/sweeps`` does; submit, cancel and resume are :mod:`edgelab.store.actions`,
+the same code the API and the CLI call.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from sqlalchemy import func, select
 
 from edgelab import analysis
 from edgelab.catalog import Catalog
-from edgelab.models import SWEEP_STATUSES, TERMINAL_STATUSES, Sweep
-from edgelab.service import api as api_views
-from edgelab.service.extensions import current_celery, current_settings, db
+from edgelab.models import Sweep
+from edgelab.service.extensions import current_actions, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
     SWEEP_LATENCY_HELP,
@@ -28,9 +28,11 @@ from edgelab.service.web.forms import (
 from edgelab.service.web.forms import (
     default_model as pick_default,
 )
-from edgelab.service.web.pages import FORM_EXPIRED, call_api, cannot_queue, catalog_models
+from edgelab.service.web.pages import FORM_EXPIRED, catalog_models, refused
+from edgelab.store import SWEEP_TERMINAL, NotFound, StoreError, SweepStatus
 from edgelab.sweeps import SpecError, control, expand, parse_spec
-from edgelab.tasks.submit import enqueue_launch
+
+SWEEP_STATUSES = tuple(SweepStatus)
 
 SWEEPS_PER_PAGE = 50
 #: Spec fields whose errors have their own place on the form; the rest go on top.
@@ -97,14 +99,15 @@ def new_sweep() -> Any:
         except SpecError as exc:
             for key, message in exc.errors.items():
                 errors.setdefault(key if key in FORM_FIELDS else "form", message)
-        refused = cannot_queue(errors)
-        if refused:
-            errors, status = refused
+        if errors:
+            status = 400
         else:
-            sweep = control.create_sweep(db.session, spec, cells)
-            db.session.commit()
-            enqueue_launch(current_celery(), sweep.id)
-            return redirect(url_for("web.sweep_page", sweep_id=sweep.id), code=303)
+            try:
+                sweep = current_actions().submit_sweep(spec, cells)
+            except StoreError as exc:
+                errors, status = refused(exc)
+            else:
+                return redirect(url_for("web.sweep_page", sweep_id=sweep.id), code=303)
     return render_template(
         "sweep_new.html",
         form=form,
@@ -167,7 +170,7 @@ def sweep_page(sweep_id: int) -> Any:
         sweep=detail,
         analysis=analysis.analyze_sweep(db.session, sweep_id).to_dict(),
         action=ActionForm(),
-        terminal=detail["status"] in TERMINAL_STATUSES,
+        terminal=detail["status"] in SWEEP_TERMINAL,
     )
 
 
@@ -197,16 +200,22 @@ def sweep_breakdown_data(sweep_id: int) -> Any:
     return jsonify(sweep_id=sweep_id, breakdowns=[b.to_dict() for b in found])
 
 
-def _sweep_action(view: Any, sweep_id: int, verb: str) -> Any:
+def _sweep_action(sweep_id: int, verb: str) -> Any:
     if not ActionForm().validate():
         abort(400, "missing or expired form token; reload the page")
-    code, body = call_api(view, sweep_id=sweep_id)
-    if code == 404:
-        abort(404, f"sweep {sweep_id} not found")
-    if code >= 400:
-        errors = body.get("errors") or {}
-        detail = "; ".join(errors.values()) if errors else body.get("error", "")
-        flash(f"cannot {verb} sweep {sweep_id}: {detail}", "error")
+    settings = current_settings()
+    actions = current_actions()
+    try:
+        if verb == "cancel":
+            actions.cancel_sweep(sweep_id)
+        else:
+            actions.resume_sweep(sweep_id, Catalog(settings), settings)
+    except NotFound as exc:
+        abort(404, str(exc))
+    except SpecError as exc:
+        flash(f"cannot {verb} sweep {sweep_id}: {'; '.join(exc.errors.values())}", "error")
+    except StoreError as exc:
+        flash(f"cannot {verb} sweep {sweep_id}: {exc}", "error")
     else:
         flash(f"sweep {sweep_id}: {verb} requested", "ok")
     return redirect(url_for("web.sweep_page", sweep_id=sweep_id), code=303)
@@ -214,9 +223,9 @@ def _sweep_action(view: Any, sweep_id: int, verb: str) -> Any:
 
 @web.post("/sweeps/<int:sweep_id>/cancel")
 def cancel_sweep(sweep_id: int) -> Any:
-    return _sweep_action(api_views.cancel_sweep, sweep_id, "cancel")
+    return _sweep_action(sweep_id, "cancel")
 
 
 @web.post("/sweeps/<int:sweep_id>/resume")
 def resume_sweep(sweep_id: int) -> Any:
-    return _sweep_action(api_views.resume_sweep, sweep_id, "resume")
+    return _sweep_action(sweep_id, "resume")
