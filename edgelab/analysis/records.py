@@ -22,6 +22,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from edgelab.models import LinkStat, Run
+from edgelab.store.status import RunStatus
 
 #: Per-run metrics the statistics summarise, in the order tables show them
 #: (the names are :mod:`edgelab.metrics.timeline`'s and the API's).
@@ -55,7 +56,7 @@ class RunRecord:
     nodes: int
     metrics: Mapping[str, float | None]
     sweep_id: int | None = None
-    status: str = "succeeded"
+    status: str = RunStatus.SUCCEEDED
     engine: str = "llamacpp"
     backend: str = "local"
     model: str = "smollm2-135m"
@@ -95,7 +96,7 @@ class RunRecord:
     @property
     def counted(self) -> bool:
         """Whether the run enters statistics: succeeded and not a warm-up."""
-        return self.status == "succeeded" and "warmup" not in self.flags
+        return self.status == RunStatus.SUCCEEDED and "warmup" not in self.flags
 
 
 def one_way_mean_ms(profile: Mapping[str, Any] | None) -> float:

@@ -28,6 +28,7 @@ from edgelab.analysis.records import METRICS, RunRecord, load_records
 from edgelab.analysis.scaling import ScalingSeries, scaling
 from edgelab.analysis.significance import Comparison, pairwise
 from edgelab.models import Sweep
+from edgelab.store.status import RunStatus
 
 #: Node counts every fit predicts (and solves break-even for), beyond what ran.
 PREDICT_NODES: tuple[int, ...] = (2, 3, 4, 6, 8)
@@ -85,8 +86,8 @@ def _counts(records: Sequence[RunRecord]) -> Counts:
     return Counts(
         runs=len(records),
         counted=sum(1 for r in records if r.counted),
-        failed=sum(1 for r in records if r.status != "succeeded"),
-        warmup=sum(1 for r in records if r.status == "succeeded" and "warmup" in r.flags),
+        failed=sum(1 for r in records if r.status != RunStatus.SUCCEEDED),
+        warmup=sum(1 for r in records if r.status == RunStatus.SUCCEEDED and "warmup" in r.flags),
     )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from edgelab.models import LinkStat, Run, Sweep, TokenEvent
 from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import RunConfig
+from edgelab.store.status import RunStatus, SweepStatus
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def insert_synthetic_sweep(
             "repetitions": repetitions,
             "synthetic": True,
         },
-        status="succeeded",
+        status=SweepStatus.SUCCEEDED,
         total_cells=cells,
     )
     session.add(sweep)
@@ -109,7 +110,7 @@ def insert_synthetic_sweep(
             rows.append(
                 Run(
                     sweep_id=sweep.id,
-                    status="succeeded",
+                    status=RunStatus.SUCCEEDED,
                     engine=config.engine,
                     backend=config.backend,
                     model=model,

@@ -35,6 +35,7 @@ from edgelab.analysis import (
 )
 from edgelab.analysis.model import ModelFit, Residual, fit_model, group_residuals
 from edgelab.models import LinkStat, Run, Sweep, TokenEvent
+from edgelab.store.status import RunStatus
 from edgelab.sweeps import control
 
 
@@ -267,7 +268,7 @@ def hygiene_of(
         flags = set(r.flags) | ({"oversubscribed"} if r.oversubscribed else set())
         for flag in sorted(flags):
             flagged_runs.setdefault(flag, []).append(r.id)
-    statuses = Counter(r.status for r in records if r.status != "succeeded")
+    statuses = Counter(r.status for r in records if r.status != RunStatus.SUCCEEDED)
     excluded = {f"{status} runs": n for status, n in sorted(statuses.items())}
     if analysis.counts.warmup:
         excluded["warm-up runs"] = analysis.counts.warmup

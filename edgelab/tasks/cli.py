@@ -14,7 +14,7 @@ import click
 
 from edgelab.cli import load_settings
 from edgelab.settings import Settings
-from edgelab.store.status import SweepStatus
+from edgelab.store.status import RunStatus, SweepStatus
 
 
 def _redis_url(settings: Settings) -> str:
@@ -231,14 +231,15 @@ def sweep_list(
                 sw["name"],
                 sw["status"],
                 f"{p['done']}/{p['total']}",
-                str(p["succeeded"]),
-                str(p["failed"]),
-                str(p["cancelled"]),
+                str(p[RunStatus.SUCCEEDED]),
+                str(p[RunStatus.FAILED]),
+                str(p[RunStatus.CANCELLED]),
                 str(sw["model_loads"]),
                 fmt_time(sw["created_at"]),
             ]
         )
-    headers = ["id", "name", "status", "done", "ok", "failed", "cancelled", "loads", "created"]
+    headers = ["id", "name", "status", "done", "ok", RunStatus.FAILED, RunStatus.CANCELLED]
+    headers += ["loads", "created"]
     click.echo(table(headers, rows, right={0, 3, 4, 5, 6, 7}))
     first = (page - 1) * per_page + 1
     more = f"; --page {page + 1} for more" if first + len(rows) - 1 < total else ""

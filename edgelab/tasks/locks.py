@@ -78,7 +78,8 @@ def retrying(
         try:
             return fn()
         except OUTAGE as exc:
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise BrokerUnavailable(
                     f"the broker stayed unreachable for {budget:.0f} s while trying to {what}: "
                     f"{exc}"
@@ -88,7 +89,7 @@ def retrying(
                 if on_retry is not None:
                     on_retry(f"broker unreachable ({exc}); retrying")
                 told = True
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(5.0, delay * 2)
 
 

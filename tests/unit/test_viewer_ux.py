@@ -218,12 +218,11 @@ def test_cancel_of_a_running_run_flashes_a_pending_banner(
     client: FlaskClient, web_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_id = add_run(web_settings, status="running")
-    # Stand-ins for the broker (no Redis in unit tests); the page and the API view are real.
+    # A stand-in for the broker (no Redis in unit tests); the page and the action are real.
+    from edgelab.store.actions import WorkQueue
+
     flags: list[list[int]] = []
-    monkeypatch.setattr("edgelab.service.api.broker", lambda: object())
-    monkeypatch.setattr(
-        "edgelab.service.api.request_cancel", lambda _r, ids: flags.append(list(ids))
-    )
+    monkeypatch.setattr(WorkQueue, "request_cancel", lambda _self, ids: flags.append(list(ids)))
     resp = client.post(f"/runs/{run_id}/cancel", follow_redirects=True)
     html = text(resp)
     assert flags == [[run_id]]
