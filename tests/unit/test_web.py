@@ -243,6 +243,27 @@ def test_run_page_shows_metrics_tokens_charts_and_provenance(
     assert len(data["samples"]) == 10
 
 
+def test_run_page_says_how_the_run_was_measured(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    run_id = add_run(web_settings)
+    with session_scope(web_settings.database_url) as s:
+        s.get_one(Run, run_id).measurement = {
+            "mode": "api",
+            "per_token_split": None,
+            "token_events": "dllama-api stream chunks",
+            "weights_streamed_per_run": False,
+            "cluster": {"startup_ms": 4321.4, "root_load_ms": 4000.0, "runs_before": 2},
+        }
+    html = text(client.get(f"/runs/{run_id}"))
+    row = re.search(r'<tr id="measured-by">(.*?)</tr>\s*<tr>(.*?)</tr>', html, re.S)
+    assert row is not None
+    assert "llamacpp api; per-token split from the link proxies" in row.group(1)
+    assert "token events: dllama-api stream chunks" in row.group(1)
+    assert "warm: 2 runs before this one, so no model load here" in row.group(2)
+    assert "its start-up 4321 ms" in row.group(2)
+
+
 def test_failed_run_page_shows_error_and_node_logs(
     client: FlaskClient, web_settings: Settings
 ) -> None:
