@@ -21,7 +21,30 @@ side change without touching the other.
 - :mod:`~edgelab.reports.cli`: ``edgelab report``.
 """
 
-from edgelab.reports.content import ReportData, build_report
-from edgelab.reports.render import render_html, render_markdown, write_markdown
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgelab.reports.content import ReportData, build_report
+    from edgelab.reports.render import render_html, render_markdown, write_markdown
+
+# Resolved on first use: importing ``edgelab.reports.cli`` (which ``edgelab --help``
+# does to print the command's summary) must not load matplotlib, scipy and SQLAlchemy.
+_LAZY = {
+    "ReportData": "edgelab.reports.content",
+    "build_report": "edgelab.reports.content",
+    "render_html": "edgelab.reports.render",
+    "render_markdown": "edgelab.reports.render",
+    "write_markdown": "edgelab.reports.render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgelab.reports' has no attribute {name!r}")
+
 
 __all__ = ["ReportData", "build_report", "render_html", "render_markdown", "write_markdown"]

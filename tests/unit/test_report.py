@@ -382,3 +382,17 @@ def test_rows_of_a_multi_prompt_sweep_name_their_prompt(db_settings: Settings) -
     assert len(labels) == len(set(labels)) == 2 * 3  # (1 node + 2 latencies) x 2 prompts
     assert "1 node × 1 thread · no links · prompt 'Hi.'" in labels
     assert "2 nodes × 1 thread · 5ms · prompt 'Name ten rivers.'" in labels
+
+
+def test_command_modules_import_no_plotting_or_statistics() -> None:
+    """``edgelab --help`` imports every command module to print its summary: the
+    report and history commands must not pull in matplotlib, scipy or SQLAlchemy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edgelab.reports.cli, edgelab.runs.history_cli; "
+        "print(sorted(m for m in ('matplotlib', 'scipy', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
