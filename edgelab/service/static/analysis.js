@@ -237,14 +237,16 @@
     r2.dataset.r2Runs = fit.r2 === null ? "" : String(fit.r2);
     const traces = [];
     const nodes = fit.nodes_tried;
+    // Uncapped links when the sweep has them, else the first bandwidth cap it tried.
+    const bw = fit.bandwidths_tried.includes(null) ? null : fit.bandwidths_tried[0];
     nodes.forEach((n, i) => {
       const color = COLORS[i % COLORS.length];
-      fit.curves.filter((c) => c.nodes === n && c.bandwidth_bps === null).forEach((c) => {
+      fit.curves.filter((c) => c.nodes === n && (c.bandwidth_bps === bw || n === 1)).forEach((c) => {
         traces.push({ x: c.delay_ms, y: c.tpot_ms, mode: "lines", type: "scatter", name: n + " nodes (model)",
                       line: { color: color, dash: "dot" }, legendgroup: "n" + n, hovertemplate: "model %{x:.1f} ms: %{y:.2f} ms<extra></extra>" });
       });
       const gs = a.groups.filter((g) => g.key.nodes === n && g.key.engine === fit.engine && g.key.model === fit.model &&
-        g.key.threads === fit.threads && g.stats.tpot_ms.mean !== null && (g.key.bandwidth_bps === null));
+        g.key.threads === fit.threads && g.stats.tpot_ms.mean !== null && (g.key.bandwidth_bps === bw || n === 1));
       if (!gs.length) return;
       gs.sort((x, y) => x.rtt_delay_ms - y.rtt_delay_ms);
       traces.push({ x: gs.map(oneWay), y: gs.map((g) => g.stats.tpot_ms.mean), mode: "markers", type: "scatter",
