@@ -271,4 +271,9 @@ def load_records(
     if run_ids is not None:
         stmt = stmt.where(Run.id.in_(list(run_ids)))
     runs = list(session.execute(stmt))
-    return records_from_runs(runs, _decode_round_trips(session, [r.id for r in runs]))
+    # Runs store round_trips_per_token themselves; link_stats are the fallback for
+    # multi-node runs recorded before that column was filled.
+    missing = [
+        r.id for r in runs if r.nodes > 1 and r._mapping.get("round_trips_per_token") is None
+    ]
+    return records_from_runs(runs, _decode_round_trips(session, missing))
