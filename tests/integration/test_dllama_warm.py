@@ -71,6 +71,7 @@ def warm_settings(
     settings = Settings(
         data_dir=tmp_path / "data",
         models_dir=tmp_path / "models",
+        keep_work_dirs="always",  # the root's log says how often the weights were loaded
     )
     upgrade(settings.database_url)
     model, _ = write_synthetic_model(settings.models_dir, SHAPE)
