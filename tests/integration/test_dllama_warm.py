@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_node
 # dim 128 / 8 heads / 4 KV heads: splits across 1, 2 and 4 nodes.
 SHAPE = SyntheticShape(dim=128, hidden_dim=256, n_heads=8, n_kv_heads=4)
 SYNC = 2048  # the stand-in's bytes per worker per forward pass (SYNC_BYTES)
-MAX_TOKENS = 16
+MAX_TOKENS = 64  # the issue's acceptance sweep: 4 nodes x 3 repetitions x 64 tokens
 PROMPT = "Hello the world"
 
 
