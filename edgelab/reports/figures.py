@@ -194,11 +194,23 @@ def _ci_of(group: Group, metric: str) -> tuple[float, float]:
     return (max(st.mean - st.ci_low, 0.0), max(st.ci_high - st.mean, 0.0))
 
 
+def drawn_bandwidth(fit: ModelFit) -> int | None:
+    """The bandwidth the model is drawn and tabled at: uncapped links when the sweep
+    has them, else the first cap it tried (as the sweep page draws it)."""
+    tried = fit.bandwidths_tried
+    return None if not tried or None in tried else tried[0]
+
+
 def model_figure(fit: ModelFit, groups: Sequence[Group]) -> Figure:
     """Measured TPOT (mean, 95 % CI) vs one-way delay per node count, with the fitted
     model drawn through them; node counts that did not run are the model's
-    prediction (dashed)."""
-    measured = [g for g in groups if g.stats["tpot_ms"].mean is not None]
+    prediction (dashed). One bandwidth: :func:`drawn_bandwidth`."""
+    bw = drawn_bandwidth(fit)
+    measured = [
+        g
+        for g in groups
+        if g.stats["tpot_ms"].mean is not None and (g.key.nodes == 1 or g.key.bandwidth_bps == bw)
+    ]
     max_delay = max([fit.max_delay_tried_ms, *(g.rtt_delay_ms / 2 for g in measured)], default=0)
     top = max(max_delay * 1.25, 1.0)
     grid = [top * i / 40 for i in range(41)]
@@ -209,7 +221,7 @@ def model_figure(fit: ModelFit, groups: Sequence[Group]) -> Figure:
         predicted = [n for n in PREDICT_NODES if n not in tried]
         for nodes in [*tried, *predicted]:
             color = _color(nodes)
-            ys = [fit.predict(nodes, d) for d in grid]
+            ys = [fit.predict(nodes, d, bw) for d in grid]
             dashed = nodes not in tried
             ax.plot(
                 grid,
@@ -235,8 +247,9 @@ def model_figure(fit: ModelFit, groups: Sequence[Group]) -> Figure:
                     color=color,
                 )
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+        links = f", links capped at {bw / 1e6:g} Mbit/s" if bw else ""
         ax.set_title(
-            f"{fit.model}, {fit.threads} thread(s), {fit.engine}: points measured, "
+            f"{fit.model}, {fit.threads} thread(s), {fit.engine}{links}: points measured, "
             f"lines fitted (R² = {r2})",
             fontsize=8,
         )

@@ -167,11 +167,13 @@ def fit_views(data: ReportData) -> list[dict[str, Any]]:
     """Per model fit: its configurations, a prediction grid and the break-even latencies.
 
     The grid is every node count tried plus :data:`PREDICT_NODES` (the same counts the
-    API's ``fits[].break_even`` lists) at every one-way delay tried.
+    API's ``fits[].break_even`` lists) at every one-way delay tried, at the bandwidth
+    the figure draws (:func:`~edgelab.reports.figures.drawn_bandwidth`).
     """
     views = []
     for i, fit in enumerate(data.analysis.fits):
-        groups = data.groups_of_fit(i)
+        bw = figures.drawn_bandwidth(fit)
+        groups = [g for g in data.groups_of_fit(i) if g.key.bandwidth_bps == bw]
         delays = sorted({g.rtt_delay_ms / 2 for g in groups if g.key.nodes > 1}) or [0.0]
         nodes = sorted({*fit.nodes_tried, *PREDICT_NODES})
         views.append(
@@ -181,8 +183,9 @@ def fit_views(data: ReportData) -> list[dict[str, Any]]:
                 "delays": delays,
                 "nodes": nodes,
                 "tried": set(fit.nodes_tried),
-                "predictions": {n: [fit.predict(n, d) for d in delays] for n in nodes},
-                "break_even": [fit.break_even(n) for n in nodes if n > 1],
+                "bandwidth_bps": bw,
+                "predictions": {n: [fit.predict(n, d, bw) for d in delays] for n in nodes},
+                "break_even": [fit.break_even(n, bw) for n in nodes if n > 1],
                 "holdouts": data.holdouts[i] if i < len(data.holdouts) else (),
             }
         )

@@ -52,6 +52,7 @@ def add_synthetic_sweep(
     failed: int = 0,
     timing: bool = True,
     prompts: tuple[str, ...] = ("Name three planets.",),
+    bandwidth: str | None = None,
 ) -> int:
     """A finished sweep whose runs' TPOT follows :func:`true_tpot` with relative noise."""
     rng = random.Random(7)
@@ -70,7 +71,7 @@ def add_synthetic_sweep(
                 model="tiny-test",
                 nodes=n,
                 threads=1,
-                latency=LatencyProfile.parse(f"{d}ms"),
+                latency=LatencyProfile.parse(f"{d}ms", bandwidth=bandwidth),
                 max_tokens=16,
                 repetition=rep,
             )
@@ -396,3 +397,14 @@ def test_command_modules_import_no_plotting_or_statistics() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_model_of_a_capped_only_sweep_is_drawn_at_its_cap(db_settings: Settings) -> None:
+    sweep_id = add_synthetic_sweep(db_settings, bandwidth="100mbit")
+    with session_scope(db_settings.database_url) as s:
+        data = build_report(s, sweep_id)
+    assert data.analysis.fits[0].bandwidths_tried == (100_000_000,)
+    html = render_html(data)
+    assert "Predicted TPOT (links capped at 100 Mbit/s)" in html
+    assert "Break-even latency d*(N) (links capped at 100 Mbit/s)" in html
+    assert "links capped at 100 Mbit/s: points measured" in html  # the figure's title
