@@ -20,9 +20,9 @@ transaction, so a sweep never lags behind its cells.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -151,15 +151,50 @@ def insert_run(session: Session, config: RunConfig, sweep_id: int | None = None)
 
 
 def insert_sweep(session: Session, spec: SweepSpec, cells: list[Cell]) -> Sweep:
-    """Insert a queued sweep and one queued run per cell (the caller commits)."""
-    sweep = Sweep(
-        name=spec.name, spec=spec.to_dict(), status=SweepStatus.QUEUED, total_cells=len(cells)
-    )
+    """Insert a queued sweep and one queued run per cell (the caller commits).
+
+    A break-even search's ``total_cells`` is its upper bound: its cells are created
+    as results arrive (:meth:`Store.extend_sweep`).
+    """
+    total = spec.total_cells if spec.search is not None else len(cells)
+    sweep = Sweep(name=spec.name, spec=spec.to_dict(), status=SweepStatus.QUEUED, total_cells=total)
     session.add(sweep)
     session.flush()
-    for cell in cells:
-        insert_run(session, cell.config, sweep_id=sweep.id)
+    insert_cells(session, spec, cells, sweep.id)
     return sweep
+
+
+def insert_cells(session: Session, spec: SweepSpec, cells: list[Cell], sweep_id: int) -> list[int]:
+    """Queued runs for ``cells`` in the spec's execution order, each topology's
+    warm-up runs (``spec.warmup``) first unless some are still queued; the new ids."""
+    from edgelab.sweeps.spec import execution_order
+
+    created: list[int] = []
+    warmed: set[str] = set()
+    for cell in execution_order(spec, cells):
+        if spec.warmup and cell.topology not in warmed:
+            warmed.add(cell.topology)
+            created.extend(_insert_warmups(session, spec, cell, sweep_id))
+        created.append(insert_run(session, cell.config, sweep_id=sweep_id).id)
+    return created
+
+
+def _insert_warmups(session: Session, spec: SweepSpec, cell: Cell, sweep_id: int) -> list[int]:
+    queued = session.scalars(
+        select(Run).where(
+            Run.sweep_id == sweep_id, Run.warmup.is_(True), Run.status == RunStatus.QUEUED
+        )
+    )
+    if any(config_of(run).cluster_spec.topology_key() == cell.topology for run in queued):
+        return []
+    ids = []
+    for k in range(spec.warmup):
+        # Negative repetitions: a warm-up never takes the key of a cell.
+        run = insert_run(session, replace(cell.config, repetition=-1 - k), sweep_id=sweep_id)
+        run.warmup = True
+        ids.append(run.id)
+    session.flush()
+    return ids
 
 
 def config_of(run: Run) -> RunConfig:
@@ -181,11 +216,14 @@ def config_of(run: Run) -> RunConfig:
 
 
 def latest_cells(session: Session, sweep_id: int) -> dict[tuple[str, int], tuple[int, RunStatus]]:
-    """(run id, status) of the latest run of every cell (fingerprint, repetition)."""
+    """(run id, status) of the latest run of every cell (fingerprint, repetition).
+
+    Warm-up runs are no cells: they never count towards progress or status.
+    """
     latest: dict[tuple[str, int], tuple[int, RunStatus]] = {}
     rows = session.execute(
         select(Run.id, Run.fingerprint, Run.repetition, Run.status)
-        .where(Run.sweep_id == sweep_id)
+        .where(Run.sweep_id == sweep_id, Run.warmup.is_(False))
         .order_by(Run.id)
     )
     for rid, fingerprint, repetition, status in rows:
@@ -198,7 +236,8 @@ def cell_counts(session: Session, sweep_id: int) -> Counter[RunStatus]:
 
 
 def group_by_topology(session: Session, run_ids: Iterable[int]) -> list[list[int]]:
-    """Split run ids by cluster topology, keeping their order (one warm cluster each)."""
+    """Split run ids by cluster topology, keeping their order (one warm cluster each),
+    except that a group's warm-up runs go first: they exist to be executed first."""
     ids = list(run_ids)
     runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
     groups: dict[str, list[int]] = {}
@@ -206,7 +245,18 @@ def group_by_topology(session: Session, run_ids: Iterable[int]) -> list[list[int
         if rid in runs:
             key = config_of(runs[rid]).cluster_spec.topology_key()
             groups.setdefault(key, []).append(rid)
-    return list(groups.values())
+    return [sorted(g, key=lambda rid: not runs[rid].warmup) for g in groups.values()]
+
+
+def _search_open(session: Session, sweep: Sweep) -> bool:
+    """A break-even search whose brackets still want probes has not finished."""
+    if not (sweep.spec or {}).get("search"):
+        return False
+    from edgelab.sweeps import search
+    from edgelab.sweeps.spec import parse_spec
+
+    spec = parse_spec(sweep.spec, max_cells=2**62)
+    return not search.state_of(session, sweep.id, spec).done
 
 
 def _rowcount(result: Any) -> int:
@@ -284,6 +334,8 @@ class Store:
         counts = cell_counts(s, sweep_id)
         if not current.terminal:  # following the cells never leaves a finished state
             derived = derived_sweep_status(counts)
+            if derived == SweepStatus.SUCCEEDED and _search_open(s, sweep):
+                derived = SweepStatus.RUNNING  # its next probes are about to be created
             if derived != current and sweep_may(current, derived):
                 status = derived
         if status != current:
@@ -516,14 +568,67 @@ class Store:
             )
 
     def queued_groups(self, sweep_id: int) -> list[list[int]]:
-        """The sweep's queued cells grouped by topology (one warm cluster per group)."""
+        """The sweep's queued cells grouped by topology (one warm cluster per group),
+        each group's queued warm-up runs first. Queued warm-ups of a topology with no
+        queued cell left have nothing to warm up and are cancelled."""
         with self._session() as s:
             queued = [
                 rid
                 for rid, status in latest_cells(s, sweep_id).values()
                 if status == RunStatus.QUEUED
             ]
-            return group_by_topology(s, queued)
+            groups = group_by_topology(s, queued)
+            topologies = {
+                config_of(s.get_one(Run, g[0])).cluster_spec.topology_key(): i
+                for i, g in enumerate(groups)
+            }
+            stale: list[int] = []
+            warmups = s.scalars(
+                select(Run)
+                .where(
+                    Run.sweep_id == sweep_id, Run.warmup.is_(True), Run.status == RunStatus.QUEUED
+                )
+                .order_by(Run.id)
+            )
+            extra: dict[int, list[int]] = {}
+            for run in warmups:
+                index = topologies.get(config_of(run).cluster_spec.topology_key())
+                if index is None:
+                    stale.append(run.id)
+                else:
+                    extra.setdefault(index, []).append(run.id)
+            if stale:
+                self._move_runs(
+                    s,
+                    stale,
+                    RunStatus.CANCELLED,
+                    error="no cell of its topology left to run",
+                    finished_at=utcnow(),
+                    only_from=RunStatus.QUEUED,
+                )
+            return [extra.get(i, []) + g for i, g in enumerate(groups)]
+
+    def extend_sweep(self, sweep_id: int, plan: Callable[[Session], list[Cell]]) -> list[int]:
+        """Create queued runs for the cells ``plan`` decides on now; their ids.
+
+        For sweeps whose cells depend on results (a break-even search). The sweep
+        row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL), so two workers
+        finishing groups at once cannot both create the same cells.
+        """
+        from edgelab.sweeps.spec import parse_spec
+
+        with self._session() as s:
+            sweep = s.scalars(select(Sweep).where(Sweep.id == sweep_id).with_for_update()).first()
+            if sweep is None:
+                raise SweepNotFound(sweep_id)
+            cells = plan(s)
+            if not cells:
+                return []
+            spec = parse_spec(sweep.spec, max_cells=2**62)
+            ids = insert_cells(s, spec, cells, sweep_id)
+            s.flush()
+            self._refresh(s, sweep_id)
+            return ids
 
     def group_by_topology(self, run_ids: Iterable[int]) -> list[list[int]]:
         with self._session() as s:
@@ -588,17 +693,20 @@ class Store:
             sweep = s.get(Sweep, sweep_id)
             if sweep is None:
                 raise SweepNotFound(sweep_id)
+            from edgelab.sweeps.spec import parse_spec
+
             latest = latest_cells(s, sweep_id)
-            created: list[int] = []
             requeue: list[int] = []
+            missing: list[Cell] = []
             for cell in cells:
                 found = latest.get(cell.key)
                 if found is None or found[1] in (RunStatus.FAILED, RunStatus.CANCELLED):
-                    new = insert_run(s, cell.config, sweep_id=sweep_id)
-                    created.append(new.id)
-                    requeue.append(new.id)
+                    missing.append(cell)
                 elif found[1] == RunStatus.QUEUED:
                     requeue.append(found[0])
+            # New runs in the spec's order, with fresh warm-ups for their topologies.
+            created = insert_cells(s, parse_spec(sweep.spec, max_cells=2**62), missing, sweep_id)
+            requeue.extend(created)
             if created and sweep_may(sweep.status, SweepStatus.QUEUED):
                 sweep.status = SweepStatus.QUEUED
                 sweep.finished_at = None

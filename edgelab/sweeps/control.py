@@ -6,6 +6,9 @@ state is that of its latest run. Every change of state (create, cancel, resume,
 the sweep's status following its cells) is :class:`edgelab.store.store.Store`'s;
 these functions only read, with the caller's session, and never talk to Celery or
 Redis.
+
+Warm-up runs (``warmup: N`` in the spec) belong to a topology, not to a cell: they
+are left out of cells, progress and status, and listed apart in the detail.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from edgelab.store.store import (
     group_by_topology,
     insert_sweep,
 )
-from edgelab.sweeps.spec import expand, parse_spec
+from edgelab.sweeps.spec import expand, notes, parse_spec
 
 ACTIVE_RUN_STATUSES = tuple(RUN_ACTIVE)
 CELL_STATES: tuple[RunStatus, ...] = tuple(RunStatus)
@@ -56,9 +59,10 @@ def cell_key(run: Run) -> tuple[str, int]:
 
 
 def latest_runs(session: Session, sweep_id: int) -> dict[tuple[str, int], Run]:
-    """The latest run of every cell of the sweep, in cell order."""
+    """The latest run of every cell of the sweep, in cell order (warm-ups are no cells)."""
     latest: dict[tuple[str, int], Run] = {}
-    for run in session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)):
+    stmt = select(Run).where(Run.sweep_id == sweep_id, Run.warmup.is_(False)).order_by(Run.id)
+    for run in session.scalars(stmt):
         latest[cell_key(run)] = run
     return latest
 
@@ -84,7 +88,15 @@ def sweep_summary(session: Session, sweep: Sweep) -> dict[str, Any]:
         "created_at": sweep.created_at.isoformat() if sweep.created_at else None,
         "finished_at": sweep.finished_at.isoformat() if sweep.finished_at else None,
         "progress": progress(session, sweep.id),
+        "notes": _notes(sweep),
     }
+
+
+def _notes(sweep: Sweep) -> list[str]:
+    try:
+        return notes(parse_spec(sweep.spec, max_cells=2**62))
+    except ValueError:  # a spec stored by an older edgelab that no longer parses
+        return []
 
 
 def sweep_detail(session: Session, sweep_id: int) -> dict[str, Any]:
@@ -112,6 +124,17 @@ def sweep_detail(session: Session, sweep_id: int) -> dict[str, Any]:
         }
         for run in latest_runs(session, sweep_id).values()
     ]
+    if sweep.spec.get("search"):
+        from edgelab.sweeps import search
+
+        spec = parse_spec(sweep.spec, max_cells=2**62)
+        data["search"] = search.state_of(session, sweep_id, spec).to_dict()
+    data["warmups"] = [
+        {"run_id": run.id, "status": run.status, "nodes": run.nodes, "threads": run.threads}
+        for run in session.scalars(
+            select(Run).where(Run.sweep_id == sweep_id, Run.warmup.is_(True)).order_by(Run.id)
+        )
+    ]
     return data
 
 
@@ -126,5 +149,14 @@ def resume(store: Store, sweep_id: int, catalog: Catalog, settings: Settings) ->
             raise SweepNotFound(sweep_id)
         stored, total = sweep.spec, sweep.total_cells
     spec = parse_spec(stored, max_cells=max(settings.max_sweep_cells, total))
-    cells = expand(spec, catalog, default_backend=settings.backend)
-    return store.resume_sweep(sweep_id, cells)
+    if spec.search is None:
+        cells = expand(spec, catalog, default_backend=settings.backend)
+        return store.resume_sweep(sweep_id, cells)
+    from edgelab.sweeps import search
+
+    with session_scope(store.database_url) as s:
+        cells = search.known_cells(s, sweep_id, spec, catalog, default_backend=settings.backend)
+    result = store.resume_sweep(sweep_id, cells)
+    # Probes the finished ones call for and that were never created (a lost message).
+    more = search.advance(store, sweep_id, catalog, default_backend=settings.backend)
+    return ResumeResult(created=result.created + more, requeue=result.requeue + more)

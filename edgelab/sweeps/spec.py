@@ -25,6 +25,18 @@ profiles, prompts, ...) applies to all engines alike::
 
 Cells of different engines never share a cluster (the engine is part of the
 topology key), so each engine's cells form their own topology groups.
+
+Measurement hygiene::
+
+    warmup: 1               # warm-up runs per topology: executed, stored, not counted
+    order: random           # cells in a seeded random order within each topology
+    order_seed: 0
+
+Cells that cannot differ are not run twice: a 1-node cluster has no links, so its
+cells for several latency or bandwidth profiles are one configuration (run once
+per repetition, with no delay); :func:`notes` says so for the sweep's detail.
+
+A ``search: break_even`` spec is not a grid: see :mod:`edgelab.sweeps.search`.
 """
 
 from __future__ import annotations
@@ -32,13 +44,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
 
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
+from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import ConfigError, RunConfig, parse_config
 
 #: Axes in grid order: the slowest-changing first. ``prompts`` maps to a run's ``prompt``.
@@ -54,7 +68,11 @@ AXES: tuple[str, ...] = (
 )
 #: Fields shared by every cell.
 FIXED: tuple[str, ...] = ("seed", "temperature", "backend", "options")
-OTHER: tuple[str, ...] = ("name", "repetitions", "prompt")
+OTHER: tuple[str, ...] = ("name", "repetitions", "prompt", "warmup", "order", "order_seed")
+#: The fields of a ``search`` spec (edgelab.sweeps.search) besides the axes.
+SEARCH_FIELDS: tuple[str, ...] = ("search", "latency_range", "tolerance")
+ORDERS = ("random", "grid")
+MAX_WARMUP = 10
 MAX_REPETITIONS = 100
 DEFAULTS: dict[str, Any] = {
     "engine": "llamacpp",
@@ -86,6 +104,11 @@ class SweepSpec:
     #: ``model`` given per engine ({engine: [models]}); ``axes["model"]`` then
     #: lists every model once, in order.
     models_by_engine: dict[str, list[Any]] | None = None
+    warmup: int = 0
+    order: str = "random"
+    order_seed: int = 0
+    # A break-even search (edgelab.sweeps.search): {"search", "latency_range", "tolerance"}.
+    search: dict[str, Any] | None = None
 
     def models_for(self, engine: Any) -> list[Any]:
         """The model axis of ``engine``'s cells."""
@@ -95,6 +118,10 @@ class SweepSpec:
 
     @property
     def total_cells(self) -> int:
+        if self.search is not None:
+            from edgelab.sweeps.search import max_cells
+
+            return max_cells(self)
         rest = math.prod(len(v) for k, v in self.axes.items() if k not in ("engine", "model"))
         per_pass = sum(len(self.models_for(e)) for e in self.axes["engine"]) * rest
         return per_pass * self.repetitions
@@ -104,7 +131,12 @@ class SweepSpec:
         axes: dict[str, Any] = dict(self.axes)
         if self.models_by_engine is not None:
             axes["model"] = {e: list(m) for e, m in self.models_by_engine.items()}
-        return {"name": self.name, **axes, "repetitions": self.repetitions, **self.fixed}
+        data = {"name": self.name, **axes, "repetitions": self.repetitions, **self.fixed}
+        data.update(warmup=self.warmup, order=self.order, order_seed=self.order_seed)
+        if self.search is not None:
+            data.update(self.search)
+            data.pop("latency", None)  # the search chooses the delays
+        return data
 
 
 @dataclass(frozen=True)
@@ -144,6 +176,13 @@ def _as_list(value: Any) -> list[Any]:
 def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
     """Check the shape of a spec and its size; per-value checks happen in ``expand``."""
     errors: dict[str, str] = {}
+    search: dict[str, Any] | None = None
+    if data.get("search") is not None:
+        from edgelab.sweeps.search import parse_search
+
+        search = parse_search(data, errors)
+        data = {k: v for k, v in data.items() if k not in SEARCH_FIELDS}
+        data.setdefault("latency", "0ms")
     unknown = sorted(set(data) - set(AXES) - set(FIXED) - set(OTHER))
     if unknown:
         known = ", ".join((*AXES, *FIXED, "name", "repetitions"))
@@ -177,13 +216,26 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
             # Duplicates would make two identical cells that resume cannot tell apart.
             axes[axis] = _unique(values)
 
-    repetitions = data.get("repetitions", 1)
+    repetitions = data.get("repetitions", 1 if search is None else 3)
     if isinstance(repetitions, bool) or not isinstance(repetitions, int):
         errors["repetitions"] = f"must be a whole number, got {repetitions!r}"
         repetitions = 1
     elif not 1 <= repetitions <= MAX_REPETITIONS:
         errors["repetitions"] = f"must be between 1 and {MAX_REPETITIONS}, got {repetitions}"
         repetitions = 1
+
+    warmup = data.get("warmup", 0)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_WARMUP:
+        errors["warmup"] = f"must be a whole number of runs from 0 to {MAX_WARMUP}, got {warmup!r}"
+        warmup = 0
+    order = data.get("order", "random")
+    if order not in ORDERS:
+        errors["order"] = f"must be one of {', '.join(ORDERS)}, got {order!r}"
+        order = "random"
+    order_seed = data.get("order_seed", 0)
+    if isinstance(order_seed, bool) or not isinstance(order_seed, int):
+        errors["order_seed"] = f"must be a whole number, got {order_seed!r}"
+        order_seed = 0
 
     fixed = {k: data[k] for k in FIXED if k in data}
     if errors:
@@ -195,6 +247,10 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
         repetitions=repetitions,
         fixed=fixed,
         models_by_engine=models_by_engine,
+        warmup=warmup,
+        order=order,
+        order_seed=order_seed,
+        search=search,
     )
     if spec.total_cells > max_cells:
         sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items() if len(v) > 1)
@@ -272,9 +328,36 @@ def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local")
 
     Order: axes as in ``AXES``, repetitions outermost, so a sweep's first pass
     covers every configuration once before any is repeated (drift on the host then
-    spreads over all configurations instead of hitting the last ones).
+    spreads over all configurations instead of hitting the last ones). The order
+    runs execute in is :func:`execution_order`'s. 1-node cells are collapsed (see
+    the module docstring). A search spec expands to its first probes.
     """
+    if spec.search is not None:
+        from edgelab.sweeps.search import initial_cells
+
+        return initial_cells(spec, catalog, default_backend=default_backend)
+    return _expand_grid(spec, catalog, default_backend=default_backend)
+
+
+def config_cell(
+    spec: SweepSpec,
+    values: dict[str, Any],
+    repetition: int,
+    catalog: Catalog,
+    *,
+    default_backend: str = "local",
+) -> RunConfig:
+    """The validated configuration of one cell from its axis ``values`` (``ConfigError``)."""
+    values = dict(values)
+    raw = {**spec.fixed, **values, "prompt": values.pop("prompts")}
+    raw["repetition"] = repetition
+    config, _model = parse_config(raw, catalog, default_backend=default_backend)
+    return config
+
+
+def _expand_grid(spec: SweepSpec, catalog: Catalog, *, default_backend: str) -> list[Cell]:
     cached = _CachedCatalog(catalog)
+    seen: set[tuple[str, int]] = set()
     errors: dict[str, str] = {}
     cells: list[Cell] = []
     rest = AXES[2:]  # after engine and model, which may depend on the engine
@@ -305,10 +388,63 @@ def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local")
                         message += " (give each engine its model: model: {engine: model, ...})"
                     errors.setdefault(key, prefix + message)
                 continue
+            if config.nodes == 1:
+                # No links: every latency/bandwidth profile is the same experiment.
+                config = replace(config, latency=LatencyProfile.parse("0ms"))
+                cell_key = (config.fingerprint(), repetition)
+                if cell_key in seen:
+                    continue
+                seen.add(cell_key)
             cells.append(Cell(index=len(cells), config=config))
     if errors:
         raise SpecError(errors)
     return cells
+
+
+def notes(spec: SweepSpec) -> list[str]:
+    """What the sweep does differently from the literal grid, for its detail page."""
+    found: list[str] = []
+    profiles = len(spec.axes.get("latency", [])) * len(spec.axes.get("bandwidth", []))
+    if spec.search is None and 1 in spec.axes.get("nodes", []) and profiles > 1:
+        found.append(
+            f"1-node cells cannot differ in latency or bandwidth (one node has no links): "
+            f"its {profiles} latency/bandwidth profiles are one configuration, run once per "
+            "repetition with no delay"
+        )
+    if spec.warmup:
+        found.append(
+            f"{spec.warmup} warm-up run(s) per topology before its cells: stored, flagged "
+            "warmup, not counted in statistics"
+        )
+    if spec.order == "random":
+        found.append(
+            f"cells run in a random order within each topology and repetition (seed "
+            f"{spec.order_seed}), so drift on the host does not line up with one axis"
+        )
+    return found
+
+
+def execution_order(spec: SweepSpec, cells: Sequence[Cell]) -> list[Cell]:
+    """Cells in the order their runs are created, which is the order they execute in.
+
+    Topology groups keep the order of their first cell; within a group, each
+    repetition's block is shuffled with a generator seeded by ``order_seed``, the
+    topology and the repetition, so the same spec always gives the same order and
+    every repetition pass still covers every configuration once.
+    """
+    if spec.order != "random":
+        return list(cells)
+    ordered: list[Cell] = []
+    for group in group_by_topology(cells):
+        blocks: dict[int, list[Cell]] = {}
+        for cell in group:
+            blocks.setdefault(cell.config.repetition, []).append(cell)
+        for repetition, block in blocks.items():
+            rng = random.Random(f"{spec.order_seed}:{group[0].topology}:{repetition}")
+            shuffled = list(block)
+            rng.shuffle(shuffled)
+            ordered.extend(shuffled)
+    return ordered
 
 
 def group_by_topology(cells: Sequence[Cell]) -> list[list[Cell]]:

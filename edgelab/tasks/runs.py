@@ -49,6 +49,18 @@ def execute_group(self: Any, run_ids: list[int], sweep_id: int | None) -> dict[s
     result = runner.run_group(
         settings, _redis(), list(run_ids), sweep_id=sweep_id, deadline=deadline
     )
+    if sweep_id is not None:
+        from edgelab.catalog import Catalog
+        from edgelab.tasks.sweeps import advance_search
+
+        # A break-even search creates its next cells as results arrive.
+        advance_search(
+            settings.database_url,
+            current_app.extensions["celery"],
+            sweep_id,
+            Catalog(settings),
+            settings.backend,
+        )
     return result.to_dict()
 
 

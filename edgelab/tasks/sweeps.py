@@ -17,6 +17,20 @@ from edgelab.store.store import Store
 from edgelab.tasks.submit import enqueue_group
 
 
+def advance_search(
+    database_url: str, celery: Any, sweep_id: int, catalog: Any, backend: str
+) -> list[int]:
+    """After a group of a break-even search finished: create and queue its next probes
+    (nothing for a grid sweep)."""
+    from edgelab.sweeps import search
+
+    store = Store(database_url)
+    new = search.advance(store, sweep_id, catalog, default_backend=backend)
+    for group in store.group_by_topology(new):
+        enqueue_group(celery, group, sweep_id)
+    return new
+
+
 def launch_sweep(database_url: str, celery: Any, sweep_id: int) -> list[list[int]]:
     """Queue one group task per topology of the sweep's queued cells."""
     store = Store(database_url)

@@ -13,7 +13,7 @@ from edgelab.models.db import session_scope, upgrade
 from edgelab.settings import Settings
 from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
-from edgelab.sweeps.spec import group_by_topology
+from edgelab.sweeps.spec import execution_order, group_by_topology, notes
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def sweep_db(tmp_path: Path) -> Settings:
 SPEC_YAML = """
 name: grid
 model: tiny
-nodes: [1, 2]
+nodes: [2, 3]
 threads: 1
 latency: ["0ms", "20ms", "10ms..30ms"]
 max_tokens: 8
@@ -56,7 +56,7 @@ repetitions: 2
 def test_yaml_and_json_give_the_same_spec() -> None:
     from_yaml = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
     as_json = (
-        '{"name": "grid", "model": "tiny", "nodes": [1, 2], "threads": 1, '
+        '{"name": "grid", "model": "tiny", "nodes": [2, 3], "threads": 1, '
         '"latency": ["0ms", "20ms", "10ms..30ms"], "max_tokens": 8, '
         '"prompts": ["Hello", "Name three planets."], "repetitions": 2}'
     )
@@ -80,9 +80,9 @@ def test_full_grid_is_expanded_repetitions_outermost(fake_catalog: Catalog) -> N
 def test_cells_group_by_topology_not_latency(fake_catalog: Catalog) -> None:
     spec = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
     groups = group_by_topology(expand(spec, fake_catalog))
-    assert len(groups) == 2  # nodes 1 and 2; latency, prompts and bandwidth share a cluster
+    assert len(groups) == 2  # nodes 2 and 3; latency, prompts and bandwidth share a cluster
     assert sorted(len(g) for g in groups) == [12, 12]
-    assert {c.config.nodes for c in groups[0]} == {1}
+    assert {c.config.nodes for c in groups[0]} == {2}
 
 
 def test_too_many_cells_is_refused_with_the_count_and_the_limit() -> None:
@@ -141,7 +141,14 @@ def test_spec_text_that_is_not_a_mapping_is_refused() -> None:
 
 def _make_sweep(settings: Settings, catalog: Catalog) -> tuple[int, list[int]]:
     spec = parse_spec(
-        {"model": "tiny", "prompts": ["x"], "latency": ["0ms", "20ms"], "repetitions": 2},
+        {
+            "model": "tiny",
+            "nodes": 2,
+            "prompts": ["x"],
+            "latency": ["0ms", "20ms"],
+            "repetitions": 2,
+            "order": "grid",
+        },
         max_cells=1000,
     )
     cells = expand(spec, catalog)
@@ -292,3 +299,112 @@ def test_engine_axis_refuses_mismatched_models_naming_engine_and_fix(
         "engine llamacpp: dl is a distributed-llama (.m) model, which engine llamacpp "
         "cannot run; run it with engine dllama"
     )
+
+
+# --- issue 12 item 5: 1-node collapse, warm-ups, seeded order --------------------------
+
+
+def test_one_node_cells_that_differ_only_in_latency_or_bandwidth_run_once(
+    fake_catalog: Catalog,
+) -> None:
+    spec = parse_spec(
+        {
+            "model": "tiny",
+            "prompts": ["x"],
+            "nodes": [1, 2],
+            "latency": ["0ms", "5ms", "20ms"],
+            "bandwidth": [None, "100mbit"],
+            "repetitions": 2,
+        },
+        max_cells=1000,
+    )
+
+    cells = expand(spec, fake_catalog)
+
+    one = [c for c in cells if c.config.nodes == 1]
+    assert len(one) == 2  # one configuration per repetition, not 6
+    assert {c.config.latency.label for c in one} == {"0ms"}
+    assert {c.config.latency.bandwidth_bps for c in one} == {None}
+    assert len([c for c in cells if c.config.nodes == 2]) == 12
+    assert any("1-node cells cannot differ" in n for n in notes(spec))
+
+
+def test_cells_run_in_a_seeded_random_order_within_each_topology_and_repetition(
+    fake_catalog: Catalog,
+) -> None:
+    data = {
+        "model": "tiny",
+        "prompts": ["x"],
+        "nodes": [2, 3],
+        "latency": [f"{d}ms" for d in range(8)],
+        "repetitions": 2,
+    }
+    spec = parse_spec(data, max_cells=1000)
+    cells = expand(spec, fake_catalog)
+
+    order = execution_order(spec, cells)
+
+    assert order == execution_order(parse_spec(data, max_cells=1000), cells)  # reproducible
+    assert sorted(c.index for c in order) == [c.index for c in cells]
+    nodes = [c.config.nodes for c in order]
+    assert nodes == [2] * 16 + [3] * 16  # topology groups stay together
+    reps = [c.config.repetition for c in order[:16]]
+    assert reps == [0] * 8 + [1] * 8  # every repetition pass covers each cell once
+    labels = [c.config.latency.label for c in order[:8]]
+    assert sorted(labels) == sorted(f"{d}ms" for d in range(8))
+    assert labels != [f"{d}ms" for d in range(8)]  # shuffled (fixed seed: not by chance)
+    other_seed = parse_spec({**data, "order_seed": 7}, max_cells=1000)
+    assert execution_order(other_seed, cells) != order
+    grid = parse_spec({**data, "order": "grid"}, max_cells=1000)
+    assert execution_order(grid, cells) == cells
+
+
+def test_warmup_runs_come_first_in_their_group_and_are_not_cells(
+    sweep_db: Settings, fake_catalog: Catalog
+) -> None:
+    spec = parse_spec(
+        {
+            "model": "tiny",
+            "prompts": ["x"],
+            "nodes": [2, 3],
+            "latency": ["0ms", "5ms"],
+            "warmup": 1,
+        },
+        max_cells=1000,
+    )
+    cells = expand(spec, fake_catalog)
+    with session_scope(sweep_db.database_url) as s:
+        sweep_id = control.create_sweep(s, spec, cells).id
+    store = Store(sweep_db.database_url)
+    groups = store.queued_groups(sweep_id)
+    with session_scope(sweep_db.database_url) as s:
+        warm = list(s.scalars(select(Run).where(Run.sweep_id == sweep_id, Run.warmup.is_(True))))
+        p = control.progress(s, sweep_id)
+        detail = control.sweep_detail(s, sweep_id)
+    assert sorted(r.nodes for r in warm) == [2, 3]
+    assert [g[0] for g in groups] == sorted(r.id for r in warm)  # each group starts warm
+    assert [len(g) for g in groups] == [3, 3]
+    assert p["total"] == 4
+    assert len(detail["cells"]) == 4
+    assert [w["nodes"] for w in detail["warmups"]] == [2, 3]
+    assert any("warm-up" in n for n in detail["notes"])
+    # Resume after a cancel: new warm-ups for the topologies that run again.
+    store.cancel_sweep(sweep_id)
+    result = control.resume(store, sweep_id, fake_catalog, sweep_db)
+    with session_scope(sweep_db.database_url) as s:
+        warm_again = list(
+            s.scalars(
+                select(Run).where(
+                    Run.sweep_id == sweep_id, Run.warmup.is_(True), Run.status == "queued"
+                )
+            )
+        )
+    assert len(result.created) == 4 + 2
+    assert len(warm_again) == 2
+
+
+def test_bad_sweep_hygiene_fields_are_named() -> None:
+    for field, value in (("warmup", -1), ("warmup", 99), ("order", "sorted"), ("order_seed", "x")):
+        with pytest.raises(SpecError) as info:
+            parse_spec({"prompts": ["x"], field: value}, max_cells=1000)
+        assert field in info.value.errors
