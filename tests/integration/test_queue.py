@@ -144,20 +144,24 @@ def test_sweep_2x2x2_on_postgres_loads_each_topology_once(
     resp = client.post("/api/sweeps", json=spec)
     assert resp.status_code == 202, resp.get_json()
     sweep_id = resp.get_json()["id"]
-    assert resp.get_json()["total_cells"] == 8
+    # 2 x 2 x 2 minus the 1-node cells that differ only in latency: one per repetition.
+    assert resp.get_json()["total_cells"] == 6
 
     sweep = _wait(lambda: _sweep(client, sweep_id), lambda d: d["status"] in FINAL, 240)
     errors = {c["run_id"]: _run(client, c["run_id"])["error"] for c in sweep["cells"]}
     assert sweep["status"] == "succeeded", errors
-    assert sweep["progress"]["succeeded"] == 8
-    assert len(sweep["cells"]) == 8
+    assert sweep["progress"]["succeeded"] == 6
+    assert len(sweep["cells"]) == 6
     assert 1 <= sweep["model_loads"] <= 2
     cells = {(c["nodes"], c["latency"], c["repetition"]) for c in sweep["cells"]}
-    assert len(cells) == 8
+    assert cells == {(1, "0ms", 0), (1, "0ms", 1)} | {
+        (2, lat, rep) for lat in ("0ms", "15ms") for rep in (0, 1)
+    }
+    assert any("1-node cells cannot differ" in note for note in sweep["notes"])
     with session_scope(settings.database_url) as s:
-        assert s.scalar(select(func.count(Run.id)).where(Run.sweep_id == sweep_id)) == 8
+        assert s.scalar(select(func.count(Run.id)).where(Run.sweep_id == sweep_id)) == 6
     listed = client.get(f"/api/runs?sweep={sweep_id}&status=succeeded").get_json()
-    assert listed["total"] == 8
+    assert listed["total"] == 6
 
 
 def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
