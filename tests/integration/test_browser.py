@@ -326,8 +326,9 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     page.fill("#max_tokens", "8")
     page.fill("#prompts", PROMPT)
     page.fill("#repetitions", "1")
-    # Counted by the server (the sweep parser), so it arrives a moment after typing.
-    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '4'")
+    # Counted by the server (the sweep parser), so it arrives a moment after typing:
+    # 2 x 2 minus the 1-node cell that differs only in latency (one node has no links).
+    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '3'")
     shot(page, "05-new-sweep-form")
     page.click("#submit-sweep")
     page.wait_for_url(re.compile(r"/sweeps/\d+$"))
@@ -342,17 +343,17 @@ def test_sweep_2x2_reaches_100_percent_and_draws_the_heatmap(
     assert page.get_attribute("body", "data-progress") == "100"
     assert page.get_attribute("#progress-bar", "aria-valuenow") == "100"
     assert page.get_attribute("#status", "data-status") == "succeeded"
-    assert page.locator("#cells .cell.status-succeeded").count() == 4
+    assert page.locator("#cells .cell.status-succeeded").count() == 3
     page.wait_for_selector("#heatmap[data-rendered='1']")
     assert page.locator("#heatmap .heatmaplayer image").count() >= 1
     page.wait_for_selector("#ttft-chart[data-rendered='1']")
-    # The analysis section: 1 node x 2 latencies is one configuration (n = 2), the two
-    # 2-node configurations have one run each; all flagged "too few" (n < 3).
+    # The analysis section: 1 node is one configuration whatever the latency (run once),
+    # the two 2-node configurations have one run each; all flagged "too few" (n < 3).
     page.wait_for_selector("body[data-analysis='1']")
     rows = page.locator("#results-table tbody tr").evaluate_all(
         "rows => rows.map(r => [r.dataset.nodes, r.dataset.latency, r.dataset.n])"
     )
-    assert rows == [["1", "", "2"], ["2", "0ms", "1"], ["2", "20ms", "1"]]
+    assert rows == [["1", "", "1"], ["2", "0ms", "1"], ["2", "20ms", "1"]]
     assert page.locator("#results-table .flag-too-few").count() == 3
     page.wait_for_selector("#chart-model[data-rendered='1']")
     shot(page, "07-sweep-finished")

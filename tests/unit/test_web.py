@@ -656,8 +656,8 @@ def test_new_sweep_submits(
     sweep_id = int(resp.headers["Location"].rsplit("/", 1)[1])
     assert fake_queue == [("group", sweep_id, 4), ("group", sweep_id, 4)]  # 2 topologies
     detail = client.get(f"/sweeps/{sweep_id}/data").get_json()
-    assert detail["total_cells"] == 8
-    assert detail["progress"]["queued"] == 8
+    assert detail["total_cells"] == 6  # the 1-node cells collapse: one per repetition
+    assert detail["progress"]["queued"] == 6
 
 
 def test_sweep_cancel_and_resume_buttons(
