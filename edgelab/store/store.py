@@ -705,7 +705,14 @@ class Store:
                 elif found[1] == RunStatus.QUEUED:
                     requeue.append(found[0])
             # New runs in the spec's order, with fresh warm-ups for their topologies.
-            created = insert_cells(s, parse_spec(sweep.spec, max_cells=2**62), missing, sweep_id)
+            created: list[int] = []
+            if missing:
+                try:
+                    spec = parse_spec(sweep.spec, max_cells=2**62)
+                except ValueError:  # a spec this version cannot read: plain cells
+                    created = [insert_run(s, c.config, sweep_id=sweep_id).id for c in missing]
+                else:
+                    created = insert_cells(s, spec, missing, sweep_id)
             requeue.extend(created)
             if created and sweep_may(sweep.status, SweepStatus.QUEUED):
                 sweep.status = SweepStatus.QUEUED

@@ -336,7 +336,7 @@ def test_a_message_that_cannot_be_sent_fails_its_runs_instead_of_leaving_them_qu
     assert run["status"] == "failed"
     assert run["error"] == "could not be queued: Connection refused"
 
-    spec = {"model": "tiny", "prompts": ["x"], "nodes": [1, 2], "latency": ["0ms", "5ms"]}
+    spec = {"model": "tiny", "prompts": ["x"], "nodes": [2, 3], "latency": ["0ms", "5ms"]}
     resp = client.post("/api/sweeps", json=spec)
     assert resp.status_code == 503
     unsent = resp.get_json()["ids"]

@@ -121,7 +121,8 @@ def count(client: FlaskClient, **changes: str) -> dict[str, Any]:
 
 def test_cell_count_of_a_valid_form(client: FlaskClient) -> None:
     got = count(client)
-    assert got["cells"] == 12  # 2 nodes x 3 latency x 2 repetitions
+    # (1 node: one cell whatever the latency + 2 nodes x 3 latency) x 2 repetitions
+    assert got["cells"] == 8
     assert got["axes"]["nodes"] == 2
     assert got["axes"]["latency"] == 3
     assert got["repetitions"] == 2

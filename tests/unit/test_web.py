@@ -654,7 +654,8 @@ def test_new_sweep_submits(
     resp = client.post("/sweeps/new", data=data)
     assert resp.status_code == 303
     sweep_id = int(resp.headers["Location"].rsplit("/", 1)[1])
-    assert fake_queue == [("group", sweep_id, 4), ("group", sweep_id, 4)]  # 2 topologies
+    # 2 topologies; the 1-node cells collapse across latency: one per repetition.
+    assert fake_queue == [("group", sweep_id, 2), ("group", sweep_id, 4)]
     detail = client.get(f"/sweeps/{sweep_id}/data").get_json()
     assert detail["total_cells"] == 6  # the 1-node cells collapse: one per repetition
     assert detail["progress"]["queued"] == 6
