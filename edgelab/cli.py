@@ -48,6 +48,7 @@ class LazyGroup(click.Group):
 COMMANDS = {
     "run": "edgelab.runs.cli:run_command",
     "models": "edgelab.catalog.cli:models",
+    "devices": "edgelab.topology.cli:devices_group",
     "proxy": "edgelab.netem.cli:proxy_command",
     "images": "edgelab.cluster.images:images",
     "worker": "edgelab.tasks.cli:worker_command",

@@ -69,6 +69,11 @@ class Settings:
     def catalog_path(self) -> Path:
         return self.models_dir / "catalog.json"
 
+    @property
+    def devices_path(self) -> Path:
+        """Device presets and named topologies, beside the model catalog."""
+        return self.models_dir / "devices.yaml"
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

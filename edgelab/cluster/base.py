@@ -21,6 +21,7 @@ from edgelab.metrics.sampler import SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
+from edgelab.topology.spec import Topology
 
 Progress = Callable[[str], None]
 #: Called about every 0.1-0.5 s while a start waits (for a node, for the model
@@ -143,8 +144,12 @@ class Cluster(ABC):
     def nodes(self) -> list[NodeInfo]: ...
 
     @abstractmethod
-    def set_latency(self, profile: LatencyProfile) -> None:
-        """Change the profile of every link without dropping connections."""
+    def set_latency(self, profile: LatencyProfile, topology: Topology | None = None) -> None:
+        """Change the profile of every link without dropping connections.
+
+        ``profile`` is the cluster-wide latency; ``topology`` (same devices and link
+        features, see ``ClusterSpec.topology_key``) gives links their own profiles.
+        """
 
     @abstractmethod
     def link_stats(self) -> dict[str, LinkStats]:

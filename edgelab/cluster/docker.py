@@ -33,6 +33,7 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,7 +59,6 @@ from edgelab.cluster.dockerapi import (
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
-from edgelab.cluster.local import link_profile
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.cluster.worker_node import CONTROL_PORT, PROXY_PORT
 from edgelab.engines import get_engine
@@ -69,6 +69,7 @@ from edgelab.netem.control import ControlClient, ControlError
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
+from edgelab.topology.spec import Topology
 
 ROOT_PORT = 8080
 MODELS_MOUNT = "/models"
@@ -305,7 +306,7 @@ class DockerCluster(Cluster):
                 "--link", spec.link_name(i),
                 "--engine", spec.engine,
                 "--threads", str(spec.threads),
-                "--latency", json.dumps(link_profile(spec.latency, i).to_dict()),
+                "--latency", json.dumps(spec.link_profile(i).to_dict()),
             ]  # fmt: skip
             self._watch()
             node.created_at = time.monotonic()
@@ -440,10 +441,15 @@ class DockerCluster(Cluster):
         infos.extend(NodeInfo(w.name, "worker", f"{w.ip}:{PROXY_PORT}") for w in self._workers)
         return infos
 
-    def set_latency(self, profile: LatencyProfile) -> None:
+    def set_latency(self, profile: LatencyProfile, topology: Topology | None = None) -> None:
+        self.spec = replace(
+            self.spec,
+            latency=profile,
+            topology=self.spec.topology if topology is None else topology,
+        )
         for i in range(1, self.spec.nodes):
             try:
-                self._controls[self.spec.link_name(i)].set_profile(link_profile(profile, i))
+                self._controls[self.spec.link_name(i)].set_profile(self.spec.link_profile(i))
             except ControlError as exc:
                 self.check_alive()
                 raise ClusterError(str(exc)) from exc

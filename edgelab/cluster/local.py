@@ -35,7 +35,7 @@ from edgelab.cluster.base import (
     Watch,
     describe_split,
 )
-from edgelab.cluster.spec import ClusterSpec
+from edgelab.cluster.spec import ClusterSpec, link_profile
 from edgelab.engines import Engine, get_engine
 from edgelab.engines.base import EngineError
 from edgelab.engines.client import RootClient
@@ -43,6 +43,9 @@ from edgelab.metrics.sampler import ProcessSource, SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.trace import ChunkTrace
+from edgelab.topology.spec import Topology
+
+__all__ = ["LocalCluster", "free_port", "link_profile", "tail"]
 
 LOOPBACK = "127.0.0.1"
 WORKER_START_TIMEOUT_S = 60.0
@@ -54,17 +57,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
-
-
-def link_profile(profile: LatencyProfile, index: int) -> LatencyProfile:
-    """The profile of link ``index``: same distribution, its own seed.
-
-    Links with one seed would delay in lockstep, which no real network does; a
-    derived seed keeps each link reproducible and independent.
-    """
-    if profile.seed is None:
-        return profile
-    return replace(profile, seed=profile.seed * 1009 + index)
 
 
 def tail(path: Path, lines: int) -> list[str]:
@@ -209,14 +201,14 @@ class LocalCluster(Cluster):
             proxy = LinkProxy(
                 spec.link_name(i),
                 upstream=(host, int(port_text)),
-                profile=link_profile(spec.latency, i),
+                profile=spec.link_profile(i),
                 listen=(LOOPBACK, 0),
             )
             proxy.start()
             self._proxies[proxy.name] = proxy
             phost, pport = proxy.address
             endpoints.append(f"{phost}:{pport}")
-            say(f"link {proxy.name}: {phost}:{pport} -> {node.address} ({spec.latency.label})")
+            say(f"link {proxy.name}: {phost}:{pport} -> {node.address} ({spec.link(i).label})")
 
         root_port = free_port()
         self._root = _Node("root", "root", f"{LOOPBACK}:{root_port}", self.work_dir / "root.log")
@@ -286,10 +278,14 @@ class LocalCluster(Cluster):
     def pids(self) -> dict[str, int]:
         return {n.name: n.proc.pid for n in self._all_nodes() if n.proc is not None}
 
-    def set_latency(self, profile: LatencyProfile) -> None:
+    def set_latency(self, profile: LatencyProfile, topology: Topology | None = None) -> None:
+        self.spec = replace(
+            self.spec,
+            latency=profile,
+            topology=self.spec.topology if topology is None else topology,
+        )
         for i, proxy in enumerate(self._proxies.values(), start=1):
-            proxy.set_profile(link_profile(profile, i))
-        self.spec = replace(self.spec, latency=profile)
+            proxy.set_profile(self.spec.link_profile(i))
 
     def link_stats(self) -> dict[str, LinkStats]:
         return {name: proxy.stats() for name, proxy in self._proxies.items()}

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgelab.netem.profile import LatencyProfile
+from edgelab.topology.spec import LinkSpec, NodeDevice, Topology
+
+
+def link_profile(profile: LatencyProfile, index: int) -> LatencyProfile:
+    """The profile of link ``index``: same distribution, its own seed.
+
+    Links with one seed would delay in lockstep, which no real network does; a
+    derived seed keeps each link reproducible and independent.
+    """
+    if profile.seed is None:
+        return profile
+    return replace(profile, seed=profile.seed * 1009 + index)
 
 
 @dataclass(frozen=True)
@@ -14,7 +26,9 @@ class ClusterSpec:
     """A cluster's topology plus the network between its nodes.
 
     ``nodes`` counts every device including the root (nodes=1 is the root alone),
-    as distributed-llama and the original experiments do.
+    as distributed-llama and the original experiments do. ``threads`` and
+    ``latency`` are the cluster-wide defaults; ``topology`` says where a node's
+    device or a link differs from them (empty: a uniform cluster).
     """
 
     model: str
@@ -25,24 +39,40 @@ class ClusterSpec:
     backend: str = "local"
     # Backend extras, e.g. {"cpus": 1.0, "mem": "512m"} for Docker.
     options: dict[str, Any] = field(default_factory=dict)
+    topology: Topology = field(default_factory=Topology)
 
     @property
     def workers(self) -> int:
         return self.nodes - 1
 
     def topology_key(self) -> str:
-        """Equal for specs that can share one loaded cluster (latency may differ)."""
-        return json.dumps(
-            {
-                "engine": self.engine,
-                "backend": self.backend,
-                "model": self.model,
-                "nodes": self.nodes,
-                "threads": self.threads,
-                "options": self.options,
-            },
-            sort_keys=True,
-        )
+        """Equal for specs that can share one loaded cluster (link delays may differ)."""
+        key: dict[str, Any] = {
+            "engine": self.engine,
+            "backend": self.backend,
+            "model": self.model,
+            "nodes": self.nodes,
+            "threads": self.threads,
+            "options": self.options,
+        }
+        if not self.topology.is_uniform:
+            key["topology"] = self.topology.cluster_key()
+        return json.dumps(key, sort_keys=True)
+
+    def device(self, node: str) -> NodeDevice:
+        """The device of ``node`` as given (``None`` fields: the cluster-wide value)."""
+        return self.topology.device(node)
+
+    def threads_of(self, node: str) -> int:
+        return self.topology.threads_of(node, self.threads)
+
+    def link(self, index: int) -> LinkSpec:
+        """Link ``index`` (root<->worker{index}) with its own seeded profile."""
+        spec = self.topology.link(self.worker_name(index), self.latency)
+        return replace(spec, profile=link_profile(spec.profile, index))
+
+    def link_profile(self, index: int) -> LatencyProfile:
+        return self.link(index).profile
 
     @staticmethod
     def worker_name(index: int) -> str:

@@ -12,6 +12,7 @@ from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
 from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, mode_problem
 from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
+from edgelab.topology.spec import Topology
 
 MAX_TOKENS_LIMIT = 1024
 ENGINES = ("llamacpp", "dllama")
@@ -42,6 +43,8 @@ class RunConfig:
     backend: str = "local"
     repetition: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: Devices and links that differ from the cluster-wide values (empty: uniform).
+    topology: Topology = field(default_factory=Topology)
 
     @property
     def cluster_spec(self) -> ClusterSpec:
@@ -53,6 +56,7 @@ class RunConfig:
             engine=self.engine,
             backend=self.backend,
             options=dict(self.options),
+            topology=self.topology,
         )
 
     def fingerprint(self) -> str:
@@ -60,12 +64,17 @@ class RunConfig:
         data = asdict(self)
         data.pop("repetition")
         data["latency"] = self.latency.to_dict()
+        # A uniform cluster keeps the fingerprint it had before topologies existed.
+        data.pop("topology")
+        if not self.topology.is_uniform:
+            data["topology"] = self.topology.fingerprint_dict()
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["latency"] = self.latency.label
+        data["topology"] = self.topology.to_dict()
         return data
 
 

@@ -222,7 +222,7 @@ def execute_run(
         else:
             if cluster.spec.topology_key() != config.cluster_spec.topology_key():
                 raise EngineError("the warm cluster's topology does not match this run")
-            cluster.set_latency(config.latency)
+            cluster.set_latency(config.latency, config.topology)
             _generate(settings, run_id, config, model, cluster, emit, should_cancel)
     except RunLost as exc:
         # Not ours any more: whoever has it now writes its outcome.

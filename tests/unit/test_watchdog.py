@@ -67,7 +67,7 @@ class ReplayCluster(Cluster):
     def nodes(self) -> list[NodeInfo]:
         return []
 
-    def set_latency(self, profile: LatencyProfile) -> None: ...
+    def set_latency(self, profile: LatencyProfile, topology: object = None) -> None: ...
     def link_stats(self) -> dict[str, LinkStats]:
         return {}
 

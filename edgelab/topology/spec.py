@@ -1,0 +1,570 @@
+"""The topology of a cluster: a device per node and a network per link.
+
+A uniform cluster (every node the same, every link the run's ``latency``) is the
+empty :class:`Topology`; a heterogeneous one names only what differs:
+
+* ``devices``: node name (``root``, ``worker1``, ...) -> :class:`NodeDevice`
+  (``threads``, ``cpus`` as a CPU quota in cores, ``mem`` such as ``1g``); a
+  field left ``None`` is the cluster-wide value (``--threads``, no quota, no
+  memory limit or the Docker ``options``);
+* ``links``: worker name -> :class:`LinkSpec` for the link root<->that worker
+  (its own :class:`~edgelab.netem.profile.LatencyProfile`, packet loss, a delay
+  trace, a queue bound).
+
+This is the one structure the CLI, the API, the forms and the sweeps build
+(:func:`resolve_topology` is the one parser of their input) and the backends read.
+It is canonical: a device or link equal to the cluster-wide defaults is dropped,
+so a uniform cluster given the old way and one spelled out node by node are the
+same experiment with the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgelab.netem.profile import LatencyProfile, ProfileError
+
+#: ``root`` or ``worker<N>`` (N from 1); anything else is not a node name.
+NODE_NAME = re.compile(r"root|worker([1-9][0-9]{0,2})")
+DEVICE_KEYS = ("threads", "cpus", "mem")
+#: Keys of a link, as typed after ``--link NODE=`` and in JSON. ``latency`` is the
+#: profile (the bare first item on the command line).
+LINK_KEYS = ("latency", "bandwidth", "loss", "trace", "queue")
+MAX_LOSS_PCT = 50.0
+MAX_QUEUE_BYTES = 1 << 30
+#: The bounds of the cluster-wide latency field, for a link's own profile.
+MAX_LINK_DELAY_MS = 10_000.0
+MIN_LINK_BANDWIDTH_BPS = 100_000
+_MEM = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
+_SIZE = re.compile(r"([0-9]{1,12})\s*([kKmMgG]?)[bB]?")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class TopologyError(ValueError):
+    """Invalid topology input; ``errors`` maps a field (``devices``, ``links``,
+    ``topology``) to a message naming the node and key."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def host_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def node_names(nodes: int) -> list[str]:
+    """The nodes of an ``nodes``-device cluster, as named in samples, errors and here."""
+    return ["root", *(f"worker{i}" for i in range(1, nodes))]
+
+
+def worker_index(name: str) -> int:
+    """1 for ``worker1``; 0 for ``root``."""
+    match = NODE_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"not a node name: {name!r}")
+    return int(match.group(1) or 0)
+
+
+def mem_bytes(text: str) -> int:
+    """Bytes of a Docker-style size (``512m``, ``1g``, ``1048576``)."""
+    unit = text[-1].lower() if text[-1].isalpha() else ""
+    number = int(text[:-1] if unit else text)
+    return number * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+@dataclass(frozen=True)
+class NodeDevice:
+    """What one node may use. ``None`` = the cluster-wide value.
+
+    ``preset`` records which named preset the values came from (shown, not
+    compared: the values are the experiment, and editing the preset file later
+    must not change what a stored run was).
+    """
+
+    threads: int | None = None
+    cpus: float | None = None
+    mem: str | None = None
+    preset: str | None = field(default=None, compare=False)
+
+    @property
+    def is_default(self) -> bool:
+        return self.threads is None and self.cpus is None and self.mem is None
+
+    def values(self) -> dict[str, Any]:
+        """The set limits only (what the fingerprint and the backends see)."""
+        return {k: getattr(self, k) for k in DEVICE_KEYS if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.values()
+        if self.preset is not None:
+            out["preset"] = self.preset
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeDevice:
+        cpus = data.get("cpus")
+        return cls(
+            threads=data.get("threads"),
+            cpus=None if cpus is None else float(cpus),
+            mem=data.get("mem"),
+            preset=data.get("preset"),
+        )
+
+    @property
+    def label(self) -> str:
+        parts = [
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.values().items()
+        ]
+        text = ", ".join(parts) or "cluster defaults"
+        return f"{self.preset} ({text})" if self.preset else text
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One root<->worker link.
+
+    ``profile`` is the link's delay and bandwidth (asymmetric up/down as
+    ``LatencyProfile`` supports), already resolved: a link given without a profile
+    carries the cluster-wide ``latency``. ``loss_pct`` drops that share of packets
+    (0-50), ``trace`` is the path of a delay-trace CSV (see
+    :mod:`edgelab.topology.linktrace`), ``queue_bytes`` bounds each direction's
+    queue (``None``: the backend's default).
+    """
+
+    profile: LatencyProfile
+    loss_pct: float = 0.0
+    trace: str | None = None
+    queue_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.to_dict(),
+            "latency": self.profile.label,
+            "loss_pct": self.loss_pct,
+            "trace": self.trace,
+            "queue_bytes": self.queue_bytes,
+        }
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        data = self.to_dict()
+        del data["latency"]  # derived from the profile
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LinkSpec:
+        return cls(
+            profile=LatencyProfile.from_dict(data["profile"]),
+            loss_pct=float(data.get("loss_pct") or 0.0),
+            trace=data.get("trace"),
+            queue_bytes=data.get("queue_bytes"),
+        )
+
+    @property
+    def label(self) -> str:
+        parts = [self.profile.label]
+        if self.loss_pct:
+            parts.append(f"loss {self.loss_pct:g}%")
+        if self.trace:
+            parts.append(f"trace {Path(self.trace).name}")
+        if self.queue_bytes is not None:
+            parts.append(f"queue {self.queue_bytes} B")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Devices and links that differ from the cluster-wide defaults (see the module doc).
+
+    ``name`` is a named topology's name (``one-slow-worker``), for display only.
+    """
+
+    devices: Mapping[str, NodeDevice] = field(default_factory=dict)
+    links: Mapping[str, LinkSpec] = field(default_factory=dict)
+    name: str | None = field(default=None, compare=False)
+
+    @property
+    def is_uniform(self) -> bool:
+        return not self.devices and not self.links
+
+    def device(self, node: str) -> NodeDevice:
+        return self.devices.get(node, NodeDevice())
+
+    def link(self, worker: str, latency: LatencyProfile) -> LinkSpec:
+        """The link to ``worker``: its own spec, else the cluster-wide ``latency``."""
+        return self.links.get(worker) or LinkSpec(profile=latency)
+
+    def threads_of(self, node: str, default: int) -> int:
+        threads = self.device(node).threads
+        return default if threads is None else threads
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "devices": {n: d.to_dict() for n, d in self.devices.items()},
+            "links": {n: link.to_dict() for n, link in self.links.items()},
+        }
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        return {
+            "devices": {n: d.values() for n, d in self.devices.items()},
+            "links": {n: link.fingerprint_dict() for n, link in self.links.items()},
+        }
+
+    def cluster_key(self) -> dict[str, Any]:
+        """What decides whether two runs can share one started cluster: the devices
+        and each link's non-delay features (delays change between runs of a warm
+        cluster, as the cluster-wide latency does)."""
+        return {
+            "devices": {n: d.values() for n, d in self.devices.items()},
+            "links": {
+                n: {k: v for k, v in link.fingerprint_dict().items() if k != "profile"}
+                for n, link in self.links.items()
+                if link.loss_pct or link.trace or link.queue_bytes is not None
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Topology:
+        if not data:
+            return cls()
+        return cls(
+            devices={n: NodeDevice.from_dict(d) for n, d in (data.get("devices") or {}).items()},
+            links={n: LinkSpec.from_dict(v) for n, v in (data.get("links") or {}).items()},
+            name=data.get("name"),
+        )
+
+    @property
+    def label(self) -> str:
+        if self.is_uniform:
+            return self.name or "uniform"
+        parts = [f"{n}: {d.label}" for n, d in self.devices.items()]
+        parts += [f"{n} link: {link.label}" for n, link in self.links.items()]
+        text = "; ".join(parts)
+        return f"{self.name} ({text})" if self.name else text
+
+
+# --- parsing the input ---------------------------------------------------------------
+
+
+def split_items(text: str) -> tuple[list[str], dict[str, str]]:
+    """``"slow,cpus:0.25"`` -> (["slow"], {"cpus": "0.25"}): bare items and key:value pairs."""
+    bare: list[str] = []
+    pairs: dict[str, str] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition(":")
+        if sep:
+            pairs[key.strip().lower()] = value.strip()
+        else:
+            bare.append(item)
+    return bare, pairs
+
+
+def parse_assignments(values: list[str] | tuple[str, ...], option: str) -> dict[str, str]:
+    """``["worker2=slow", "worker1=cpus:1"]`` -> {node: text} (repeated CLI options)."""
+    out: dict[str, str] = {}
+    for value in values:
+        node, sep, rest = value.partition("=")
+        if not sep or not node.strip():
+            raise TopologyError({option: f"expected NODE=VALUE (e.g. worker2=...), got {value!r}"})
+        if node.strip() in out:
+            raise TopologyError({option: f"{node.strip()} is given twice"})
+        out[node.strip()] = rest.strip()
+    return out
+
+
+def _check_node(name: Any, nodes: int, *, workers_only: bool) -> str | None:
+    """A problem with a node name, or None."""
+    names = node_names(nodes)
+    if not isinstance(name, str) or NODE_NAME.fullmatch(name) is None:
+        return (
+            f"unknown node name {name!r}: nodes are named root, worker1, worker2, ... "
+            f"(this cluster: {', '.join(names)})"
+        )
+    if workers_only and name == "root":
+        return "root has no link of its own: links join root to each worker (worker1, ...)"
+    if name not in names:
+        return (
+            f"{name} does not exist: the cluster has {nodes} node(s) "
+            f"({', '.join(names)}); raise nodes or remove {name}"
+        )
+    return None
+
+
+def _device(
+    node: str,
+    raw: Any,
+    presets: Mapping[str, Mapping[str, Any]],
+    threads_default: int,
+) -> NodeDevice:
+    """One node's device from a preset name, ``key:value,...`` text or an object."""
+    preset: str | None = None
+    values: dict[str, Any] = {}
+    if isinstance(raw, str):
+        bare, pairs = split_items(raw)
+        if len(bare) > 1:
+            raise ValueError(f"at most one preset name, got {', '.join(bare)}")
+        if bare:
+            preset = bare[0]
+        values.update(pairs)
+    elif isinstance(raw, Mapping):
+        values.update(raw)
+        if "preset" in values:
+            preset = values.pop("preset")
+    elif raw is None:
+        return NodeDevice()
+    else:
+        raise ValueError(f"give a preset name, key:value text or an object, got {raw!r}")
+    merged: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise ValueError(
+                f"unknown device preset {preset!r} (presets: {known}; "
+                "see `edgelab devices list`, add one with `edgelab devices add`)"
+            )
+        merged.update(presets[preset])
+    merged.update(values)
+    unknown = sorted(set(merged) - set(DEVICE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)}; a device has {', '.join(DEVICE_KEYS)}"
+        )
+    cores = host_cores()
+    threads = merged.get("threads")
+    if threads is not None:
+        threads = _whole(threads, "threads")
+        if not 1 <= threads <= cores:
+            raise ValueError(
+                f"threads must be between 1 and this host's {cores} cores, got {threads}"
+            )
+        if threads == threads_default:
+            threads = None  # the cluster-wide value spelled out
+    cpus = merged.get("cpus")
+    if cpus is not None:
+        cpus = _number(cpus, "cpus")
+        if cpus < 0.01:
+            raise ValueError(f"cpus must be at least 0.01 (a CPU quota in cores), got {cpus:g}")
+        if cpus > cores:
+            raise ValueError(f"cpus {cpus:g} is above this host's {cores} cores")
+    mem = merged.get("mem")
+    if mem is not None:
+        mem = str(mem).strip()
+        if not _MEM.fullmatch(mem) or mem_bytes(mem) < 4 * 1024**2:
+            raise ValueError(f"mem must be a size such as 512m or 2g (at least 4m), got {mem!r}")
+    return NodeDevice(threads=threads, cpus=cpus, mem=mem, preset=preset)
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str) and re.fullmatch(
+        r"[0-9]{1,6}(\.[0-9]{1,6})?|\.[0-9]{1,6}", value.strip()
+    ):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"{name} must be a number, got {value!r}")
+
+
+def _check_bounds(profile: LatencyProfile) -> None:
+    """The run-wide latency field's bounds, for a link's own profile."""
+    for direction in ("up", "down"):
+        one = profile.direction(direction)
+        for what, value in (
+            ("delay", one.delay_ms),
+            ("max", one.max_ms),
+            ("jitter", one.jitter_ms),
+        ):
+            if value > MAX_LINK_DELAY_MS:
+                raise ValueError(
+                    f"{what} of {value:g} ms is above the maximum of {MAX_LINK_DELAY_MS:g} ms"
+                )
+        if one.bandwidth_bps is not None and one.bandwidth_bps < MIN_LINK_BANDWIDTH_BPS:
+            raise ValueError(
+                f"{one.bandwidth_bps} bit/s is below the minimum of "
+                f"{MIN_LINK_BANDWIDTH_BPS // 1000} kbit/s"
+            )
+
+
+def parse_loss(value: Any) -> float:
+    """Percent from ``"2%"``, ``"2"`` or ``2``; 0-50."""
+    text = value.strip().rstrip("%").strip() if isinstance(value, str) else value
+    pct = _number(text, "loss")
+    if not 0.0 <= pct <= MAX_LOSS_PCT:
+        raise ValueError(f"loss must be between 0 and {MAX_LOSS_PCT:g} %, got {pct:g} %")
+    return pct
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``65536``, ``"64k"``, ``"1m"``, ``"256kb"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        match = _SIZE.fullmatch(str(value).strip())
+        if match is None:
+            raise ValueError(
+                f"queue must be a size in bytes such as 65536, 64k or 1m, got {value!r}"
+            )
+        n = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if not 1024 <= n <= MAX_QUEUE_BYTES:
+        raise ValueError(f"queue must be between 1k and 1g bytes, got {n}")
+    return n
+
+
+def _link(
+    raw: Any, latency_text: str, bandwidth: str | None, seed: int, base_dir: Path | None
+) -> LinkSpec:
+    """One link from ``PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE`` or an object."""
+    values: dict[str, Any]
+    if isinstance(raw, str):
+        bare, pairs = split_items(raw)
+        if len(bare) > 1:
+            raise ValueError(
+                f"at most one latency profile, got {', '.join(bare)} "
+                "(write UP/DOWN for an asymmetric link, e.g. 20ms/5ms)"
+            )
+        values = dict(pairs)
+        if bare:
+            if "latency" in values:
+                raise ValueError("latency given twice (bare and as latency:)")
+            values["latency"] = bare[0]
+    elif isinstance(raw, Mapping):
+        values = dict(raw)
+    else:
+        raise ValueError(f"give PROFILE,key:value text or an object, got {raw!r}")
+    unknown = sorted(set(values) - set(LINK_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; a link has {', '.join(LINK_KEYS)}")
+    own_latency = values.get("latency")
+    own_bandwidth = values.get("bandwidth")
+    text = str(own_latency) if own_latency not in (None, "") else latency_text
+    if own_bandwidth not in (None, ""):
+        rate: str | None = str(own_bandwidth)
+        # A link's own rate replaces the cluster-wide one (also one given with '@').
+        text = "/".join(half.partition("@")[0] for half in text.split("/"))
+    else:
+        rate = bandwidth if own_latency in (None, "") or "@" not in str(own_latency) else None
+    try:
+        profile = LatencyProfile.parse(text, bandwidth=rate, seed=seed)
+    except ProfileError as exc:
+        raise ValueError(str(exc)[:300]) from None
+    _check_bounds(profile)
+    loss = parse_loss(values["loss"]) if values.get("loss") not in (None, "") else 0.0
+    trace = values.get("trace")
+    trace_path: str | None = None
+    if trace not in (None, ""):
+        from edgelab.topology.linktrace import load_trace
+
+        path = Path(str(trace)).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        load_trace(path)  # raises ValueError naming the line
+        trace_path = str(path.resolve())
+    queue = parse_size(values["queue"]) if values.get("queue") not in (None, "") else None
+    return LinkSpec(profile=profile, loss_pct=loss, trace=trace_path, queue_bytes=queue)
+
+
+def resolve_topology(
+    *,
+    devices: Any,
+    links: Any,
+    nodes: int,
+    threads: int,
+    latency: str,
+    bandwidth: str | None,
+    seed: int,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    topologies: Mapping[str, Mapping[str, Any]] | None = None,
+    base_dir: Path | None = None,
+) -> Topology:
+    """The canonical :class:`Topology` of a run's input, or ``TopologyError``.
+
+    ``devices`` is ``{node: preset | "key:value,..." | {key: value}}`` or the name of
+    a named topology (``topologies``: name -> such a map); ``links`` is
+    ``{worker: "PROFILE,key:value,..." | {key: value}}``. ``latency``/``bandwidth``
+    are the cluster-wide profile text and rate (a link without a profile gets
+    them), ``seed`` the run's seed. Every problem is reported, per field.
+    """
+    presets = presets or {}
+    errors: dict[str, list[str]] = {}
+    name: str | None = None
+    if isinstance(devices, str):
+        name = devices
+        if topologies is None or devices not in topologies:
+            known = ", ".join(sorted(topologies or {})) or "none"
+            raise TopologyError(
+                {"devices": f"unknown named topology {devices!r} (named topologies: {known})"}
+            )
+        devices = topologies[devices]
+    out_devices: dict[str, NodeDevice] = {}
+    if devices not in (None, {}):
+        if not isinstance(devices, Mapping):
+            raise TopologyError(
+                {
+                    "devices": "must map node names to devices (e.g. {worker2: slow}) "
+                    "or name a topology"
+                }
+            )
+        for node, raw in devices.items():
+            problem = _check_node(node, nodes, workers_only=False)
+            if problem is not None:
+                errors.setdefault("devices", []).append(problem)
+                continue
+            try:
+                device = _device(node, raw, presets, threads)
+            except ValueError as exc:
+                errors.setdefault("devices", []).append(f"{node}: {exc}")
+                continue
+            if not device.is_default:
+                out_devices[node] = device
+    out_links: dict[str, LinkSpec] = {}
+    if links not in (None, {}):
+        if not isinstance(links, Mapping):
+            raise TopologyError({"links": "must map worker names to links (e.g. {worker2: 30ms})"})
+        try:
+            default_profile = LatencyProfile.parse(latency, bandwidth=bandwidth, seed=seed)
+        except ProfileError:
+            default_profile = None  # the latency field reports it
+        for node, raw in links.items():
+            problem = _check_node(node, nodes, workers_only=True)
+            if problem is not None:
+                errors.setdefault("links", []).append(problem)
+                continue
+            try:
+                link = _link(raw, latency, bandwidth, seed, base_dir)
+            except ValueError as exc:
+                errors.setdefault("links", []).append(f"{node}: {exc}")
+                continue
+            if default_profile is None or link != LinkSpec(profile=default_profile):
+                out_links[node] = link
+    if errors:
+        raise TopologyError({k: "; ".join(v) for k, v in errors.items()})
+    order = {n: i for i, n in enumerate(node_names(nodes))}
+    return Topology(
+        devices=dict(sorted(out_devices.items(), key=lambda kv: order[kv[0]])),
+        links=dict(sorted(out_links.items(), key=lambda kv: order[kv[0]])),
+        name=name,
+    )

@@ -1,0 +1,49 @@
+"""What the backends can apply of a topology today: the one place that refuses the rest.
+
+A topology field that a backend cannot honour is refused before anything starts,
+never silently ignored. When a backend learns a feature, remove it from
+:data:`NOT_YET` (packet loss, delay traces and queue bounds are being built in
+``edgelab/netem`` and the backends).
+"""
+
+from __future__ import annotations
+
+from edgelab.topology.cgroups import cpu_quota_problem
+from edgelab.topology.spec import Topology
+
+#: Link features no backend applies yet, with the words for the refusal.
+NOT_YET: dict[str, str] = {
+    "loss_pct": "packet loss",
+    "trace": "delay traces",
+    "queue_bytes": "link queue bounds",
+}
+
+
+def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
+    """Per field (``devices``, ``links``), what ``backend`` cannot apply of ``topology``."""
+    problems: dict[str, list[str]] = {}
+    for worker, link in topology.links.items():
+        for attr, words in NOT_YET.items():
+            value = getattr(link, attr)
+            if value not in (None, 0, 0.0):
+                problems.setdefault("links", []).append(
+                    f"{worker}: {words} is not supported yet (no backend applies it; "
+                    "remove it to run)"
+                )
+    if backend == "local":
+        capped = [n for n, d in topology.devices.items() if d.cpus is not None]
+        if capped:
+            problem = cpu_quota_problem()
+            if problem is not None:
+                problems.setdefault("devices", []).append(
+                    f"{', '.join(capped)}: cpus needs a CPU quota, and {problem}; "
+                    "run as root with a writable cgroup hierarchy, or use the Docker "
+                    "backend (--backend docker), which limits each container's CPUs"
+                )
+        limited = [n for n, d in topology.devices.items() if d.mem is not None]
+        if limited:
+            problems.setdefault("devices", []).append(
+                f"{', '.join(limited)}: mem limits are applied by the Docker backend only "
+                "(--backend docker); the local backend cannot limit a process's memory here"
+            )
+    return {k: "; ".join(v) for k, v in problems.items()}

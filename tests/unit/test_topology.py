@@ -1,0 +1,138 @@
+"""The topology description: parsing, canonical form, fingerprints, presets, traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgelab.cluster.spec import ClusterSpec
+from edgelab.netem.profile import LatencyProfile
+from edgelab.runs.config import RunConfig
+from edgelab.topology import Topology, TopologyError, resolve_topology
+from edgelab.topology.linktrace import parse_trace
+from edgelab.topology.presets import EXAMPLE_PRESETS, add_preset, load_book, remove_preset
+from edgelab.topology.support import topology_problems
+
+
+def resolve(**kw: object) -> Topology:
+    args: dict[str, object] = {
+        "devices": None,
+        "links": None,
+        "nodes": 3,
+        "threads": 1,
+        "latency": "10ms",
+        "bandwidth": None,
+        "seed": 0,
+        "presets": EXAMPLE_PRESETS,
+    }
+    args.update(kw)
+    return resolve_topology(**args)  # type: ignore[arg-type]
+
+
+def test_cli_syntax_and_json_give_the_same_topology() -> None:
+    text = resolve(
+        devices={"worker2": "cpus:0.25,threads:1"},
+        links={"worker2": "30ms,bandwidth:20mbit", "worker1": "1ms"},
+    )
+    obj = resolve(
+        devices={"worker2": {"cpus": 0.25}},
+        links={
+            "worker2": {"latency": "30ms", "bandwidth": "20mbit"},
+            "worker1": {"latency": "1ms"},
+        },
+    )
+    assert text == obj
+    assert list(text.links) == ["worker1", "worker2"]
+    assert text.links["worker2"].profile.label == "30ms@20mbit"
+    assert text.devices["worker2"].values() == {"cpus": 0.25}  # threads 1 = the default
+
+
+def test_link_without_profile_takes_the_cluster_latency() -> None:
+    t = resolve(links={"worker1": "bandwidth:5mbit"}, latency="20ms")
+    assert t.links["worker1"].profile.label == "20ms@5mbit"
+
+
+def test_defaults_spelled_out_are_the_uniform_cluster_with_its_old_fingerprint() -> None:
+    t = resolve(devices={"worker1": {"threads": 1}}, links={"worker1": "10ms"})
+    assert t.is_uniform
+    base = dict(
+        prompt="p",
+        model="m",
+        nodes=3,
+        threads=1,
+        latency=LatencyProfile.parse("10ms", seed=0),
+        max_tokens=8,
+    )
+    old = RunConfig(**base)  # type: ignore[arg-type]
+    assert RunConfig(**base, topology=t).fingerprint() == old.fingerprint()  # type: ignore[arg-type]
+    # Pinned: the fingerprint a uniform cluster had before topologies existed.
+    assert old.fingerprint() == "e620964e8c3ca59bf98354d1d9876ae6088128c826d759a9204928391086f999"
+    other = RunConfig(**base, topology=resolve(devices={"worker2": "slow"}))  # type: ignore[arg-type]
+    assert other.fingerprint() != old.fingerprint()
+
+
+def test_bad_input_is_named_per_field() -> None:
+    with pytest.raises(TopologyError) as info:
+        resolve(
+            devices={"worker5": "slow", "gpu": "cpus:1", "root": "cpus:999", "worker1": "fast"},
+            links={"root": "1ms", "worker2": "loss:60%", "worker1": "1ms,speed:2"},
+        )
+    devices, links = info.value.errors["devices"], info.value.errors["links"]
+    assert "worker5 does not exist" in devices
+    assert "root, worker1, worker2" in devices
+    assert "unknown node name 'gpu'" in devices
+    assert "cpus 999 is above this host's" in devices
+    assert "unknown device preset 'fast'" in devices
+    assert "root has no link" in links
+    assert "loss must be between 0 and 50 %, got 60 %" in links
+    assert "unknown key(s) speed" in links
+
+
+def test_trace_errors_name_the_line(tmp_path: Path) -> None:
+    good = parse_trace("offset_s,delay_ms,bandwidth\n0,10,20mbit\n0.5,30\n")
+    assert [p.delay_ms for p in good] == [10.0, 30.0]
+    with pytest.raises(ValueError, match="line 3: offset and delay must be numbers"):
+        parse_trace("0,10\n# comment\n1,abc\n")
+    bad = tmp_path / "t.csv"
+    bad.write_text("0,10\n0.5,5\n0.2,7\n")
+    with pytest.raises(TopologyError, match="line 3: offsets must increase"):
+        resolve(links={"worker1": f"trace:{bad}"})
+
+
+def test_loss_trace_and_queue_are_refused_until_a_backend_applies_them() -> None:
+    t = resolve(links={"worker1": "loss:2%"})
+    assert t.links["worker1"].loss_pct == 2.0
+    assert "packet loss is not supported yet" in topology_problems(t, "docker")["links"]
+
+
+def test_cluster_key_ignores_link_delays_but_not_devices() -> None:
+    lat = LatencyProfile.parse("0ms", seed=0)
+    a = ClusterSpec("m", 3, 1, lat, topology=resolve(links={"worker1": "1ms"}))
+    b = ClusterSpec("m", 3, 1, lat, topology=resolve(links={"worker1": "30ms"}))
+    c = ClusterSpec("m", 3, 1, lat, topology=resolve(devices={"worker1": "slow"}))
+    assert a.topology_key() == b.topology_key() != c.topology_key()
+    assert a.link_profile(1).delay_ms == 1.0
+    assert a.link_profile(2).delay_ms == 0.0
+    assert a.link_profile(1).seed != a.link_profile(2).seed
+
+
+def test_topology_round_trips_through_its_dict() -> None:
+    t = resolve(devices={"worker2": "slow"}, links={"worker1": "5ms/1ms"})
+    assert Topology.from_dict(t.to_dict()) == t
+    assert Topology.from_dict(t.to_dict()).devices["worker2"].preset == "slow"
+
+
+def test_presets_file_add_remove(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    assert not load_book(path).from_file
+    assert "slow" in load_book(path).presets
+    add_preset(path, "pi", {"cpus": "0.5", "threads": "1", "mem": "1g"})
+    book = load_book(path)
+    assert book.from_file
+    assert book.presets["pi"] == {"cpus": 0.5, "threads": 1, "mem": "1g"}
+    assert "NOT calibrated" in path.read_text()
+    remove_preset(path, "pi")
+    assert "pi" not in load_book(path).presets
+    with pytest.raises(ValueError, match="unknown key"):
+        add_preset(path, "x", {"speed": 3})
