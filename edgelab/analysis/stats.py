@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 CONFIDENCE = 0.95
 #: Coefficient of variation above which a configuration is flagged "noisy" (AIPerf's 5 %).
@@ -26,10 +25,18 @@ BOOTSTRAP_SEED = 12
 BOOTSTRAP_RESAMPLES = 4000
 
 
+def _scipy_stats() -> Any:
+    # Imported on first use: scipy.stats takes seconds to import on a small host, and
+    # most callers of edgelab.analysis (a CLI printing one run) never compute a CI.
+    from scipy import stats
+
+    return stats
+
+
 @lru_cache(maxsize=512)
 def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
     """Two-sided Student-t critical value (cached: pages ask for the same few df)."""
-    return float(sps.t.ppf(0.5 + confidence / 2, df))
+    return float(_scipy_stats().t.ppf(0.5 + confidence / 2, df))
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> WelchResult:
         if diff == 0:
             return WelchResult(0.0, float(len(xa) + len(xb) - 2), 1.0)
         return WelchResult(math.copysign(math.inf, diff), float(len(xa) + len(xb) - 2), 0.0)
-    res = sps.ttest_ind(xb, xa, equal_var=False)
+    res = _scipy_stats().ttest_ind(xb, xa, equal_var=False)
     df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
     return WelchResult(float(res.statistic), float(df), float(res.pvalue))
 
