@@ -475,7 +475,9 @@ class _LiveFeed:
     def stop(self) -> None:
         if self._thread is not None:
             self._stop.set()
-            self._thread.join(timeout=5)
+            # A hung node's link control would only time out (and then emit nothing):
+            # do not make the stall's verdict wait for it.
+            self._thread.join(timeout=0.5 if self.cluster.stalled is not None else 5)
             self._thread = None
 
 
