@@ -118,9 +118,11 @@ class Cluster(ABC):
         self.model_path = model_path
         self.root_info = {}
         self._client: RootClient | None = None
-        #: Set by the stall watchdog when a node went silent: the cluster must not
-        #: serve another run even though every node process still exists.
-        self.stalled: NodeFailure | None = None
+        #: Set when a node died or went silent (by the executor, the stall watchdog):
+        #: the cluster must not serve another run, even if every node process still
+        #: exists, and controls of its links are not asked again (they would only
+        #: time out).
+        self.broken: NodeFailure | None = None
         #: A run on this cluster failed: keep its work dir (node logs) when it closes.
         self.keep_work_dir = False
 

@@ -419,7 +419,7 @@ class DockerCluster(Cluster):
                     self._final_logs[node.name] = api.logs(node.id, 50)
             for node in self._all_nodes():
                 if node.id is not None:
-                    if self.stalled is not None:
+                    if self.broken is not None:
                         # A forced removal of a container with a stopped process
                         # waited ~10 s here; an explicit SIGKILL first takes ~0.1 s.
                         api.kill(node.id)
@@ -459,9 +459,9 @@ class DockerCluster(Cluster):
                 raise ClusterError(str(exc)) from exc
 
     def link_stats(self) -> dict[str, LinkStats]:
-        if self.stalled is not None:
-            # A hung container's control would only time out; say why at once.
-            raise ClusterError(f"link counters not read: {self.stalled.node} is hung")
+        if self.broken is not None:
+            # A dead or hung container's control would only time out; say why at once.
+            raise ClusterError(f"link counters not read: node {self.broken.node} failed")
         stats = {}
         for name, control in self._controls.items():
             try:
@@ -472,8 +472,8 @@ class DockerCluster(Cluster):
         return stats
 
     def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
-        if self.stalled is not None:
-            raise ClusterError(f"link traces not read: {self.stalled.node} is hung")
+        if self.broken is not None:
+            raise ClusterError(f"link traces not read: node {self.broken.node} failed")
         traces = {}
         for name, control in self._controls.items():
             try:

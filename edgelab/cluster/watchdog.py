@@ -105,7 +105,7 @@ class StallWatchdog:
         logs = self.cluster.node_logs()
         failure = NodeStalled(node, reason, logs.get(node, []))
         failure.node_logs = logs
-        self.cluster.stalled = failure
+        self.cluster.broken = failure
         raise failure
 
     def _moved(self, prev: Activity, snap: Activity, dt: float) -> bool:

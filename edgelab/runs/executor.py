@@ -165,7 +165,7 @@ def cluster_for(
         failure = exc
         raise
     finally:
-        failed = cluster.stalled is not None or cluster.keep_work_dir
+        failed = cluster.broken is not None or cluster.keep_work_dir
         if failure is not None and not isinstance(failure, (RunCancelled, KeyboardInterrupt)):
             failed = True
         cluster.close()
@@ -352,6 +352,7 @@ def _generate(
                 failure = ClusterError(f"generation failed: {exc}")
             except NodeFailure as node_failure:
                 failure = node_failure
+                cluster.broken = node_failure
             failure.node_logs = cluster.node_logs()
             raise failure from exc
     except (RunCancelled, KeyboardInterrupt, ClusterError) as exc:
@@ -475,9 +476,9 @@ class _LiveFeed:
     def stop(self) -> None:
         if self._thread is not None:
             self._stop.set()
-            # A hung node's link control would only time out (and then emit nothing):
-            # do not make the stall's verdict wait for it.
-            self._thread.join(timeout=0.5 if self.cluster.stalled is not None else 5)
+            # A dead or hung node's link control would only time out (and then emit
+            # nothing): do not make the run's verdict wait for it.
+            self._thread.join(timeout=0.5 if self.cluster.broken is not None else 5)
             self._thread = None
 
 

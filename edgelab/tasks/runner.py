@@ -234,8 +234,8 @@ class _Group:
             if res.status == RunStatus.FAILED:
                 try:
                     cluster.check_alive()
-                    if cluster.stalled is not None:  # hung, not dead: unusable all the same
-                        raise cluster.stalled
+                    if cluster.broken is not None:  # e.g. hung, not dead: unusable all the same
+                        raise cluster.broken
                 except ClusterError:
                     # A node died: the rest of the group needs a fresh cluster.
                     log.warning("cluster lost a node during run %s; restarting it", rid)

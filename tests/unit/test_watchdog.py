@@ -176,7 +176,7 @@ def test_nothing_moving_for_the_timeout_fails_naming_the_node_with_its_logs() ->
     assert info.value.node == "worker1"
     assert info.value.log_tail == ["w1 last line"]
     assert info.value.node_logs == cluster.node_logs()
-    assert cluster.stalled is info.value  # the cluster must not serve another run
+    assert cluster.broken is info.value  # the cluster must not serve another run
 
 
 def test_link_bytes_cpu_and_tokens_count_as_progress() -> None:
