@@ -206,9 +206,12 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
+QUANTILES = ("p50", "p99", "max")
+
+
 def summary(run: dict[str, Any]) -> str:
     """A short human-readable report of a stored run."""
-    from edgelab.units import fmt_bytes
+    from edgelab.units import fmt_bytes, fmt_ms
 
     m = run["metrics"]
     lines = [
@@ -228,6 +231,15 @@ def summary(run: dict[str, Any]) -> str:
             f"{fmt_bytes(link['bytes_down'])} down, "
             f"{link['chunks_up']}/{link['chunks_down']} messages"
         )
+        if link.get("eff_delay_p50_ms_up") is not None:
+            eff = {
+                d: " / ".join(fmt_ms(link.get(f"eff_delay_{q}_ms_{d}")) for q in QUANTILES)
+                for d in ("up", "down")
+            }
+            lines.append(
+                f"    effective one-way delay p50/p99/max up {eff['up']}, down {eff['down']} "
+                f"(configured {run['config']['latency']})"
+            )
     nodes: dict[str, list[dict[str, Any]]] = {}
     for sample in run["samples"]:
         nodes.setdefault(sample["node"], []).append(sample)

@@ -259,11 +259,11 @@ def show_text(run: dict[str, Any]) -> str:
     if run["links"]:
         lines.append("links")
         for link in run["links"]:
-            injected = link["delay_total_ms_up"] + link["delay_total_ms_down"]
+            # No per-link delay sums: messages overlap, so a sum reads like time on the
+            # critical path that it is not (issue 16); the effective delays follow.
             lines.append(
                 f"  {link['link']}: {size(link['bytes_up'])} up / {size(link['bytes_down'])} "
-                f"down · {link['chunks_up']}/{link['chunks_down']} chunks · injected "
-                f"{ms(injected)} total, max {ms(link['delay_max_ms'])}"
+                f"down · {link['chunks_up']}/{link['chunks_down']} messages"
             )
             if link.get("eff_delay_p50_ms_up") is not None:
                 lines.append(

@@ -218,7 +218,7 @@ def test_runs_show_reads_like_a_report(db_settings: Settings) -> None:
     assert "decode 16.0 tok/s" in out
     assert "network 12.3 kB/token" in out
     assert "root<->worker1: 150 kB up / 2.00 kB down" in out
-    assert "injected 220 ms total" in out
+    assert "injected" not in out.split("links")[1].split("nodes")[0]  # no delay sums
     assert "worker1: peak CPU 97 % · peak RSS 150 MB" in out
     assert "engine llama.cpp test" in out
     assert f"model sha256 {'ab' * 32}" in out
