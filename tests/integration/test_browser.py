@@ -631,3 +631,22 @@ def test_every_page_fits_1280_px_without_horizontal_scrolling(
     finally:
         context.close()
     assert not errors, errors
+
+
+def test_sweep_form_count_on_bad_input_names_the_field(
+    page: Any, browser_stack: BrowserStack
+) -> None:
+    page.goto("/sweeps/new")
+    page.fill("#nodes", "1, 2")
+    page.fill("#latency", "0ms, 20ms, 10ms..30ms")
+    page.fill("#max_tokens", "8")
+    page.fill("#prompts", PROMPT)
+    page.fill("#repetitions", "2")
+    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '12'")
+    assert "3 latency" in page.inner_text("#cell-count")  # the latency axis is counted
+    page.fill("#nodes", "0, abc")
+    page.wait_for_function("document.getElementById('cell-count').dataset.error === 'nodes'")
+    text = page.inner_text("#cell-count")
+    assert text.startswith("cannot count the cells yet: nodes:"), text
+    assert "2 nodes" not in text
+    shot(page, "15-new-sweep-bad-count")
