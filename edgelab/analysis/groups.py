@@ -55,6 +55,9 @@ class ConfigKey:
     temperature: float
     seed: int
     options: str  # canonical JSON, so the key stays hashable and sortable
+    # The run fingerprint for multi-node runs ("" for 1 node): whatever else the
+    # fingerprint separates (e.g. a non-uniform topology) stays separate here too.
+    fingerprint: str = ""
 
     @classmethod
     def of(cls, record: RunRecord) -> ConfigKey:
@@ -72,6 +75,7 @@ class ConfigKey:
             temperature=record.temperature,
             seed=record.seed,
             options=json.dumps(dict(record.options), sort_keys=True, default=str),
+            fingerprint="" if alone else record.fingerprint,
         )
 
     @property

@@ -136,9 +136,16 @@ def analyze(records: Sequence[RunRecord]) -> SweepAnalysis:
 
 
 def differing_fields(keys: Sequence[ConfigKey]) -> list[str]:
-    """Configuration fields whose value is not the same in every key (metrics never are)."""
+    """Configuration fields whose value is not the same in every key (metrics never are).
+
+    ``fingerprint`` when only the run fingerprint tells the keys apart (a field this
+    table does not list yet, such as a non-uniform topology).
+    """
     dicts = [k.to_dict() for k in keys]
-    return [f for f in CONFIG_FIELDS if len({repr(d[f]) for d in dicts}) > 1]
+    fields = [f for f in CONFIG_FIELDS if len({repr(d[f]) for d in dicts}) > 1]
+    if not fields and len({k.fingerprint for k in keys}) > 1:
+        fields.append("fingerprint")
+    return fields
 
 
 def group_letter(index: int) -> str:

@@ -507,3 +507,14 @@ def test_r2_over_configuration_means_ignores_repetition_noise() -> None:
     assert fit.r2 is not None
     assert fit.r2 < 0.99
     assert fit.r2_means == pytest.approx(1.0, abs=1e-9)
+
+
+def test_multi_node_groups_never_merge_what_the_fingerprint_separates() -> None:
+    """Same listed fields, different fingerprints (e.g. a non-uniform topology): two groups;
+    1-node runs merge across latencies whatever their fingerprints."""
+    records = [rec(3, 20.0 + i / 10, fingerprint="aa") for i in range(3)]
+    records += [rec(3, 30.0 + i / 10, fingerprint="bb") for i in range(3)]
+    records += [rec(1, 40.0, latency_ms=d, fingerprint=f"one{d}") for d in (0, 5)]
+    assert [g.n for g in group_records(records)] == [2, 3, 3]
+    result = compare(records[:6])
+    assert result.differing == ("fingerprint",)
