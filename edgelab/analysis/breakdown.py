@@ -68,7 +68,8 @@ class Breakdown:
     bytes_per_token: float | None
     # Per decode token: {"root_compute_ms": [...], "worker_compute_ms": [...], ...}.
     per_token: dict[str, list[float]] = field(default_factory=dict)
-    # dllama: {"sync_ms": dllama's mean, "proxy_network_ms": the proxies' mean}.
+    # dllama: dllama's own per-token sync ms and Sent+Recv bytes beside the proxies'
+    # network ms and the root's bytes on them (``proxy_root_bytes_per_token``).
     cross_check: dict[str, float | None] | None = None
     complete: bool = True
 
@@ -143,7 +144,14 @@ def _link_series(links: Sequence[Mapping[str, Any]], n: int) -> dict[str, dict[s
     return {
         link["link"]: {
             key: _series(link["timing"], key, n)
-            for key in ("worker_ms", "injected_ms", "transfer_ms", "round_trips", "bytes")
+            for key in (
+                "worker_ms",
+                "injected_ms",
+                "transfer_ms",
+                "round_trips",
+                "bytes",
+                "root_bytes",
+            )
         }
         for link in links
     }
@@ -223,6 +231,11 @@ def _from_dllama(
 ) -> Breakdown:
     n = len(intervals)
     compute = [float(t["detail"]["compute_ms"]) for t in tokens]
+    # dllama prints whole kB (1024 B) sent and received by the root per token.
+    dllama_bytes = [
+        1024.0 * (float(t["detail"].get("sent_kb") or 0) + float(t["detail"].get("recv_kb") or 0))
+        for t in tokens
+    ]
     sync = [float(t["detail"]["sync_ms"]) for t in tokens]
     series = _link_series(links, n)
     shares = _shares(series)
@@ -272,9 +285,20 @@ def _from_dllama(
         cross_check={
             "sync_ms": round(mean_sync, 4),
             "proxy_network_ms": round(_mean(proxy_network), 4) if links else None,
+            "dllama_bytes_per_token": round(_mean(dllama_bytes), 1),
+            "proxy_root_bytes_per_token": _root_bytes(links, series),
         },
         complete=_complete(links),
     )
+
+
+def _root_bytes(
+    links: Sequence[Mapping[str, Any]], series: dict[str, dict[str, list[float]]]
+) -> float | None:
+    """The root's own bytes per decode token on all links (None if not recorded)."""
+    if not links or any(link["timing"].get("root_bytes") is None for link in links):
+        return None
+    return round(sum(_mean(s["root_bytes"]) for s in series.values()), 1)
 
 
 def adds_up(result: Breakdown, tolerance: float = 0.05) -> bool:

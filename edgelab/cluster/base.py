@@ -162,6 +162,15 @@ class Cluster(ABC):
         (``time.monotonic()`` seconds); empty where a backend cannot tell."""
         return {}
 
+    def root_clients(self) -> set[str]:
+        """Addresses (``host:port``, or a bare ``host`` meaning any port) from which the
+        root's own processes connect to the link proxies; empty if unknown.
+
+        Worker-to-worker traffic (dllama's mesh) crosses the proxies too; this tells
+        the two apart. Asked while a generation runs, when the root's connections exist.
+        """
+        return set()
+
     @abstractmethod
     def sample_sources(self) -> list[SampleSource]:
         """Things the node sampler can read CPU/memory/network from, one per node."""

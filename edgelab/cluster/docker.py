@@ -471,6 +471,10 @@ class DockerCluster(Cluster):
                 raise ClusterError(str(exc)) from exc
         return stats
 
+    def root_clients(self) -> set[str]:
+        # Each node is a container with its own address on the cluster network.
+        return {self._root.ip} if self._root is not None and self._root.ip else set()
+
     def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
         if self.broken is not None:
             raise ClusterError(f"link traces not read: node {self.broken.node} failed")

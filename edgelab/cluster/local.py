@@ -290,6 +290,21 @@ class LocalCluster(Cluster):
     def link_stats(self) -> dict[str, LinkStats]:
         return {name: proxy.stats() for name, proxy in self._proxies.items()}
 
+    def root_clients(self) -> set[str]:
+        if self._root is None or self._root.proc is None:
+            return set()
+        found: set[str] = set()
+        try:
+            root = psutil.Process(self._root.proc.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    for conn in proc.net_connections(kind="tcp"):
+                        if conn.laddr:
+                            found.add(f"{conn.laddr.ip}:{conn.laddr.port}")
+        except psutil.Error:
+            return set()
+        return found
+
     def link_chunks(self, since: float) -> dict[str, ChunkTrace]:
         return {name: proxy.chunks_since(since) for name, proxy in self._proxies.items()}
 

@@ -32,6 +32,12 @@ Definitions (all on CLOCK_MONOTONIC, shared by the root and the proxies):
   more than the interval. Whatever no segment covers is the root's own work
   (compute, sampling, detokenizing, streaming), computed by
   :mod:`edgelab.analysis.breakdown` as the remainder.
+- **Whose bytes.** A link carries the root's conversation with its worker and,
+  in dllama's full mesh, other workers' traffic to that worker too (each worker
+  reaches its peers through their proxies). ``bytes`` and the per-token series
+  count everything that crossed the link (the network's cost); ``root_bytes``
+  counts only connections opened by the root's processes (what the root itself
+  sent and received, the figure dllama's own Sent/Recv lines report).
 - **Effective one-way delay per message**: ``out - arrival`` of each chunk (one
   proxy read, about one sender write), as p50/p99/max per direction. It exceeds
   the configured delay when a chunk waits behind a slower one (in-order
@@ -73,6 +79,8 @@ class LinkTiming:
     """What one link did during one run; ``per_token`` lists cover decode tokens 1..n-1."""
 
     bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    # Only the root's own connections (None: the root's addresses were unknown).
+    root_bytes: dict[str, int] | None = None
     round_trips: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     # Milliseconds per phase and kind (prefill and decode only: load has no tokens).
     ms: dict[str, dict[str, float]] = field(
@@ -89,6 +97,7 @@ class LinkTiming:
             "source": "proxy",
             "complete": self.complete,
             "bytes": self.bytes,
+            "root_bytes": self.root_bytes,
             "round_trips": self.round_trips,
             "ms": self.ms,
             "per_token": self.per_token,
@@ -162,8 +171,20 @@ def _delay_summary(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def compute(traces: dict[str, ChunkTrace], clock: RootClock) -> dict[str, LinkTiming]:
-    """Every link's timing for one run (see the module docstring for definitions)."""
+def _is_root(client: str | None, root_clients: set[str]) -> bool:
+    if client is None:
+        return False
+    return client in root_clients or client.rsplit(":", 1)[0] in root_clients
+
+
+def compute(
+    traces: dict[str, ChunkTrace], clock: RootClock, root_clients: set[str] | None = None
+) -> dict[str, LinkTiming]:
+    """Every link's timing for one run (see the module docstring for definitions).
+
+    ``root_clients``: the root's addresses (see ``Cluster.root_clients``); without
+    them ``root_bytes`` stays None.
+    """
     offsets = clock.token_offsets_ms
     n = len(offsets)
     first = clock.first_token
@@ -188,21 +209,31 @@ def compute(traces: dict[str, ChunkTrace], clock: RootClock) -> dict[str, LinkTi
     segments: list[_Segment] = []
     for link, trace in traces.items():
         lt = LinkTiming(complete=trace.complete)
+        if root_clients:
+            lt.root_bytes = dict.fromkeys(PHASES, 0)
         per_token: dict[str, list[float]] = {
             "round_trips": [0.0] * decode_tokens,
             "bytes": [0.0] * decode_tokens,
+            "root_bytes": [0.0] * decode_tokens,
             **{f"{kind}_ms": [0.0] * decode_tokens for kind in KINDS},
         }
         delays: dict[str, list[float]] = {"up": [], "down": []}
         for i in range(len(trace)):
             a = trace.arrival[i]
             lt.bytes[phase(a)] += trace.nbytes[i]
+            from_root = bool(root_clients) and _is_root(
+                trace.clients.get(trace.conn[i]), root_clients or set()
+            )
+            if from_root and lt.root_bytes is not None:
+                lt.root_bytes[phase(a)] += trace.nbytes[i]
             delays["up" if trace.direction[i] == UP else "down"].append(
                 max(0.0, trace.out[i] - a) * 1000.0
             )
             k = token_bin(a)
             if k is not None:
                 per_token["bytes"][k - 1] += trace.nbytes[i]
+                if from_root:
+                    per_token["root_bytes"][k - 1] += trace.nbytes[i]
         for up, down in exchanges(trace):
             if up:
                 a0, o1 = _leg_segments(trace, up, link, segments)

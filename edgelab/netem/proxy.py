@@ -48,6 +48,8 @@ DELAYED_CHUNK_BYTES = 256 << 10
 # Bytes a direction may hold before its reader stops reading and TCP pushes back.
 MAX_QUEUED_BYTES = 64 << 20
 CONNECT_TIMEOUT_S = 5.0
+# Client addresses remembered for chunk traces (connections are few and long-lived).
+MAX_CLIENTS_KEPT = 4096
 JOIN_TIMEOUT_S = 5.0
 # Low among real-time priorities: above every normal thread, below kernel helpers.
 REALTIME_PRIORITY = 10
@@ -513,6 +515,8 @@ class LinkProxy:
         self._stats = {d: DirectionStats() for d in DIRECTIONS}
         self._last_at: dict[str, float | None] = {d: None for d in DIRECTIONS}
         self._trace = ChunkLog(trace_capacity)
+        # Client address of each recent connection (for the trace); bounded.
+        self._clients: dict[int, str] = {}
         self._connections: set[_Connection] = set()
         self._connections_total = 0
         self._connect_errors = 0
@@ -617,7 +621,10 @@ class LinkProxy:
     def chunks_since(self, start: float) -> ChunkTrace:
         """Every chunk forwarded that reached the proxy at or after ``start``
         (``time.perf_counter()``/``time.monotonic()`` seconds)."""
-        return self._trace.since(start)
+        trace = self._trace.since(start)
+        with self._lock:
+            trace.clients = {c: self._clients[c] for c in set(trace.conn) if c in self._clients}
+        return trace
 
     def threads(self) -> list[threading.Thread]:
         """Live threads owned by this link (for leak checks)."""
@@ -641,6 +648,11 @@ class LinkProxy:
                     client.close()
                     return
                 conn = _Connection(self, client, self._connections_total)
+                with contextlib.suppress(OSError):
+                    host, port = client.getpeername()[:2]
+                    self._clients[conn.index] = f"{host}:{port}"
+                    if len(self._clients) > MAX_CLIENTS_KEPT:
+                        del self._clients[min(self._clients)]
                 self._connections_total += 1
                 self._connections.add(conn)
             _tune(client)

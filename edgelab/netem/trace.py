@@ -53,6 +53,9 @@ class ChunkTrace:
     out: list[float] = field(default_factory=list)
     nbytes: list[int] = field(default_factory=list)
     complete: bool = True
+    # Connection index -> the client's "host:port" as the proxy accepted it, so a
+    # reader can tell the root's connections from workers' (dllama's full mesh).
+    clients: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.out)
@@ -67,6 +70,7 @@ class ChunkTrace:
             "out": self.out,
             "nbytes": self.nbytes,
             "complete": self.complete,
+            "clients": {str(k): v for k, v in self.clients.items()},
         }
 
     @classmethod
@@ -84,6 +88,7 @@ class ChunkTrace:
             out=[float(v) for v in data.get("out") or []],
             nbytes=[int(v) for v in data.get("nbytes") or []],
             complete=bool(data.get("complete", True)),
+            clients={int(k): str(v) for k, v in (data.get("clients") or {}).items()},
         )
 
 

@@ -285,6 +285,7 @@ def _generate(
     # The first run on a cluster is charged the cluster's start-up traffic as load.
     startup_links = links_before if runs_before == 0 else {}
     clock_origin: float | None = None
+    root_clients: set[str] = set()
     sampler = NodeSampler(cluster.sample_sources(), host=host.HostMonitor())
     writer = _TokenWriter(url, run_id)
     offsets: list[float] = []
@@ -324,6 +325,8 @@ def _generate(
                     if isinstance(clock, dict) and isinstance(clock.get("origin"), int | float):
                         clock_origin = float(clock["origin"])
                 elif kind == "token":
+                    if not offsets:  # the root's connections to the links exist now
+                        root_clients = _root_clients(cluster)
                     offsets.append(float(event["offset_ms"]))
                     pieces.append(str(event["text"]))
                     writer.add(len(offsets) - 1, offsets[-1], pieces[-1], event.get("detail"))
@@ -395,7 +398,9 @@ def _generate(
         values["host_contention"] = contention.to_dict()
         values["contended"] = contention.contended
     if traces and clock_origin is not None:
-        timings = linktiming.compute(traces, linktiming.RootClock(clock_origin, offsets))
+        timings = linktiming.compute(
+            traces, linktiming.RootClock(clock_origin, offsets), root_clients
+        )
         for name, lt in timings.items():
             startup = startup_links.get(name)
             if startup is not None:
@@ -480,6 +485,13 @@ class _LiveFeed:
             # nothing): do not make the run's verdict wait for it.
             self._thread.join(timeout=0.5 if self.cluster.broken is not None else 5)
             self._thread = None
+
+
+def _root_clients(cluster: Cluster) -> set[str]:
+    try:
+        return cluster.root_clients()
+    except Exception:  # only an aid to tell root from worker traffic apart
+        return set()
 
 
 def _timing_columns(lt: linktiming.LinkTiming) -> dict[str, Any]:

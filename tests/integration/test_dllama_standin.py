@@ -113,3 +113,45 @@ def test_three_node_dllama_run_stores_per_token_detail_and_load(
         text = log.read_text()
         assert "dllama worker listening on" in text
         assert "dllama exited" not in text, text
+
+
+def test_dllama_bytes_per_token_count_decode_only_and_match_dllamas_own(
+    standin_settings: Settings,
+) -> None:
+    """Issue 14 item 2: load bytes apart, decode bytes per token agreeing with dllama.
+
+    The proxies count every byte on a link, worker-to-worker mesh traffic included
+    (``net_bytes_per_token``); the root's own bytes (``root_bytes``) are what
+    dllama's Sent/Recv lines count, so those two must agree.
+    """
+    config, _ = parse_config(
+        {
+            "prompt": "Hello the world",
+            "model": "synthetic",
+            "engine": "dllama",
+            "nodes": 3,  # the synthetic model splits over 1, 2, 3 or 6 nodes
+            "threads": 1,
+            "latency": "1ms",
+            "max_tokens": 8,
+            "options": {"dllama_mode": "inference"},
+        },
+        Catalog(standin_settings),
+    )
+    with session_scope(standin_settings.database_url) as s:
+        run_id = create_run(s, config).id
+    result = execute_run(standin_settings, run_id)
+    assert result.status == "succeeded", result.error
+
+    data = run_detail(standin_settings.database_url, run_id)
+    m = data["metrics"]
+    # The weights every worker is streamed at the start are load, not decode.
+    assert m["net_load_bytes"] > 10 * m["net_decode_bytes"]
+    per_token_all = m["net_bytes_per_token"]
+    check = data["breakdown"]["cross_check"]
+    assert data["breakdown"]["source"] == "dllama"
+    assert check["dllama_bytes_per_token"] == 2 * (2 + 2) * 1024  # 2 kB each way per worker
+    assert check["proxy_root_bytes_per_token"] == pytest.approx(
+        check["dllama_bytes_per_token"], rel=0.02
+    )
+    # The mesh: worker1 relays to worker2 through worker2's proxy (half as much again).
+    assert per_token_all == pytest.approx(1.5 * check["proxy_root_bytes_per_token"], rel=0.02)

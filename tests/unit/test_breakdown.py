@@ -219,7 +219,12 @@ def test_dllama_uses_its_own_compute_and_sync_and_cross_checks_the_proxies() -> 
     assert result.injected_ms == pytest.approx(88 * 75 / 90, abs=1e-3)
     assert sum(result.worker_compute_ms.values()) == pytest.approx(88 * 15 / 90, abs=1e-3)
     assert result.other_ms == pytest.approx(3.0, abs=1e-3)
-    assert result.cross_check == {"sync_ms": 88.0, "proxy_network_ms": pytest.approx(90.0)}
+    assert result.cross_check == {
+        "sync_ms": 88.0,
+        "proxy_network_ms": pytest.approx(90.0),
+        "dllama_bytes_per_token": 8 * 1024,
+        "proxy_root_bytes_per_token": None,  # the root's addresses were not given
+    }
     assert adds_up(result)
 
 
@@ -242,3 +247,22 @@ def test_a_single_node_run_is_all_root_compute() -> None:
     assert result.root_compute_ms == pytest.approx(10.0)
     assert result.injected_ms == 0.0
     assert result.round_trips_per_token is None
+
+
+def test_root_bytes_count_only_the_roots_connections() -> None:
+    traces, clock = serial_cluster(tokens=3)
+    # A worker-to-worker connection (dllama's mesh) on link 2, from another client.
+    link2 = traces["root<->worker2"]
+    chunk(link2, UP, 61, 62, 5000, conn=7)
+    for trace in traces.values():
+        trace.clients = {0: "127.0.0.1:4000", 7: "127.0.0.1:5000"}
+
+    timing = linktiming.compute(traces, clock, root_clients={"127.0.0.1:4000"})
+
+    w2 = timing["root<->worker2"]
+    assert w2.bytes["decode"] == 2 * 4000 + 5000
+    assert w2.root_bytes == {"load": 0, "prefill": 0, "decode": 2 * 4000}
+    assert w2.per_token["root_bytes"] == [4000, 4000]
+    # A bare host stands for every port of it (a Docker node's own address).
+    by_host = linktiming.compute(traces, clock, root_clients={"127.0.0.1"})
+    assert by_host["root<->worker2"].root_bytes == {"load": 0, "prefill": 0, "decode": 13000}
