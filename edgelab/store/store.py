@@ -19,6 +19,8 @@ transaction, so a sweep never lags behind its cells.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -48,6 +50,8 @@ from edgelab.store.status import (
 
 if TYPE_CHECKING:
     from edgelab.sweeps.spec import Cell, SweepSpec
+
+log = logging.getLogger(__name__)
 
 #: Error stored on a queued run cancelled before an executor claimed it.
 CANCELLED_BEFORE_START = "cancelled before it started"
@@ -414,7 +418,10 @@ class Store:
                 return False
             for table in (TokenEvent, NodeSample, LinkStat):
                 s.execute(delete(table).where(table.run_id == run_id))
-            return True
+        # One line per execution attempt, in the worker's log: how often a run was
+        # really started is visible (the chaos tests count these lines).
+        log.info("run %s claimed by pid %s", run_id, os.getpid())
+        return True
 
     def mark_running(self, run_id: int, **values: Any) -> bool:
         """starting -> running, with the provenance known once the cluster is up."""
