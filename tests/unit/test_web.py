@@ -264,6 +264,24 @@ def test_run_page_says_how_the_run_was_measured(
     assert "its start-up 4321 ms" in row.group(2)
 
 
+def test_run_page_flags_contention_and_oversubscription(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    run_id = add_run(web_settings)
+    assert 'id="hygiene-flags"' not in text(client.get(f"/runs/{run_id}"))
+    with session_scope(web_settings.database_url) as s:
+        run = s.get_one(Run, run_id)
+        run.contended = True
+        run.oversubscribed = True
+        run.host_contention = {"reasons": ["processes outside the cluster used 0.90 cores"]}
+    html = text(client.get(f"/runs/{run_id}"))
+    flags = re.search(r'<p class="sub" id="hygiene-flags">(.*?)</p>', html, re.S)
+    assert flags is not None
+    assert 'class="flag flag-contended">contended<' in flags.group(1)
+    assert "used 0.90 cores" in flags.group(1)
+    assert "oversubscribed" in flags.group(1)
+
+
 def test_failed_run_page_shows_error_and_node_logs(
     client: FlaskClient, web_settings: Settings
 ) -> None:
