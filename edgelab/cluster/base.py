@@ -69,13 +69,16 @@ class NodeActivity:
 
     ``state`` is ``running``, ``stopped`` (a process in state T: SIGSTOP, a
     debugger), ``paused`` (a frozen container), ``dead`` (exited) or ``unknown``;
-    ``cpu_s`` is the node's cumulative CPU time (None where it cannot be read).
+    ``cpu_s`` is the node's cumulative CPU time and ``io_bytes`` its cumulative
+    storage reads and writes (a model loading from a slow disk uses little CPU);
+    either is None where it cannot be read.
     """
 
     name: str
     role: str
     state: str
     cpu_s: float | None = None
+    io_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,10 @@ class DockerStatsSource(SampleSource):
         self._api = api
         self._container_id = container_id
         self._latest: Reading | None = None
-        #: Cumulative CPU seconds of the container (the newest entry), for the watchdog.
+        #: Cumulative CPU seconds and storage bytes of the container (the newest
+        #: entry), for the watchdog.
         self.cpu_s: float | None = None
+        self.io_bytes: int | None = None
         self._gone = False
         self._thread = threading.Thread(
             target=self._follow, name=f"docker-stats-{name}", daemon=True
@@ -122,6 +124,13 @@ class DockerStatsSource(SampleSource):
             total = ((entry.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
             if total is not None:
                 self.cpu_s = float(total) / 1e9
+            blkio = (entry.get("blkio_stats") or {}).get("io_service_bytes_recursive")
+            if isinstance(blkio, list):
+                self.io_bytes = sum(
+                    int(e.get("value", 0))
+                    for e in blkio
+                    if str(e.get("op", "")).lower() in ("read", "write")
+                )
             reading = parse_stats(entry)
             if reading is not None:
                 self._latest = reading
@@ -521,6 +530,7 @@ class DockerCluster(Cluster):
         if self._api is None or self._closed:
             return {}
         cpu = {src.name: src.cpu_s for src in self._sources}
+        io = {src.name: src.io_bytes for src in self._sources}
         out: dict[str, NodeActivity] = {}
         for node in self._all_nodes():
             if node.id is None:
@@ -532,7 +542,9 @@ class DockerCluster(Cluster):
                 kind = "paused"
             else:
                 kind = "stopped" if _any_stopped(state.pid) else "running"
-            out[node.name] = NodeActivity(node.name, node.role, kind, cpu.get(node.name))
+            out[node.name] = NodeActivity(
+                node.name, node.role, kind, cpu.get(node.name), io.get(node.name)
+            )
         return out
 
     def _logs(self, node: _Container, lines: int) -> list[str]:

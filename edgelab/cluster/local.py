@@ -118,16 +118,20 @@ class _Node:
             with self._ps.oneshot():
                 status = self._ps.status()
                 t = self._ps.cpu_times()
+                io = self._ps.io_counters()
             cpu = t.user + t.system + t.children_user + t.children_system
+            io_bytes = int(io.read_bytes + io.write_bytes)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return NodeActivity(self.name, self.role, "dead")
         except psutil.AccessDenied:
             return NodeActivity(self.name, self.role, "unknown")
         if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
-            return NodeActivity(self.name, self.role, "stopped", cpu)
-        if status == psutil.STATUS_ZOMBIE:
-            return NodeActivity(self.name, self.role, "dead", cpu)
-        return NodeActivity(self.name, self.role, "running", cpu)
+            state = "stopped"
+        elif status == psutil.STATUS_ZOMBIE:
+            state = "dead"
+        else:
+            state = "running"
+        return NodeActivity(self.name, self.role, state, cpu, io_bytes)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -8,10 +8,11 @@ start-up polls), the way celery's abortable tasks poll their abort flag, and rai
 :class:`NodeStalled` once nothing has moved for ``timeout_s``.
 
 *Progress* is anything a working cluster does: an event from the root (a token),
-a node or link appearing (start-up), a byte delivered over any link, or a node
+a node or link appearing (start-up), a byte delivered over any link, a node
 using CPU (at least :data:`BUSY_CPU` of a core between two snapshots; a process
-blocked on a socket uses almost none). So a slow network or a long prefill is not
-a stall; only a cluster where *nothing* happens is.
+blocked on a socket uses almost none) or reading its disk (a model loading from
+slow storage, :data:`BUSY_IO_BYTES`). So a slow network, a long prefill or a slow
+disk is not a stall; only a cluster where *nothing* happens is.
 
 The silent node is named from the last snapshot, most certain evidence first:
 
@@ -37,6 +38,8 @@ from edgelab.cluster.base import Activity, Cluster, NodeActivity, NodeFailure
 
 #: Fraction of one core a node must use between two snapshots to count as working.
 BUSY_CPU = 0.1
+#: Storage bytes a node must read or write between two snapshots to count as working.
+BUSY_IO_BYTES = 1 << 20
 #: Minimum time between two snapshots (a Docker snapshot costs a few API calls).
 POLL_S = 0.5
 
@@ -123,6 +126,12 @@ class StallWatchdog:
                 self._cpu_share[name] = share
                 if share >= BUSY_CPU:
                     moved = True
+            if (
+                node.io_bytes is not None
+                and before.io_bytes is not None
+                and node.io_bytes - before.io_bytes >= BUSY_IO_BYTES
+            ):
+                moved = True
         for name, link in snap.links.items():
             before_link = prev.links.get(name)
             if before_link is None:
@@ -137,7 +146,7 @@ def diagnose(
 ) -> tuple[str, str]:
     """The node that went silent and why, from one snapshot (see the module docstring)."""
     first = "no token" if what == "generation" else "no node becoming ready"
-    quiet = f"{first}, no link traffic and no node using CPU for {silent_s:.0f} s"
+    quiet = f"{first}, no link traffic and no node using CPU or disk for {silent_s:.0f} s"
     shares = cpu_share or {}
     if shares:
         quiet += " (CPU " + ", ".join(f"{n} {shares[n] * 100:.0f}%" for n in sorted(shares)) + ")"

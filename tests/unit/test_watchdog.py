@@ -223,3 +223,21 @@ def test_a_dead_node_is_named_as_dead_not_as_silent() -> None:
     with pytest.raises(NodeFailure) as info:
         dog.check()
     assert info.value is dead
+
+
+def test_a_node_reading_its_disk_is_working_not_stalled() -> None:
+    # A root loading a model from slow storage: little CPU, megabytes read.
+    def snap(io: int) -> Activity:
+        root = NodeActivity("root", "root", "running", 1.0, io)
+        return Activity({"root": root}, {}, {})
+
+    mib = 1 << 20
+    dog, clock, _ = _watch([snap(0), snap(2 * mib), snap(4 * mib), snap(4 * mib + 100)], 2.0)
+    for _ in range(3):
+        dog.check()
+        clock.t += 1.5  # 2 MiB per 1.5 s: progress every time
+    dog.check()  # only 100 B more (a /health request): not progress, 1.5 s silent
+    clock.t += 1.5
+    with pytest.raises(NodeStalled) as info:
+        dog.check()
+    assert "no node using CPU or disk for 3 s" in str(info.value)
