@@ -119,6 +119,11 @@ class Catalog:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._load()
 
+    @property
+    def devices_path(self) -> Path:
+        """Device presets and named topologies live beside the catalog file."""
+        return self.path.with_name("devices.yaml")
+
     def get(self, name: str) -> ModelInfo:
         models = self._load()
         try:

@@ -203,6 +203,11 @@ class Cluster(ABC):
     def node_logs(self, lines: int = 20) -> dict[str, list[str]]:
         """The last ``lines`` log lines of every node."""
 
+    def node_limits(self) -> dict[str, dict[str, Any]]:
+        """Per node what the backend actually applied: ``threads``, ``cpus`` (cores of
+        CPU quota, None = unlimited), ``mem`` (bytes, None = unlimited)."""
+        return {}
+
     @abstractmethod
     def provenance(self) -> dict[str, Any]:
         """Backend facts stored with each run (image ids, container limits...)."""

@@ -217,13 +217,27 @@ class DockerCluster(Cluster):
         self.run = run or self.cluster_id
         self.root_image = str(spec.options.get("root_image", ROOT_IMAGE))
         self.worker_image = str(spec.options.get("worker_image", WORKER_IMAGE))
-        self.cpus = float(spec.options.get("cpus", spec.threads))
-        mem = spec.options.get("mem")
-        self.mem: str | None = None if mem in (None, "") else str(mem)
-        if self.cpus <= 0:
-            raise ClusterError(f"cpus must be > 0, got {self.cpus:g}")
-        if self.mem is not None and not _MEM_RE.match(self.mem):
-            raise ClusterError(f"mem must look like 512m, 2g or a byte count, got {self.mem!r}")
+        #: Per node: CPU limit (cores) and memory limit, from the node's device, else
+        #: the cluster-wide ``cpus``/``mem`` options, else the node's threads / no limit.
+        self.limits: dict[str, tuple[float, str | None]] = {}
+        for node in ["root", *(spec.worker_name(i) for i in range(1, spec.nodes))]:
+            device = spec.device(node)
+            cpus = float(
+                device.cpus
+                if device.cpus is not None
+                else spec.options.get("cpus", spec.threads_of(node))
+            )
+            mem = device.mem if device.mem is not None else spec.options.get("mem")
+            mem = None if mem in (None, "") else str(mem)
+            if cpus <= 0:
+                raise ClusterError(f"{node}: cpus must be > 0, got {cpus:g}")
+            if mem is not None and not _MEM_RE.match(mem):
+                raise ClusterError(
+                    f"{node}: mem must look like 512m, 2g or a byte count, got {mem!r}"
+                )
+            self.limits[node] = (cpus, mem)
+        # The cluster-wide values (the root's), as older code and messages use them.
+        self.cpus, self.mem = self.limits["root"]
         self._api: DockerAPI | None = None
         self._network_id: str | None = None
         self._self_attached: str | None = None
@@ -304,17 +318,19 @@ class DockerCluster(Cluster):
             api.connect_container(self._network_id, self_container)
             self._self_attached = self_container
 
-        nano_cpus = int(self.cpus * 1e9)
-        limits = f"{self.cpus:g} CPU" + (f", {self.mem} memory" if self.mem else "")
         worker_volumes, worker_env = self._mounts("worker")
         for i in range(1, spec.nodes):
             node = _Container(spec.worker_name(i), "worker", f"{self.network_name}-worker{i}")
-            say(f"starting {node.name} container {node.container_name} ({limits})")
+            cpus, mem = self.limits[node.name]
+            say(
+                f"starting {node.name} container {node.container_name} "
+                f"({self._describe(node.name)})"
+            )
             command = [
                 "--name", node.name,
                 "--link", spec.link_name(i),
                 "--engine", spec.engine,
-                "--threads", str(spec.threads),
+                "--threads", str(spec.threads_of(node.name)),
                 "--latency", json.dumps(spec.link_profile(i).to_dict()),
             ]  # fmt: skip
             self._watch()
@@ -325,8 +341,8 @@ class DockerCluster(Cluster):
                 command=command,
                 network_id=self._network_id,
                 labels=self._labels(node.name),
-                nano_cpus=nano_cpus,
-                mem_limit=self.mem,
+                nano_cpus=int(cpus * 1e9),
+                mem_limit=mem,
                 volumes=worker_volumes,
                 environment=worker_env,
             )
@@ -347,9 +363,12 @@ class DockerCluster(Cluster):
             ROOT_PORT,
             Path(model_in_container),
             [f"{w.container_name}:{PROXY_PORT}" for w in self._workers],
-            spec.threads,
+            spec.threads_of("root"),
         )
-        say(f"starting root container {root.container_name} ({limits}), loading {spec.model}")
+        say(
+            f"starting root container {root.container_name} ({self._describe('root')}), "
+            f"loading {spec.model}"
+        )
         root.created_at = time.monotonic()
         root.id = api.run_container(
             image=self.root_image,
@@ -357,8 +376,8 @@ class DockerCluster(Cluster):
             command=launch.argv,
             network_id=self._network_id,
             labels=self._labels("root"),
-            nano_cpus=nano_cpus,
-            mem_limit=self.mem,
+            nano_cpus=int(self.limits["root"][0] * 1e9),
+            mem_limit=self.limits["root"][1],
             volumes={self._models_source(): MODELS_MOUNT, **root_volumes},
             environment=root_env,
         )
@@ -376,6 +395,11 @@ class DockerCluster(Cluster):
         root.ready_ms = (time.monotonic() - root.created_at) * 1000
         self.root_info = self._client.info()
         say(f"root ready at {root.ip} in {root.ready_ms:.0f} ms")
+
+    def _describe(self, node: str) -> str:
+        cpus, mem = self.limits[node]
+        text = f"{self.spec.threads_of(node)} threads, {cpus:g} CPU"
+        return text + (f", {mem} memory" if mem else "")
 
     def _models_source(self) -> str:
         """What to mount at /models: the model's directory as the Docker engine sees it.
@@ -562,7 +586,8 @@ class DockerCluster(Cluster):
             reason = f"is gone (container {node.container_name} was removed)"
         elif state.oom_killed:
             reason = (
-                f"ran out of memory: its container's memory limit {self.mem} is too small "
+                f"ran out of memory: its container's memory limit {self.limits[node.name][1]} "
+                "is too small "
                 f"for model {self.spec.model} (Docker reports OOMKilled, exit code "
                 f"{state.exit_code}); raise the mem option"
             )
@@ -592,6 +617,23 @@ class DockerCluster(Cluster):
     def node_logs(self, lines: int = 20) -> dict[str, list[str]]:
         return {node.name: self._logs(node, lines) for node in self._all_nodes()}
 
+    def node_limits(self) -> dict[str, dict[str, Any]]:
+        """Per container what Docker enforces (read back by inspect), with its threads."""
+        api = self._api
+        out: dict[str, dict[str, Any]] = {}
+        for node in self._all_nodes():
+            applied: dict[str, Any] = {}
+            if api is not None and node.id is not None and not self._closed:
+                applied = api.limits(node.id)
+            nano = applied.get("nano_cpus")
+            out[node.name] = {
+                "threads": self.spec.threads_of(node.name),
+                "cpus": nano / 1e9 if nano else None,
+                "mem": applied.get("memory_bytes"),
+                "container": node.container_name,
+            }
+        return out
+
     def provenance(self) -> dict[str, Any]:
         api = self._api
         containers: dict[str, Any] = {}
@@ -608,6 +650,7 @@ class DockerCluster(Cluster):
                 for role, i in self._image_ids.items()
             },
             "limits": {"cpus": self.cpus, "mem": self.mem},
+            "node_limits": self.node_limits(),
             "network": self.network_name,
             "containers": containers,
             "mounts": [

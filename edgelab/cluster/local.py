@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from edgelab.metrics.sampler import ProcessSource, SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.trace import ChunkTrace
+from edgelab.topology.cgroups import CpuGroup, cpu_quota_problem, reap_groups
 from edgelab.topology.spec import Topology
 
 __all__ = ["LocalCluster", "free_port", "link_profile", "tail"]
@@ -82,8 +84,9 @@ class _Node:
         self._log: IO[bytes] | None = None
         self._ps: psutil.Process | None = None
 
-    def start(self, argv: list[str]) -> None:
+    def start(self, argv: list[str], cgroup: CpuGroup | None = None) -> None:
         self._log = self.log_path.open("ab")
+        enter = ["--cgroup", str(cgroup.procs_file)] if cgroup is not None else []
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
@@ -92,6 +95,7 @@ class _Node:
                 "-m",
                 "edgelab.cluster.launch",
                 str(os.getpid()),
+                *enter,
                 "--",
                 sys.executable,
                 *argv,
@@ -162,8 +166,10 @@ class LocalCluster(Cluster):
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
+        self._groups: dict[str, CpuGroup] = {}
         self._closed = False
         self._watch: Watch = lambda: None
+        self._id = uuid.uuid4().hex[:8]
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -185,17 +191,47 @@ class LocalCluster(Cluster):
             raise
         self.startup_ms = (time.monotonic() - t0) * 1000
 
+    def _cpu_group(self, node: str, say: Progress) -> CpuGroup | None:
+        """The cgroup holding ``node``'s CPU quota, if its device has ``cpus``."""
+        cpus = self.spec.device(node).cpus
+        if cpus is None:
+            return None
+        problem = cpu_quota_problem()
+        if problem is not None:
+            raise ClusterError(
+                f"{node}: cpus {cpus:g} needs a CPU quota, and {problem}; run edgelab as root "
+                "with a writable cgroup hierarchy, or use the Docker backend (--backend docker)"
+            )
+        if not self._groups:
+            reaped = reap_groups()
+            if reaped:
+                say(f"removed cgroups of dead edgelab processes: {', '.join(reaped)}")
+        group = CpuGroup(self._id, node, cpus)
+        self._groups[node] = group
+        return group
+
+    def _describe(self, node: str) -> str:
+        threads = self.spec.threads_of(node)
+        cpus = self.spec.device(node).cpus
+        return f"{threads} threads" + (f", CPU quota {cpus:g} cores" if cpus is not None else "")
+
     def _start(self, say: Progress) -> None:
         spec = self.spec
         t0 = time.monotonic()
+        limited = [n for n, d in spec.topology.devices.items() if d.mem is not None]
+        if limited:
+            raise ClusterError(
+                f"{', '.join(limited)}: mem limits are applied by the Docker backend only "
+                "(--backend docker); the local backend cannot limit a process's memory here"
+            )
         endpoints: list[str] = []
         for i in range(1, spec.nodes):
             name = spec.worker_name(i)
             port = free_port()
             node = _Node(name, "worker", f"{LOOPBACK}:{port}", self.work_dir / f"{name}.log")
-            launch = self.engine.worker_launch(LOOPBACK, port, spec.threads)
-            say(f"starting {name} on {node.address} ({spec.threads} threads)")
-            node.start(launch.argv)
+            launch = self.engine.worker_launch(LOOPBACK, port, spec.threads_of(name))
+            say(f"starting {name} on {node.address} ({self._describe(name)})")
+            node.start(launch.argv, self._cpu_group(name, say))
             node.ready_marker = launch.ready_marker
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
@@ -217,10 +253,13 @@ class LocalCluster(Cluster):
         root_port = free_port()
         self._root = _Node("root", "root", f"{LOOPBACK}:{root_port}", self.work_dir / "root.log")
         root_launch = self.engine.root_launch(
-            LOOPBACK, root_port, self.model_path, endpoints, spec.threads
+            LOOPBACK, root_port, self.model_path, endpoints, spec.threads_of("root")
         )
-        say(f"starting root on {self._root.address}, loading {self.model_path.name}")
-        self._root.start(root_launch.argv)
+        say(
+            f"starting root on {self._root.address} ({self._describe('root')}), "
+            f"loading {self.model_path.name}"
+        )
+        self._root.start(root_launch.argv, self._cpu_group("root", say))
         self._client = RootClient(f"http://{self._root.address}")
         try:
             self._client.wait_healthy(
@@ -266,10 +305,15 @@ class LocalCluster(Cluster):
             return
         self._closed = True
         # Root first: it holds connections into every worker.
-        for node in ([self._root] if self._root else []) + self._workers:
-            node.stop()
-        for proxy in self._proxies.values():
-            proxy.close()
+        try:
+            for node in ([self._root] if self._root else []) + self._workers:
+                node.stop()
+            for proxy in self._proxies.values():
+                proxy.close()
+        finally:
+            # After the nodes: a cgroup can only be removed once its processes are gone.
+            for group in self._groups.values():
+                group.remove()
 
     # -- queries -------------------------------------------------------------------
 
@@ -338,5 +382,19 @@ class LocalCluster(Cluster):
     def node_logs(self, lines: int = 20) -> dict[str, list[str]]:
         return {n.name: tail(n.log_path, lines) for n in self._all_nodes()}
 
+    def node_limits(self) -> dict[str, dict[str, Any]]:
+        """Per node the threads it was started with and the CPU quota its cgroup has
+        (read back from the cgroup, not from the request)."""
+        out: dict[str, dict[str, Any]] = {}
+        for node in self._all_nodes():
+            group = self._groups.get(node.name)
+            out[node.name] = {
+                "threads": self.spec.threads_of(node.name),
+                "cpus": group.applied_cpus() if group is not None else None,
+                "mem": None,
+                "cgroup": str(group.path) if group is not None else None,
+            }
+        return out
+
     def provenance(self) -> dict[str, Any]:
-        return {"backend": "local", "pids": self.pids()}
+        return {"backend": "local", "pids": self.pids(), "node_limits": self.node_limits()}

@@ -113,6 +113,11 @@ class Run(Base):
     # dllama inference per run), where per-token detail came from, and the cluster
     # that served it (start-up ms, runs it served before this one).
     measurement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Devices per node and links (``Topology.to_dict()``); NULL = a uniform cluster.
+    topology: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    topology_label: Mapped[str | None] = mapped_column(String(200))
+    #: What the backend applied per node (threads, cpus, mem): provenance, not config.
+    node_limits: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     node_logs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last lines per node on failure
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")

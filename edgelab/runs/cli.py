@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,6 +15,7 @@ import click
 from edgelab.cli import load_settings
 from edgelab.settings import Settings
 from edgelab.store.status import RunStatus
+from edgelab.topology.spec import TopologyError
 
 if TYPE_CHECKING:
     import redis
@@ -56,6 +58,31 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
 @click.option("--backend", default=None, help="local or docker (default: EDGELAB_BACKEND).")
 @click.option("--cpus", type=float, default=None, help="Docker: CPU limit per node.")
 @click.option("--mem", default=None, help="Docker: memory limit per node, e.g. 512m.")
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    metavar="NODE=PRESET|key:value,...",
+    help="One node's device: a preset (`edgelab devices list`) or threads/cpus/mem, e.g. "
+    "worker2=slow or worker2=cpus:0.25,threads:1. Repeatable; other nodes keep the "
+    "cluster-wide --threads/--cpus/--mem.",
+)
+@click.option(
+    "--link",
+    "links",
+    multiple=True,
+    metavar="NODE=[PROFILE][,bandwidth:RATE][,loss:P%][,trace:FILE]",
+    help="The link root<->NODE: its own profile (missing: --latency), bandwidth, loss, "
+    "delay trace, queue, e.g. worker2=30ms,bandwidth:20mbit. Repeatable.",
+)
+@click.option(
+    "--topology",
+    "topology_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A YAML file with devices: {NODE: ...} and links: {NODE: ...} (and optionally "
+    "nodes); --device/--link override its entries.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the stored run as JSON.")
 def run_command(
     prompt: str,
@@ -73,6 +100,9 @@ def run_command(
     backend: str | None,
     cpus: float | None,
     mem: str | None,
+    devices: tuple[str, ...],
+    links: tuple[str, ...],
+    topology_file: Path | None,
     as_json: bool,
 ) -> None:
     """Run one prompt on a fresh cluster and store the results."""
@@ -95,7 +125,18 @@ def run_command(
         options["mem"] = mem
     if dllama_mode is not None:
         options["dllama_mode"] = dllama_mode
+    try:
+        topology_input = topology_options(devices, links, topology_file)
+    except TopologyError as exc:
+        lines = "\n".join(f"  --{k}: {v}" for k, v in exc.errors.items())
+        raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
+    if "nodes" in topology_input:
+        file_nodes = topology_input.pop("nodes")
+        source = click.get_current_context().get_parameter_source("nodes")
+        if source is not None and source.name == "DEFAULT":
+            nodes = file_nodes
     raw = {
+        **topology_input,
         "prompt": prompt,
         "model": model,
         "nodes": nodes,
@@ -112,7 +153,7 @@ def run_command(
     try:
         config, _model = parse_config(raw, catalog, default_backend=settings.backend)
     except ConfigError as exc:
-        lines = "\n".join(f"  --{k.replace('_', '-')}: {v}" for k, v in exc.errors.items())
+        lines = "\n".join(f"  --{_flag(k)}: {v}" for k, v in exc.errors.items())
         raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
 
     r = _host_lock_broker(settings)
@@ -143,7 +184,10 @@ def run_command(
             log.flush()
             open_line["answer"] = not event["text"].endswith("\n")
 
-    click.echo(f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}]", err=True)
+    shape = "" if config.topology.is_uniform else f", {config.topology.label}"
+    click.echo(
+        f"[run {run_id}: {config.nodes} nodes, latency {config.latency.label}{shape}]", err=True
+    )
     # SIGTERM ends the run like Ctrl-C does: cluster torn down, run marked cancelled.
     signal.signal(signal.SIGTERM, _interrupt)
     waiting = "waiting for another experiment on this host"
@@ -166,6 +210,67 @@ def run_command(
         click.echo(summary(data))
     if result.status != RunStatus.SUCCEEDED:
         raise click.ClickException(f"run {run_id} {result.status}: {result.error}")
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of a configuration field (``devices`` is ``--device``)."""
+    return {"devices": "device", "links": "link"}.get(field, field.replace("_", "-"))
+
+
+def topology_options(
+    devices: tuple[str, ...], links: tuple[str, ...], topology_file: Path | None
+) -> dict[str, Any]:
+    """``--topology FILE`` merged with ``--device``/``--link`` as run input
+    (``devices``, ``links`` and the file's ``nodes``); the flags win per node."""
+    from edgelab.topology.spec import parse_assignments
+
+    out: dict[str, Any] = {}
+    dev: dict[str, Any] = {}
+    lnk: dict[str, Any] = {}
+    if topology_file is not None:
+        import yaml
+
+        try:
+            data = yaml.safe_load(topology_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TopologyError({"topology": f"{topology_file}: {exc}"}) from None
+        if not isinstance(data, dict) or set(data) - {"devices", "links", "nodes", "name"}:
+            raise TopologyError(
+                {"topology": f"{topology_file} must map devices:, links: (and nodes:, name:)"}
+            )
+        if not isinstance(data.get("devices") or {}, dict) or not isinstance(
+            data.get("links") or {}, dict
+        ):
+            raise TopologyError({"topology": f"{topology_file}: devices and links must be maps"})
+        dev.update(data.get("devices") or {})
+        # A trace named in the file is found beside the file.
+        base = topology_file.resolve().parent
+        for node, value in (data.get("links") or {}).items():
+            lnk[node] = _trace_beside(value, base)
+        if "nodes" in data:
+            out["nodes"] = data["nodes"]
+    dev.update(parse_assignments(devices, "device"))
+    lnk.update(parse_assignments(links, "link"))
+    if dev:
+        out["devices"] = dev
+    if lnk:
+        out["links"] = lnk
+    return out
+
+
+def _trace_beside(value: Any, base: Path) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("trace"), str):
+        trace = Path(value["trace"]).expanduser()
+        return {**value, "trace": str(trace if trace.is_absolute() else base / trace)}
+    if isinstance(value, str) and "trace:" in value:
+        items = []
+        for item in value.split(","):
+            key, sep, rest = item.partition(":")
+            if sep and key.strip() == "trace" and not Path(rest.strip()).is_absolute():
+                item = f"trace:{base / rest.strip()}"
+            items.append(item)
+        return ",".join(items)
+    return value
 
 
 def _host_lock_broker(settings: Settings) -> redis.Redis | None:
@@ -224,6 +329,16 @@ def summary(run: dict[str, Any]) -> str:
         f"{_fmt(m['itl_p99_ms'])} ms  tokens {m['prompt_tokens']} in, {m['output_tokens']} out"
         f"  start-up {_fmt(m['load_ms'], ' ms', 0)}",
     ]
+    topology = run["config"].get("topology") or {}
+    if topology and not topology.get("uniform", True):
+        lines.append(f"  topology: {topology['label']}")
+    limits = run["provenance"].get("node_limits") or {}
+    for name, applied in limits.items():
+        cpus = "no CPU quota" if applied.get("cpus") is None else f"{applied['cpus']:g} CPU"
+        mem = "" if not applied.get("mem") else f", {fmt_bytes(applied['mem'])} memory"
+        if isinstance(applied.get("mem"), str):
+            mem = f", {applied['mem']} memory"
+        lines.append(f"  {name}: {applied.get('threads')} threads, {cpus}{mem} (applied)")
     for link in run["links"]:
         # Bytes per link; per-message delay sums would read like critical-path time.
         lines.append(

@@ -12,7 +12,9 @@ from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
 from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, mode_problem
 from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
-from edgelab.topology.spec import Topology
+from edgelab.topology.presets import load_book
+from edgelab.topology.spec import Topology, TopologyError, resolve_topology
+from edgelab.topology.support import topology_problems
 
 MAX_TOKENS_LIMIT = 1024
 ENGINES = ("llamacpp", "dllama")
@@ -176,6 +178,31 @@ def parse_config(
     except (ProfileError, KeyError, TypeError) as exc:
         errors["latency"] = str(exc)
 
+    topology = Topology()
+    devices_raw, links_raw = data.get("devices"), data.get("links")
+    if (
+        (devices_raw or links_raw)
+        and latency is not None
+        and nodes is not None
+        and threads is not None
+        and not {"nodes", "threads", "latency"} & set(errors)
+    ):
+        try:
+            book = load_book(catalog.devices_path)
+            topology = resolve_topology(
+                devices=devices_raw,
+                links=links_raw,
+                nodes=nodes,
+                threads=threads,
+                latency=latency,
+                presets=book.presets,
+                topologies=book.topologies,
+            )
+        except TopologyError as exc:
+            errors.update(exc.errors)
+        else:
+            errors.update(topology_problems(topology, backend))
+
     if errors:
         raise ConfigError(errors)
     # No error recorded means every field parsed; these narrow the types for mypy.
@@ -197,5 +224,6 @@ def parse_config(
         backend=backend,
         repetition=repetition or 0,
         options=options,
+        topology=topology,
     )
     return config, model

@@ -34,6 +34,7 @@ from edgelab.settings import Settings
 from edgelab.store import RunStatus
 from edgelab.store.store import Store, insert_run
 from edgelab.store.store import config_of as config_of  # re-exported: older callers
+from edgelab.topology.spec import node_names
 
 #: Called with each live event: {"type": "status"|"token"|"progress"|"metrics", ...}.
 EventSink = Callable[[dict[str, Any]], None]
@@ -271,9 +272,12 @@ def _generate(
         model_sha256=model.sha256,
         host_cpu=host_cpu(),
         host_cores=os.cpu_count(),
-        oversubscribed=host.oversubscribed([config.threads] * config.nodes, os.cpu_count()),
+        oversubscribed=host.oversubscribed(
+            [cluster.spec.threads_of(n) for n in node_names(config.nodes)], os.cpu_count()
+        ),
         edgelab_version=__version__,
         image_ids=cluster.provenance(),
+        node_limits=cluster.node_limits() or None,
     )
     if not running:
         raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")

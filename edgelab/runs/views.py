@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.db import session_scope
+from edgelab.netem.profile import LatencyProfile
+from edgelab.topology.spec import Topology, cluster_view
 
 CONFIG_FIELDS = (
     "engine",
@@ -86,11 +88,22 @@ PROVENANCE_FIELDS = (
     "edgelab_version",
     "layer_split",
     "measurement",
+    "node_limits",
 )
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def run_topology(run: Run) -> dict[str, Any]:
+    """Every node's device and every link's profile (effective values), for the JSON."""
+    return cluster_view(
+        run.nodes,
+        run.threads,
+        LatencyProfile.from_dict(run.latency),
+        Topology.from_dict(run.topology),
+    )
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -99,6 +112,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     config["latency"] = config.pop("latency_label")
     config["latency_profile"] = run.latency
     config["options"] = run.options
+    config["topology"] = run_topology(run)
     return {
         "id": run.id,
         "sweep_id": run.sweep_id,

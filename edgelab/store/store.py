@@ -47,6 +47,7 @@ from edgelab.store.status import (
     sweep_may,
     sweep_sources,
 )
+from edgelab.topology.spec import Topology
 
 if TYPE_CHECKING:
     from edgelab.sweeps.spec import Cell, SweepSpec
@@ -147,6 +148,8 @@ def insert_run(session: Session, config: RunConfig, sweep_id: int | None = None)
         seed=config.seed,
         repetition=config.repetition,
         options=dict(config.options),
+        topology=None if config.topology.is_uniform else config.topology.to_dict(),
+        topology_label=config.topology.label[:200],
         fingerprint=config.fingerprint(),
     )
     session.add(run)
@@ -216,6 +219,7 @@ def config_of(run: Run) -> RunConfig:
         backend=run.backend,
         repetition=run.repetition,
         options=dict(run.options or {}),
+        topology=Topology.from_dict(run.topology),
     )
 
 

@@ -68,6 +68,7 @@ def add_command(name: str, values: str, is_topology: bool) -> None:
     """
     import re
 
+    from edgelab.netem.profile import LatencyProfile
     from edgelab.topology.presets import add_preset, add_topology, load_book
     from edgelab.topology.spec import parse_assignments, resolve_topology, split_items
 
@@ -87,9 +88,7 @@ def add_command(name: str, values: str, is_topology: bool) -> None:
                 links=None,
                 nodes=nodes,
                 threads=1,
-                latency="0ms",
-                bandwidth=None,
-                seed=0,
+                latency=LatencyProfile.parse("0ms"),
                 presets=book.presets,
             )
             add_topology(path, name, devices)

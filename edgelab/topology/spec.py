@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgelab.netem.profile import LatencyProfile, ProfileError
+from edgelab.netem.profile import LatencyProfile, ProfileError, format_bandwidth
 
 #: ``root`` or ``worker<N>`` (N from 1); anything else is not a node name.
 NODE_NAME = re.compile(r"root|worker([1-9][0-9]{0,2})")
@@ -434,10 +434,24 @@ def parse_size(value: Any) -> int:
     return n
 
 
-def _link(
-    raw: Any, latency_text: str, bandwidth: str | None, seed: int, base_dir: Path | None
-) -> LinkSpec:
-    """One link from ``PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE`` or an object."""
+def _rate_text(profile: LatencyProfile) -> str | None:
+    """The cluster-wide rate as ``--bandwidth`` text (``UP/DOWN`` when they differ)."""
+    up, down = (profile.direction(d).bandwidth_bps for d in ("up", "down"))
+    if up is None and down is None:
+        return None
+    if up is None or down is None:
+        raise ValueError("a link cannot inherit a rate given for one direction only")
+    return (
+        format_bandwidth(up) if up == down else f"{format_bandwidth(up)}/{format_bandwidth(down)}"
+    )
+
+
+def _link(raw: Any, cluster: LatencyProfile, base_dir: Path | None) -> LinkSpec:
+    """One link from ``PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE`` or an object.
+
+    A missing profile is the cluster-wide one (``cluster``); a profile without a rate
+    keeps the cluster-wide rate (``--bandwidth``) unless the link gives ``bandwidth``.
+    """
     values: dict[str, Any]
     if isinstance(raw, str):
         bare, pairs = split_items(raw)
@@ -460,13 +474,23 @@ def _link(
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; a link has {', '.join(LINK_KEYS)}")
     own_latency = values.get("latency")
     own_bandwidth = values.get("bandwidth")
-    text = str(own_latency) if own_latency not in (None, "") else latency_text
-    if own_bandwidth not in (None, ""):
-        rate: str | None = str(own_bandwidth)
-        # A link's own rate replaces the cluster-wide one (also one given with '@').
-        text = "/".join(half.partition("@")[0] for half in text.split("/"))
+    seed = cluster.seed
+    rate: str | None
+    if own_latency in (None, ""):
+        if own_bandwidth in (None, ""):
+            text, rate = cluster.label, None
+        else:
+            # The cluster's delays with the link's own rate.
+            text = "/".join(half.partition("@")[0] for half in cluster.label.split("/"))
+            rate = str(own_bandwidth)
     else:
-        rate = bandwidth if own_latency in (None, "") or "@" not in str(own_latency) else None
+        text = str(own_latency)
+        if own_bandwidth not in (None, ""):
+            rate = str(own_bandwidth)
+        elif "@" in text:
+            rate = None
+        else:
+            rate = _rate_text(cluster)
     try:
         profile = LatencyProfile.parse(text, bandwidth=rate, seed=seed)
     except ProfileError as exc:
@@ -493,9 +517,7 @@ def resolve_topology(
     links: Any,
     nodes: int,
     threads: int,
-    latency: str,
-    bandwidth: str | None,
-    seed: int,
+    latency: LatencyProfile,
     presets: Mapping[str, Mapping[str, Any]] | None = None,
     topologies: Mapping[str, Mapping[str, Any]] | None = None,
     base_dir: Path | None = None,
@@ -504,9 +526,9 @@ def resolve_topology(
 
     ``devices`` is ``{node: preset | "key:value,..." | {key: value}}`` or the name of
     a named topology (``topologies``: name -> such a map); ``links`` is
-    ``{worker: "PROFILE,key:value,..." | {key: value}}``. ``latency``/``bandwidth``
-    are the cluster-wide profile text and rate (a link without a profile gets
-    them), ``seed`` the run's seed. Every problem is reported, per field.
+    ``{worker: "PROFILE,key:value,..." | {key: value}}``. ``latency`` is the
+    cluster-wide profile with the run's seed (a link without a profile gets it).
+    Every problem is reported, per field.
     """
     presets = presets or {}
     errors: dict[str, list[str]] = {}
@@ -544,21 +566,17 @@ def resolve_topology(
     if links not in (None, {}):
         if not isinstance(links, Mapping):
             raise TopologyError({"links": "must map worker names to links (e.g. {worker2: 30ms})"})
-        try:
-            default_profile = LatencyProfile.parse(latency, bandwidth=bandwidth, seed=seed)
-        except ProfileError:
-            default_profile = None  # the latency field reports it
         for node, raw in links.items():
             problem = _check_node(node, nodes, workers_only=True)
             if problem is not None:
                 errors.setdefault("links", []).append(problem)
                 continue
             try:
-                link = _link(raw, latency, bandwidth, seed, base_dir)
+                link = _link(raw, latency, base_dir)
             except ValueError as exc:
                 errors.setdefault("links", []).append(f"{node}: {exc}")
                 continue
-            if default_profile is None or link != LinkSpec(profile=default_profile):
+            if link != LinkSpec(profile=latency):
                 out_links[node] = link
     if errors:
         raise TopologyError({k: "; ".join(v) for k, v in errors.items()})
@@ -568,3 +586,48 @@ def resolve_topology(
         links=dict(sorted(out_links.items(), key=lambda kv: order[kv[0]])),
         name=name,
     )
+
+
+def cluster_view(
+    nodes: int, threads: int, latency: LatencyProfile, topology: Topology
+) -> dict[str, Any]:
+    """Every node and link of a cluster as plain data (run JSON, run page picture).
+
+    Unlike :meth:`Topology.to_dict` this lists *all* nodes and links, each with its
+    effective values (the cluster-wide ones where the topology says nothing).
+    """
+    node_list = []
+    for name in node_names(nodes):
+        device = topology.device(name)
+        node_list.append(
+            {
+                "node": name,
+                "threads": topology.threads_of(name, threads),
+                "cpus": device.cpus,
+                "mem": device.mem,
+                "preset": device.preset,
+                "own_device": name in topology.devices,
+            }
+        )
+    link_list = []
+    for name in node_names(nodes)[1:]:
+        link = topology.link(name, latency)
+        link_list.append(
+            {
+                "link": f"root<->{name}",
+                "node": name,
+                "latency": link.profile.label,
+                "profile": link.profile.to_dict(),
+                "loss_pct": link.loss_pct,
+                "trace": link.trace,
+                "queue_bytes": link.queue_bytes,
+                "own_link": name in topology.links,
+            }
+        )
+    return {
+        "name": topology.name,
+        "uniform": topology.is_uniform,
+        "label": topology.label,
+        "nodes": node_list,
+        "links": link_list,
+    }

@@ -21,9 +21,7 @@ def resolve(**kw: object) -> Topology:
         "links": None,
         "nodes": 3,
         "threads": 1,
-        "latency": "10ms",
-        "bandwidth": None,
-        "seed": 0,
+        "latency": LatencyProfile.parse("10ms", seed=0),
         "presets": EXAMPLE_PRESETS,
     }
     args.update(kw)
@@ -49,8 +47,10 @@ def test_cli_syntax_and_json_give_the_same_topology() -> None:
 
 
 def test_link_without_profile_takes_the_cluster_latency() -> None:
-    t = resolve(links={"worker1": "bandwidth:5mbit"}, latency="20ms")
+    t = resolve(links={"worker1": "bandwidth:5mbit"}, latency=LatencyProfile.parse("20ms@1mbit"))
     assert t.links["worker1"].profile.label == "20ms@5mbit"
+    t = resolve(links={"worker1": "5ms"}, latency=LatencyProfile.parse("20ms", bandwidth="1mbit"))
+    assert t.links["worker1"].profile.label == "5ms@1mbit"  # the cluster-wide rate stays
 
 
 def test_defaults_spelled_out_are_the_uniform_cluster_with_its_old_fingerprint() -> None:
