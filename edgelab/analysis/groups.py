@@ -58,6 +58,8 @@ class ConfigKey:
     # The run fingerprint for multi-node runs ("" for 1 node): whatever else the
     # fingerprint separates (e.g. a non-uniform topology) stays separate here too.
     fingerprint: str = ""
+    #: The cluster's devices and links where they differ from the cluster-wide values.
+    topology: str = "uniform"
 
     @classmethod
     def of(cls, record: RunRecord) -> ConfigKey:
@@ -76,6 +78,7 @@ class ConfigKey:
             seed=record.seed,
             options=json.dumps(dict(record.options), sort_keys=True, default=str),
             fingerprint="" if alone else record.fingerprint,
+            topology=record.topology,
         )
 
     @property
@@ -86,7 +89,8 @@ class ConfigKey:
         net = "no links" if self.latency is None else self.latency
         if self.bandwidth_bps is not None and self.latency is not None and "@" not in net:
             net += f" @{self.bandwidth_bps} bit/s"
-        return f"{self.nodes} node{'s' if self.nodes != 1 else ''} × {threads} · {net}"
+        shape = "" if self.topology == "uniform" else f" · {self.topology}"
+        return f"{self.nodes} node{'s' if self.nodes != 1 else ''} × {threads} · {net}{shape}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,7 @@ class ConfigKey:
             "temperature": self.temperature,
             "seed": self.seed,
             "options": json.loads(self.options),
+            "topology": self.topology,
         }
 
 

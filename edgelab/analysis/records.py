@@ -75,6 +75,8 @@ class RunRecord:
     net_bytes_per_token: float | None = None
     round_trips_per_token: float | None = None
     flags: frozenset[str] = frozenset()
+    #: ``Topology.label``: devices and links that differ from the cluster-wide values.
+    topology: str = "uniform"
 
     def metric(self, name: str) -> float | None:
         """A metric's value, ``None`` when missing or not a finite number."""
@@ -187,6 +189,7 @@ def record_from_run(run: Run | Row[Any], decode_round_trips: float | None = None
         net_bytes_per_token=row["net_bytes_per_token"],
         round_trips_per_token=trips,
         flags=_flags_of(row),
+        topology=row.get("topology_label") or "uniform",
     )
 
 
@@ -242,7 +245,7 @@ _BASE_COLUMNS = (
     *METRICS,
 )
 #: Columns read when the schema has them (newer measurement hygiene and link timing).
-_OPTIONAL_COLUMNS = (*FLAG_NAMES, "flags", "round_trips_per_token")
+_OPTIONAL_COLUMNS = (*FLAG_NAMES, "flags", "round_trips_per_token", "topology_label")
 
 
 def _column_names() -> list[str]:

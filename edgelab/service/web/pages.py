@@ -36,6 +36,7 @@ from edgelab.service.api import event_stream
 from edgelab.service.extensions import current_actions, current_celery, current_settings, db
 from edgelab.service.history import PER_PAGE_CHOICES, parse_history
 from edgelab.service.web import web
+from edgelab.service.web.cluster_svg import cluster_svg
 from edgelab.service.web.forms import (
     BANDWIDTH_HELP,
     LATENCY_HELP,
@@ -201,6 +202,7 @@ def run_page(run_id: int) -> Any:
     return render_template(
         "run.html",
         run=detail,
+        cluster=cluster_svg(detail),
         sweep=sweep,
         action=ActionForm(),
         terminal=detail["status"] in RUN_TERMINAL,
