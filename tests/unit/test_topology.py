@@ -136,3 +136,30 @@ def test_presets_file_add_remove(tmp_path: Path) -> None:
     assert "pi" not in load_book(path).presets
     with pytest.raises(ValueError, match="unknown key"):
         add_preset(path, "x", {"speed": 3})
+
+
+def test_run_page_picture_draws_every_node_and_link() -> None:
+    from edgelab.service.web.cluster_svg import cluster_svg
+    from edgelab.topology.spec import cluster_view
+
+    latency = LatencyProfile.parse("10ms", seed=0)
+    t = resolve(devices={"worker2": "cpus:0.25"}, links={"worker2": "30ms,loss:2%"})
+    run = {
+        "config": {"topology": cluster_view(3, 1, latency, t)},
+        "provenance": {"node_limits": {"worker2": {"threads": 1, "cpus": 0.25, "mem": None}}},
+        "links": [
+            {"link": "root<->worker2", "bytes_up": 1000, "bytes_down": 24, "round_trips_decode": 7}
+        ],
+        "samples": [{"node": "worker2", "cpu_percent": 24.6}],
+    }
+    svg = str(cluster_svg(run))
+    assert svg.startswith("<svg")
+    assert svg.endswith("</svg>")
+    for node in ("root", "worker1", "worker2"):
+        assert f'data-node="{node}"' in svg
+    assert svg.count('class="link"') == 2
+    assert "30ms, loss 2 %" in svg
+    assert ">10ms<" in svg
+    assert "applied: 0.25 CPU" in svg
+    assert "peak CPU 25 %" in svg
+    assert "7 round trips" in svg
