@@ -122,7 +122,7 @@ class ReportData:
 
 
 #: Configuration fields :attr:`ConfigKey.label` already shows.
-LABEL_FIELDS = frozenset({"nodes", "threads", "latency", "bandwidth_bps"})
+LABEL_FIELDS = frozenset({"nodes", "threads", "latency", "bandwidth_bps", "topology"})
 
 
 def config_label(key: ConfigKey, varying: Sequence[str]) -> str:
@@ -131,6 +131,9 @@ def config_label(key: ConfigKey, varying: Sequence[str]) -> str:
     data = key.to_dict()
     extra = []
     for name in varying:
+        if name == "fingerprint":  # only the run fingerprint tells these apart
+            extra.append(f"config {key.fingerprint[:8]}" if key.fingerprint else "config -")
+            continue
         if name in LABEL_FIELDS or name not in data:
             continue
         value = data[name]
