@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +34,7 @@ from edgelab.tasks.locks import (
     BrokerUnavailable,
     Heartbeat,
     RunLeases,
+    host_lock_key,
     retrying,
     run_lease_key,
 )
@@ -173,3 +177,71 @@ def test_retrying_gives_up_after_its_budget_with_broker_unavailable() -> None:
     assert 1.0 <= elapsed < 5.0
     assert "stayed unreachable for 2 s while trying to ping the broker" in str(info.value)
     assert len(heard) == 1  # one progress line per outage, not one per attempt
+
+
+def _cli_env(tmp_path: Path, models_dir: Path, redis_url: str, host: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGELAB_")}
+    env.update(
+        EDGELAB_DATA_DIR=str(tmp_path / "cli"),
+        EDGELAB_MODELS_DIR=str(models_dir),
+        EDGELAB_REDIS_URL=redis_url,
+        EDGELAB_HOST_ID=host,
+    )
+    return env
+
+
+RUN_ARGV = ["-m", "edgelab", "run", "--prompt", "Hi", "--nodes", "1", "--latency", "0ms"]
+
+
+def test_edgelab_run_waits_for_the_host_lock_like_a_worker(
+    tmp_path: Path, models_dir: Path, smollm2: object, queue_redis_url: str
+) -> None:
+    host = f"cli-lock-{os.getpid()}"
+    r = redis.Redis.from_url(queue_redis_url)
+    held = r.lock(host_lock_key(host), timeout=60, thread_local=False)
+    assert held.acquire(blocking=False)  # a worker's experiment on this host
+    err = tmp_path / "run.err"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *RUN_ARGV, "--max-tokens", "2"],
+            env=_cli_env(tmp_path, models_dir, queue_redis_url, host),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"waiting for another experiment on this host" not in err.read_bytes():
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        time.sleep(2)
+        assert proc.poll() is None  # still waiting: it does not share the CPU
+        assert b"running]" not in err.read_bytes()
+        held.release()
+        assert proc.wait(timeout=120) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b": succeeded]" in err.read_bytes()
+    assert not r.exists(host_lock_key(host))  # released when it finished
+
+
+def test_edgelab_run_refuses_when_its_broker_does_not_answer(
+    tmp_path: Path, models_dir: Path, smollm2: object
+) -> None:
+    # Port 1 on loopback: nothing listens (a configured broker that is down).
+    env = _cli_env(tmp_path, models_dir, "redis://127.0.0.1:1/0", "cli-down")
+    done = subprocess.run(
+        [sys.executable, *RUN_ARGV, "--max-tokens", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "broker unreachable at redis://127.0.0.1:1/0" in done.stderr
+    assert "same host lock as workers" in done.stderr
+    assert not (tmp_path / "cli" / "edgelab.db").exists()  # refused before anything was written

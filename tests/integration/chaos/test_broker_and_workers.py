@@ -194,14 +194,15 @@ def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_tw
     client = _client(settings)
     spec = {
         "name": "broker-restart",
-        "nodes": [1, 2],  # two topology groups: two messages
+        "nodes": [2, 3],  # two topology groups: two messages (2 x 2 x 2 = 8 cells)
         "latency": ["0ms", "30ms"],
         "repetitions": 2,
-        "max_tokens": 16,
+        "max_tokens": 12,
         "prompts": [PROMPT],
     }
     resp = client.post("/api/sweeps", json=spec)
     assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["total_cells"] == 8
     sweep_id = resp.get_json()["id"]
 
     def one_done_one_generating(d: dict[str, Any]) -> bool:
