@@ -632,6 +632,8 @@ class Store:
             sweep = s.scalars(select(Sweep).where(Sweep.id == sweep_id).with_for_update()).first()
             if sweep is None:
                 raise SweepNotFound(sweep_id)
+            if SweepStatus(sweep.status).terminal:  # cancelled (or over): nothing new
+                return []
             cells = plan(s)
             if not cells:
                 return []

@@ -212,6 +212,17 @@ def test_a_search_sweep_creates_its_cells_as_results_arrive_and_resumes(
     assert len(result.created) == 1
 
 
+def test_a_cancelled_search_creates_no_more_cells(settings: Settings, catalog: Catalog) -> None:
+    spec = parse_spec(SPEC, max_cells=1000)
+    with session_scope(settings.database_url) as s:
+        sweep_id = control.create_sweep(s, spec, expand(spec, catalog)).id
+    store = Store(settings.database_url)
+    _finish_queued(settings, sweep_id)
+    store.cancel_sweep(sweep_id)
+
+    assert advance(store, sweep_id, catalog) == []
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
