@@ -1,12 +1,12 @@
 """Exec a node command so that it dies with the process that started it.
 
-``python -m edgelab.cluster.launch PARENT_PID [--cgroup PROCS_FILE] -- PROGRAM ARGS...`` sets
+``python -m edgelab.cluster.launch PARENT_PID [--cgroup PROCS_FILE]... -- PROGRAM ARGS...`` sets
 ``PR_SET_PDEATHSIG`` (which survives ``execve``) and then becomes PROGRAM. Doing
 this in a launcher rather than in ``preexec_fn`` keeps ``subprocess`` fork-safe in
 a parent that already runs proxy threads. The parent pid is checked after the
 prctl so that a parent that died in between is not missed. With ``--cgroup`` the
-launcher first moves itself into that cgroup (``cgroup.procs``: a node's CPU
-quota), so every thread the program starts is inside it from its first instruction.
+launcher first moves itself into those cgroups (``cgroup.procs``: a node's CPU
+quota and memory limit), so every thread the program starts is inside it from its first instruction.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ _PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> None:
     usage = "usage: python -m edgelab.cluster.launch PARENT_PID [--cgroup FILE] -- PROGRAM [ARGS]"
-    cgroup: str | None = None
-    if len(argv) >= 3 and argv[1] == "--cgroup":
-        cgroup = argv[2]
+    cgroups: list[str] = []
+    while len(argv) >= 3 and argv[1] == "--cgroup":
+        cgroups.append(argv[2])
         argv = [argv[0], *argv[3:]]
     if len(argv) < 3 or argv[1] != "--":
         sys.exit(usage)
     parent = int(argv[0])
-    if cgroup is not None:
+    for cgroup in cgroups:
         try:
             with open(cgroup, "w") as f:
                 f.write(str(os.getpid()))

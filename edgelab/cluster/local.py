@@ -44,8 +44,13 @@ from edgelab.metrics.sampler import ProcessSource, SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.trace import ChunkTrace
-from edgelab.topology.cgroups import CpuGroup, cpu_quota_problem, reap_groups
-from edgelab.topology.spec import Topology
+from edgelab.topology.cgroups import (
+    NodeGroup,
+    cpu_quota_problem,
+    memory_limit_problem,
+    reap_groups,
+)
+from edgelab.topology.spec import Topology, mem_bytes
 
 __all__ = ["LocalCluster", "free_port", "link_profile", "tail"]
 
@@ -84,9 +89,9 @@ class _Node:
         self._log: IO[bytes] | None = None
         self._ps: psutil.Process | None = None
 
-    def start(self, argv: list[str], cgroup: CpuGroup | None = None) -> None:
+    def start(self, argv: list[str], group: NodeGroup | None = None) -> None:
         self._log = self.log_path.open("ab")
-        enter = ["--cgroup", str(cgroup.procs_file)] if cgroup is not None else []
+        enter = [a for f in (group.procs_files if group else []) for a in ("--cgroup", str(f))]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
@@ -166,7 +171,7 @@ class LocalCluster(Cluster):
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
-        self._groups: dict[str, CpuGroup] = {}
+        self._groups: dict[str, NodeGroup] = {}
         self._closed = False
         self._watch: Watch = lambda: None
         self._id = uuid.uuid4().hex[:8]
@@ -191,39 +196,46 @@ class LocalCluster(Cluster):
             raise
         self.startup_ms = (time.monotonic() - t0) * 1000
 
-    def _cpu_group(self, node: str, say: Progress) -> CpuGroup | None:
-        """The cgroup holding ``node``'s CPU quota, if its device has ``cpus``."""
-        cpus = self.spec.device(node).cpus
-        if cpus is None:
+    def _node_group(self, node: str, say: Progress) -> NodeGroup | None:
+        """The cgroup(s) holding ``node``'s CPU quota and memory limit, if its device has any."""
+        device = self.spec.device(node)
+        if device.cpus is None and device.mem is None:
             return None
-        problem = cpu_quota_problem()
-        if problem is not None:
-            raise ClusterError(
-                f"{node}: cpus {cpus:g} needs a CPU quota, and {problem}; run edgelab as root "
-                "with a writable cgroup hierarchy, or use the Docker backend (--backend docker)"
-            )
+        for wanted, problem in (
+            (device.cpus is not None, cpu_quota_problem()),
+            (device.mem is not None, memory_limit_problem()),
+        ):
+            if wanted and problem is not None:
+                what = "cpus needs a CPU quota" if device.cpus is not None else "mem needs a limit"
+                raise ClusterError(
+                    f"{node}: {what}, and {problem}; run edgelab as root with a writable "
+                    "cgroup hierarchy, or use the Docker backend (--backend docker)"
+                )
         if not self._groups:
             reaped = reap_groups()
             if reaped:
                 say(f"removed cgroups of dead edgelab processes: {', '.join(reaped)}")
-        group = CpuGroup(self._id, node, cpus)
+        mem = mem_bytes(device.mem) if device.mem is not None else None
+        try:
+            group = NodeGroup(self._id, node, device.cpus, mem)
+        except OSError as exc:
+            raise ClusterError(f"{node}: cannot create its cgroup: {exc}") from exc
         self._groups[node] = group
         return group
 
     def _describe(self, node: str) -> str:
         threads = self.spec.threads_of(node)
-        cpus = self.spec.device(node).cpus
-        return f"{threads} threads" + (f", CPU quota {cpus:g} cores" if cpus is not None else "")
+        device = self.spec.device(node)
+        text = f"{threads} threads"
+        if device.cpus is not None:
+            text += f", CPU quota {device.cpus:g} cores"
+        if device.mem is not None:
+            text += f", memory limit {device.mem}"
+        return text
 
     def _start(self, say: Progress) -> None:
         spec = self.spec
         t0 = time.monotonic()
-        limited = [n for n, d in spec.topology.devices.items() if d.mem is not None]
-        if limited:
-            raise ClusterError(
-                f"{', '.join(limited)}: mem limits are applied by the Docker backend only "
-                "(--backend docker); the local backend cannot limit a process's memory here"
-            )
         endpoints: list[str] = []
         for i in range(1, spec.nodes):
             name = spec.worker_name(i)
@@ -231,7 +243,7 @@ class LocalCluster(Cluster):
             node = _Node(name, "worker", f"{LOOPBACK}:{port}", self.work_dir / f"{name}.log")
             launch = self.engine.worker_launch(LOOPBACK, port, spec.threads_of(name))
             say(f"starting {name} on {node.address} ({self._describe(name)})")
-            node.start(launch.argv, self._cpu_group(name, say))
+            node.start(launch.argv, self._node_group(name, say))
             node.ready_marker = launch.ready_marker
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
@@ -259,7 +271,7 @@ class LocalCluster(Cluster):
             f"starting root on {self._root.address} ({self._describe('root')}), "
             f"loading {self.model_path.name}"
         )
-        self._root.start(root_launch.argv, self._cpu_group("root", say))
+        self._root.start(root_launch.argv, self._node_group("root", say))
         self._client = RootClient(f"http://{self._root.address}")
         try:
             self._client.wait_healthy(
@@ -374,6 +386,13 @@ class LocalCluster(Cluster):
             if node.proc is not None and node.proc.poll() is not None:
                 code = node.proc.returncode
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                group = self._groups.get(node.name)
+                if code == -signal.SIGKILL and group is not None and group.hit_memory_limit():
+                    how = (
+                        f"ran out of memory: its memory limit {self.spec.device(node.name).mem} "
+                        f"is too small for model {self.spec.model} (the kernel's OOM killer "
+                        "ended it); raise its mem"
+                    )
                 raise NodeFailure(node.name, how, tail(node.log_path, 20))
 
     def root_tail(self, lines: int = 20) -> list[str]:
@@ -391,8 +410,8 @@ class LocalCluster(Cluster):
             out[node.name] = {
                 "threads": self.spec.threads_of(node.name),
                 "cpus": group.applied_cpus() if group is not None else None,
-                "mem": None,
-                "cgroup": str(group.path) if group is not None else None,
+                "mem": group.applied_mem() if group is not None else None,
+                "cgroup": [str(p) for p in group.paths.values()] if group is not None else None,
             }
         return out
 

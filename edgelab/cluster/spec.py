@@ -55,8 +55,11 @@ class ClusterSpec:
             "threads": self.threads,
             "options": self.options,
         }
-        if not self.topology.is_uniform:
-            key["topology"] = self.topology.cluster_key()
+        shape = self.topology.cluster_key()
+        if shape["devices"] or shape["links"]:
+            # Only then: a uniform cluster keeps its key, and clusters that differ only in
+            # link delays share one started cluster.
+            key["topology"] = shape
         return json.dumps(key, sort_keys=True)
 
     def device(self, node: str) -> NodeDevice:

@@ -59,15 +59,20 @@ from edgelab.runs.config import ConfigError, RunConfig, parse_config
 AXES: tuple[str, ...] = (
     "engine",
     "model",
+    "backend",
     "nodes",
     "threads",
+    "devices",
     "bandwidth",
     "latency",
+    "links",
     "max_tokens",
     "prompts",
 )
+#: Axes whose values may be objects (a per-node map of devices or links), not scalars.
+OBJECT_AXES: tuple[str, ...] = ("latency", "devices", "links")
 #: Fields shared by every cell.
-FIXED: tuple[str, ...] = ("seed", "temperature", "backend", "options")
+FIXED: tuple[str, ...] = ("seed", "temperature", "options")
 OTHER: tuple[str, ...] = ("name", "repetitions", "prompt", "warmup", "order", "order_seed")
 #: The fields of a ``search`` spec (edgelab.sweeps.search) besides the axes.
 SEARCH_FIELDS: tuple[str, ...] = ("search", "latency_range", "tolerance")
@@ -77,6 +82,9 @@ MAX_REPETITIONS = 100
 DEFAULTS: dict[str, Any] = {
     "engine": "llamacpp",
     "model": "smollm2-135m",
+    "backend": None,  # the server's EDGELAB_BACKEND
+    "devices": None,  # every node the cluster-wide threads
+    "links": None,  # every link the cluster-wide latency
     "nodes": 1,
     "threads": 1,
     "bandwidth": None,
@@ -210,8 +218,14 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
         values = _as_list(raw)
         if not values:
             errors.setdefault(axis, "must have at least one value")
-        elif any(isinstance(v, dict | list) for v in values) and axis != "latency":
-            errors[axis] = "values must be scalars"
+        elif any(isinstance(v, list) for v in values) or (
+            any(isinstance(v, dict) for v in values) and axis not in OBJECT_AXES
+        ):
+            errors[axis] = (
+                "values must be scalars"
+                if axis not in OBJECT_AXES
+                else "give one value or a list of values (a name or a per-node map each)"
+            )
         else:
             # Duplicates would make two identical cells that resume cannot tell apart.
             axes[axis] = _unique(values)

@@ -1,4 +1,5 @@
-"""CPU quotas for local nodes through cgroups (v1 ``cpu.cfs_quota_us`` or v2 ``cpu.max``).
+"""Limits for local nodes through cgroups: a CPU quota (v1 ``cpu.cfs_quota_us``, v2
+``cpu.max``) and a memory limit (v1 ``memory.limit_in_bytes``, v2 ``memory.max``).
 
 A local node with ``cpus: 0.25`` runs in a cgroup of its own whose quota is a
 quarter of one core per scheduling period, the same mechanism Docker's ``--cpus``
@@ -7,8 +8,9 @@ group before it becomes the engine, so every thread the engine starts is capped.
 Groups are named ``edgelab-<owner pid>-<cluster>-<node>`` and removed when the
 cluster closes; :func:`reap_groups` removes groups of owners that died.
 
-Needs root and a writable cgroup hierarchy with the cpu controller; anything
-else is a clear refusal (:func:`cpu_quota_problem`), not a silent no-op.
+Needs root and a writable cgroup hierarchy with the cpu (and memory) controller;
+anything else is a clear refusal (:func:`cpu_quota_problem`,
+:func:`memory_limit_problem`), not a silent no-op.
 """
 
 from __future__ import annotations
@@ -29,25 +31,34 @@ PREFIX = "edgelab-"
 @dataclass(frozen=True)
 class Hierarchy:
     version: int  # 1 or 2
-    base: Path  # where groups are created
+    #: Where groups are created, per controller (v2: the same directory for both).
+    bases: dict[str, Path]
+
+
+CONTROLLERS = ("cpu", "memory")
 
 
 def _find_hierarchy(root: Path = CGROUP_ROOT) -> Hierarchy | str:
-    """The cpu hierarchy to create groups in, or why there is none."""
-    v1 = root / "cpu"
-    if (v1 / "cpu.cfs_quota_us").exists():
-        return Hierarchy(1, v1)
+    """The hierarchy to create groups in (cpu and memory controllers), or why there is none."""
+    if (root / "cpu" / "cpu.cfs_quota_us").exists():
+        bases = {"cpu": root / "cpu"}
+        if (root / "memory" / "memory.limit_in_bytes").exists():
+            bases["memory"] = root / "memory"
+        return Hierarchy(1, bases)
     controllers = root / "cgroup.controllers"
     if controllers.exists():
-        if "cpu" not in controllers.read_text().split():
+        available = controllers.read_text().split()
+        if "cpu" not in available:
             return f"the cgroup v2 hierarchy at {root} has no cpu controller"
         subtree = root / "cgroup.subtree_control"
-        if "cpu" not in subtree.read_text().split():
-            try:
-                subtree.write_text("+cpu")
-            except OSError as exc:
-                return f"the cpu controller cannot be enabled in {subtree} ({exc.strerror})"
-        return Hierarchy(2, root)
+        enabled = subtree.read_text().split()
+        for name in CONTROLLERS:
+            if name in available and name not in enabled:
+                try:
+                    subtree.write_text(f"+{name}")
+                except OSError as exc:
+                    return f"the {name} controller cannot be enabled in {subtree} ({exc.strerror})"
+        return Hierarchy(2, {n: root for n in CONTROLLERS if n in available})
     return f"no cgroup cpu controller is mounted at {root}"
 
 
@@ -58,15 +69,17 @@ def _probe() -> Hierarchy | str:
     found = _find_hierarchy()
     if isinstance(found, str):
         return found
-    probe = found.base / f"{PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
-        probe.mkdir()
-        _write_quota(found, probe, 1.0)
-    except OSError as exc:
-        return f"cgroups cannot be created in {found.base} ({exc.strerror})"
-    finally:
-        with contextlib.suppress(OSError):
-            probe.rmdir()
+    for controller, base in found.bases.items():
+        probe = base / f"{PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        try:
+            probe.mkdir()
+            if controller == "cpu":
+                _write_quota(found, probe, 1.0)
+        except OSError as exc:
+            return f"cgroups cannot be created in {base} ({exc.strerror})"
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
     return found
 
 
@@ -76,6 +89,14 @@ def cpu_quota_problem() -> str | None:
     return found if isinstance(found, str) else None
 
 
+def memory_limit_problem() -> str | None:
+    """Why a memory limit cannot be applied to local nodes here, or None if it can."""
+    found = _probe()
+    if isinstance(found, str):
+        return found
+    return None if "memory" in found.bases else "no cgroup memory controller is mounted"
+
+
 def _write_quota(h: Hierarchy, group: Path, cpus: float) -> None:
     quota = max(1000, round(cpus * PERIOD_US))
     if h.version == 1:
@@ -83,6 +104,15 @@ def _write_quota(h: Hierarchy, group: Path, cpus: float) -> None:
         (group / "cpu.cfs_quota_us").write_text(str(quota))
     else:
         (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+
+
+def _write_memory(h: Hierarchy, group: Path, mem_bytes: int) -> None:
+    if h.version == 1:
+        (group / "memory.limit_in_bytes").write_text(str(mem_bytes))
+    else:
+        (group / "memory.max").write_text(str(mem_bytes))
+        with contextlib.suppress(OSError):
+            (group / "memory.swap.max").write_text("0")
 
 
 def read_quota(group: Path) -> float | None:
@@ -98,45 +128,90 @@ def read_quota(group: Path) -> float | None:
         return None
 
 
-class CpuGroup:
-    """One node's cgroup with a CPU quota; :meth:`remove` deletes it (idempotent)."""
+def read_memory(group: Path) -> int | None:
+    """The memory limit a group actually has, in bytes (None: unlimited or unreadable)."""
+    try:
+        if (group / "memory.limit_in_bytes").exists():
+            value = int((group / "memory.limit_in_bytes").read_text())
+            return None if value >= 1 << 62 else value
+        text = (group / "memory.max").read_text().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
 
-    def __init__(self, cluster: str, node: str, cpus: float) -> None:
+
+class NodeGroup:
+    """One node's cgroup(s) with its CPU quota and/or memory limit; :meth:`remove`
+    deletes them (idempotent). cgroup v1 has one directory per controller."""
+
+    def __init__(self, cluster: str, node: str, cpus: float | None, mem_bytes: int | None) -> None:
         found = _probe()
         if isinstance(found, str):
-            raise OSError(f"cannot apply a CPU quota: {found}")
+            raise OSError(f"cannot apply node limits: {found}")
         self.hierarchy = found
-        self.path = found.base / f"{PREFIX}{os.getpid()}-{cluster}-{node}"
-        self.path.mkdir()
+        name = f"{PREFIX}{os.getpid()}-{cluster}-{node}"
+        wanted = [c for c, v in (("cpu", cpus), ("memory", mem_bytes)) if v is not None]
+        missing = [c for c in wanted if c not in found.bases]
+        if missing:
+            raise OSError(f"no cgroup {' and '.join(missing)} controller is available")
+        self.paths: dict[str, Path] = {}
+        for controller in wanted:
+            path = found.bases[controller] / name
+            if path not in self.paths.values():
+                path.mkdir()
+            self.paths[controller] = path
         try:
-            _write_quota(found, self.path, cpus)
+            if cpus is not None:
+                _write_quota(found, self.paths["cpu"], cpus)
+            if mem_bytes is not None:
+                _write_memory(found, self.paths["memory"], mem_bytes)
         except OSError:
             self.remove()
             raise
 
     @property
-    def procs_file(self) -> Path:
-        return self.path / "cgroup.procs"
+    def procs_files(self) -> list[Path]:
+        return sorted({p / "cgroup.procs" for p in self.paths.values()})
 
     def applied_cpus(self) -> float | None:
-        return read_quota(self.path)
+        return read_quota(self.paths["cpu"]) if "cpu" in self.paths else None
+
+    def applied_mem(self) -> int | None:
+        return read_memory(self.paths["memory"]) if "memory" in self.paths else None
+
+    def hit_memory_limit(self) -> bool:
+        """Whether the memory limit was reached (the kernel's OOM killer may have acted)."""
+        path = self.paths.get("memory")
+        if path is None:
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            if (path / "memory.failcnt").exists():
+                return int((path / "memory.failcnt").read_text()) > 0
+            events = (path / "memory.events").read_text().split()
+            return int(events[events.index("oom_kill") + 1]) > 0
+        return False
 
     def remove(self, timeout_s: float = 5.0) -> None:
-        """Delete the group once its processes are gone (rmdir fails while any is left)."""
-        deadline = time.monotonic() + timeout_s
-        while self.path.exists():
-            try:
-                self.path.rmdir()
+        """Delete the groups once their processes are gone (rmdir fails while any is left)."""
+        for path in set(self.paths.values()):
+            _remove(path, timeout_s)
+
+
+def _remove(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while path.exists():
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                _evict(path)
+                with contextlib.suppress(OSError):
+                    path.rmdir()
                 return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    _evict(self.path)
-                    with contextlib.suppress(OSError):
-                        self.path.rmdir()
-                    return
-                time.sleep(0.05)
+            time.sleep(0.05)
 
 
 def _evict(group: Path) -> None:
@@ -153,14 +228,15 @@ def reap_groups() -> list[str]:
     if isinstance(found, str) or os.geteuid() != 0:
         return []
     removed = []
-    for group in found.base.glob(f"{PREFIX}*"):
-        owner = group.name[len(PREFIX) :].split("-", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
-            continue
-        _evict(group)
-        with contextlib.suppress(OSError):
-            group.rmdir()
-            removed.append(group.name)
+    for base in set(found.bases.values()):
+        for group in base.glob(f"{PREFIX}*"):
+            owner = group.name[len(PREFIX) :].split("-", 1)[0]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            _evict(group)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                removed.append(str(group))
     return removed
 
 

@@ -232,6 +232,27 @@ class Topology:
             },
         }
 
+    def as_flags(self) -> tuple[list[str], list[str]]:
+        """The ``--device`` and ``--link`` values that give this topology back."""
+        devices = [
+            f"{n}="
+            + ",".join(
+                f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in d.values().items()
+            )
+            for n, d in self.devices.items()
+        ]
+        links = []
+        for n, link in self.links.items():
+            parts = [link.profile.label]
+            if link.loss_pct:
+                parts.append(f"loss:{link.loss_pct:g}%")
+            if link.trace:
+                parts.append(f"trace:{link.trace}")
+            if link.queue_bytes is not None:
+                parts.append(f"queue:{link.queue_bytes}")
+            links.append(f"{n}={','.join(parts)}")
+        return devices, links
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Topology:
         if not data:

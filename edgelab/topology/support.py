@@ -8,7 +8,7 @@ never silently ignored. When a backend learns a feature, remove it from
 
 from __future__ import annotations
 
-from edgelab.topology.cgroups import cpu_quota_problem
+from edgelab.topology.cgroups import cpu_quota_problem, memory_limit_problem
 from edgelab.topology.spec import Topology
 
 #: Link features no backend applies yet, with the words for the refusal.
@@ -31,19 +31,16 @@ def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
                     "remove it to run)"
                 )
     if backend == "local":
-        capped = [n for n, d in topology.devices.items() if d.cpus is not None]
-        if capped:
-            problem = cpu_quota_problem()
+        for attr, words, problem_of in (
+            ("cpus", "cpus needs a CPU quota", cpu_quota_problem),
+            ("mem", "mem needs a memory limit", memory_limit_problem),
+        ):
+            nodes = [n for n, d in topology.devices.items() if getattr(d, attr) is not None]
+            problem = problem_of() if nodes else None
             if problem is not None:
                 problems.setdefault("devices", []).append(
-                    f"{', '.join(capped)}: cpus needs a CPU quota, and {problem}; "
-                    "run as root with a writable cgroup hierarchy, or use the Docker "
-                    "backend (--backend docker), which limits each container's CPUs"
+                    f"{', '.join(nodes)}: {words}, and {problem}; run as root with a writable "
+                    "cgroup hierarchy, or use the Docker backend (--backend docker), which "
+                    "limits each container"
                 )
-        limited = [n for n, d in topology.devices.items() if d.mem is not None]
-        if limited:
-            problems.setdefault("devices", []).append(
-                f"{', '.join(limited)}: mem limits are applied by the Docker backend only "
-                "(--backend docker); the local backend cannot limit a process's memory here"
-            )
     return {k: "; ".join(v) for k, v in problems.items()}

@@ -163,3 +163,55 @@ def test_run_page_picture_draws_every_node_and_link() -> None:
     assert "applied: 0.25 CPU" in svg
     assert "peak CPU 25 %" in svg
     assert "7 round trips" in svg
+
+
+def test_devices_links_and_backend_are_sweep_axes(tmp_path: Path) -> None:
+    from edgelab.catalog import Catalog
+    from edgelab.catalog.info import ModelInfo
+    from edgelab.sweeps.spec import SpecError, expand, group_by_topology, parse_spec
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    catalog = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
+    catalog.register(
+        ModelInfo(
+            name="m",
+            path=gguf,
+            size_bytes=1,
+            sha256="0" * 64,
+            architecture="llama",
+            n_layers=30,
+            quantization="q4",
+            format="gguf",
+        )
+    )
+    spec = parse_spec(
+        {
+            "model": "m",
+            "nodes": 3,
+            "devices": ["uniform", "one-slow-worker", {"worker2": "cpus:0.5"}],
+            "latency": ["0ms", "10ms"],
+            "links": [None, {"worker2": "30ms"}],
+            "backend": ["local", "docker"],
+            "prompts": ["p"],
+            "max_tokens": 4,
+        },
+        max_cells=100,
+    )
+    cells = expand(spec, catalog)
+    assert len(cells) == 3 * 2 * 2 * 2
+    # Link delays and the latency change on a warm cluster; devices and backends do not.
+    assert len(group_by_topology(cells)) == 3 * 2
+    assert {c.config.topology.name for c in cells} == {"uniform", "one-slow-worker", None}
+    slow = next(c for c in cells if c.config.topology.name == "one-slow-worker")
+    assert slow.config.topology.devices["worker1"].cpus == 0.3
+    assert len({c.config.fingerprint() for c in cells}) == len(cells)
+    with pytest.raises(SpecError) as info:
+        expand(
+            parse_spec(
+                {"model": "m", "nodes": 2, "devices": {"worker2": "slow"}, "prompts": ["p"]},
+                max_cells=10,
+            ),
+            catalog,
+        )
+    assert "worker2 does not exist" in info.value.errors["devices"]

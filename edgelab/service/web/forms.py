@@ -108,6 +108,42 @@ class RunForm(FlaskForm):  # type: ignore[misc]
     backend = SelectField("Backend", choices=list(BACKENDS), validate_choice=False)
     engine = SelectField("Engine", choices=list(ENGINES), validate_choice=False)
     seed = StringField("Seed", default="0")
+    devices = TextAreaField("Devices per node", default="")
+    links = TextAreaField("Links per worker", default="")
+
+
+#: Help beside the topology fields of the run and sweep forms.
+DEVICES_HELP = (
+    "one node per line (or ';'): NODE=PRESET or NODE=key:value,... with threads, cpus "
+    "(a CPU quota in cores), mem, e.g. worker2=slow or worker2=cpus:0.25,threads:1; "
+    "other nodes keep the values above"
+)
+LINKS_HELP = (
+    "one worker per line (or ';'): NODE=[PROFILE][,bandwidth:RATE], e.g. worker2=30ms or "
+    "worker1=bandwidth:20mbit (a missing profile is the latency above)"
+)
+SWEEP_DEVICES_HELP = (
+    "one axis value per line: a named topology (uniform, one-slow-worker, see "
+    "`edgelab devices list`) or NODE=DEVICE; NODE=DEVICE, e.g. worker2=slow; worker1=cpus:0.5"
+)
+SWEEP_LINKS_HELP = (
+    "one axis value per line: NODE=LINK; NODE=LINK, e.g. worker2=30ms; worker1=1ms "
+    "(empty line = every link the latency axis)"
+)
+
+
+def topology_text(raw: str, field: str, errors: dict[str, str]) -> dict[str, str] | None:
+    """``"worker2=slow; worker1=cpus:0.5"`` (or one per line) as ``{node: text}``."""
+    from edgelab.topology.spec import TopologyError, parse_assignments
+
+    items = [part.strip() for part in re.split(r"[;\n]", raw or "") if part.strip()]
+    if not items:
+        return None
+    try:
+        return parse_assignments(items, field)
+    except TopologyError as exc:
+        errors[field] = exc.errors[field]
+        return None
 
 
 class SweepForm(FlaskForm):  # type: ignore[misc]
@@ -122,6 +158,8 @@ class SweepForm(FlaskForm):  # type: ignore[misc]
     repetitions = StringField("Repetitions", default="1")
     backend = SelectField("Backend", choices=list(BACKENDS), validate_choice=False)
     engine = SelectField("Engine", choices=list(ENGINES), validate_choice=False)
+    devices = TextAreaField("Devices (topologies)", default="")
+    links = TextAreaField("Links", default="")
 
 
 def _number_text(raw: str, field: str, errors: dict[str, str]) -> float | None:
@@ -180,6 +218,10 @@ def run_input(form: RunForm) -> tuple[dict[str, Any], dict[str, str]]:
         "engine": form.engine.data or "",
         "seed": (form.seed.data or "0").strip() or "0",
     }
+    for field in ("devices", "links"):
+        found = topology_text(getattr(form, field).data or "", field, errors)
+        if found:
+            data[field] = found
     return data, errors
 
 
@@ -223,6 +265,18 @@ def sweep_input(form: SweepForm, default_model: str) -> tuple[dict[str, Any], di
     for field in ("nodes", "max_tokens"):
         if not spec[field]:
             errors[field] = "give at least one value"
+    for field in ("devices", "links"):
+        values: list[Any] = []
+        for line in (getattr(form, field).data or "").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if field == "devices" and "=" not in line:
+                values.append(line)  # a named topology
+            else:
+                values.append(topology_text(line, field, errors) or None)
+        if values:
+            spec[field] = values
     if not prompts:
         errors["prompts"] = "give at least one prompt (one per line)"
     return spec, errors

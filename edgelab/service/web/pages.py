@@ -39,7 +39,9 @@ from edgelab.service.web import web
 from edgelab.service.web.cluster_svg import cluster_svg
 from edgelab.service.web.forms import (
     BANDWIDTH_HELP,
+    DEVICES_HELP,
     LATENCY_HELP,
+    LINKS_HELP,
     ActionForm,
     RunForm,
     default_model,
@@ -59,6 +61,7 @@ from edgelab.store import (
 from edgelab.store.actions import BrokerError
 from edgelab.store.store import Store
 from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
+from edgelab.topology.spec import Topology
 
 FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
@@ -131,6 +134,9 @@ def _prefill(form: RunForm, run: Run) -> None:
     form.backend.data = run.backend
     form.engine.data = run.engine
     form.seed.data = str(run.seed)
+    devices, links = Topology.from_dict(run.topology).as_flags()
+    form.devices.data = "\n".join(devices)
+    form.links.data = "\n".join(links)
 
 
 @web.route("/runs/new", methods=["GET", "POST"])
@@ -182,6 +188,8 @@ def new_run() -> Any:
         bandwidth_help=BANDWIDTH_HELP,
         engine_help=engine_help(),
         model_engines=runs_on,
+        devices_help=DEVICES_HELP,
+        links_help=LINKS_HELP,
     ), status
 
 

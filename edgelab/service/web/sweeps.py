@@ -19,7 +19,9 @@ from edgelab.models import Sweep
 from edgelab.service.extensions import current_actions, current_settings, db
 from edgelab.service.web import web
 from edgelab.service.web.forms import (
+    SWEEP_DEVICES_HELP,
     SWEEP_LATENCY_HELP,
+    SWEEP_LINKS_HELP,
     ActionForm,
     SweepForm,
     engine_help,
@@ -38,7 +40,7 @@ SWEEPS_PER_PAGE = 50
 #: Spec fields whose errors have their own place on the form; the rest go on top.
 FORM_FIELDS = frozenset(
     {"name", "model", "nodes", "threads", "latency", "bandwidth", "max_tokens", "prompts"}
-    | {"repetitions", "backend", "engine"}
+    | {"repetitions", "backend", "engine", "devices", "links"}
 )
 
 
@@ -116,6 +118,8 @@ def new_sweep() -> Any:
         latency_help=SWEEP_LATENCY_HELP,
         engine_help=engine_help(),
         max_cells=settings.max_sweep_cells,
+        devices_help=SWEEP_DEVICES_HELP,
+        links_help=SWEEP_LINKS_HELP,
     ), status
 
 
