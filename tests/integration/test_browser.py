@@ -642,8 +642,12 @@ def test_sweep_form_count_on_bad_input_names_the_field(
     page.fill("#max_tokens", "8")
     page.fill("#prompts", PROMPT)
     page.fill("#repetitions", "2")
-    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '12'")
-    assert "3 latency" in page.inner_text("#cell-count")  # the latency axis is counted
+    # (1 node once + 2 nodes x 3 latencies) x 2 repetitions: what a submit creates
+    page.wait_for_function("document.getElementById('cell-count').dataset.cells === '8'")
+    text = page.inner_text("#cell-count")
+    assert text.startswith("8 cells = "), text
+    for part in ("2 nodes", "3 latency", "2 repetitions (12) less 4 1-node cells"):
+        assert part in text, text
     page.fill("#nodes", "0, abc")
     page.wait_for_function("document.getElementById('cell-count').dataset.error === 'nodes'")
     text = page.inner_text("#cell-count")

@@ -123,6 +123,7 @@ def test_cell_count_of_a_valid_form(client: FlaskClient) -> None:
     got = count(client)
     # (1 node: one cell whatever the latency + 2 nodes x 3 latency) x 2 repetitions
     assert got["cells"] == 8
+    assert got["grid"] == 12
     assert got["axes"]["nodes"] == 2
     assert got["axes"]["latency"] == 3
     assert got["repetitions"] == 2

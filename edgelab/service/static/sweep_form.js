@@ -22,6 +22,10 @@
     const sizes = Object.keys(d.axes).filter((k) => d.axes[k] > 1).map((k) => d.axes[k] + " " + k);
     sizes.push(d.repetitions + " repetition" + (d.repetitions === 1 ? "" : "s"));
     out.textContent = d.cells + (d.cells === 1 ? " cell" : " cells") + " = " + sizes.join(" × ");
+    if (d.grid && d.cells < d.grid) {
+      out.textContent += " (" + d.grid + ") less " + (d.grid - d.cells) +
+        " 1-node cells that run once per repetition (no links, so no latency to vary)";
+    }
     if (d.cells > d.max_cells) {
       out.className = "too-many";
       out.textContent += " — more than the limit of " + d.max_cells;

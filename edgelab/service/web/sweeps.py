@@ -153,6 +153,9 @@ def sweep_count() -> Any:
             errors.setdefault(key, message)
     return jsonify(
         cells=cells if not errors else None,
+        # The full grid (axes x repetitions); more than ``cells`` when 1-node cells
+        # collapse: a 1-node cluster has no links, so its latencies cannot differ.
+        grid=spec.total_cells if axes else None,
         axes=axes,
         repetitions=repetitions,
         max_cells=settings.max_sweep_cells,
