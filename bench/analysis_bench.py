@@ -11,8 +11,11 @@ Timed through Flask's test client (the whole request in the server: routing,
 queries, analysis, template; no network), requests alternating so drift on the
 shared host hits all alike:
 
-* ``/sweeps/<id>``: the sweep page, analysis embedded (what the target is about);
-* ``/api/sweeps/<id>/analysis``: the same analysis as JSON;
+* ``/sweeps/<id>``: the sweep page, analysis embedded (what the target is about),
+  ``page`` as a viewer sees it (the process remembers a sweep's analysis until its
+  runs change: one aggregate query) and ``page cold`` with that memo cleared before
+  each request (the first view after a run finished);
+* ``/api/sweeps/<id>/analysis``: the same analysis as JSON (cold);
 * ``/sweeps/<id>/data``: the sweep's cell list without analysis, for contrast
   (ratio page / data = what the analysis adds).
 
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import text  # noqa: E402
 
+from edgelab.analysis import clear_cache  # noqa: E402
 from edgelab.analysis.synthetic import insert_synthetic_sweep  # noqa: E402
 from edgelab.models.db import engine_for, session_scope, upgrade  # noqa: E402
 from edgelab.service import create_app  # noqa: E402
@@ -74,7 +78,8 @@ def bench(url: str, requests: int) -> list[tuple[str, str, float, float, int]]:
         for name, sid in ids.items()
         for kind, path in (
             ("page", "/sweeps/{id}"),
-            ("api", "/api/sweeps/{id}/analysis"),
+            ("page cold", "/sweeps/{id}"),
+            ("api cold", "/api/sweeps/{id}/analysis"),
             ("data", "/sweeps/{id}/data"),
         )
     }
@@ -84,6 +89,8 @@ def bench(url: str, requests: int) -> list[tuple[str, str, float, float, int]]:
     sizes: dict[tuple[str, str], int] = {}
     for _ in range(requests):
         for key, path in paths.items():
+            if key[1].endswith("cold"):
+                clear_cache()
             start = time.perf_counter()
             resp = client.get(path)
             times[key].append((time.perf_counter() - start) * 1000)
@@ -128,7 +135,7 @@ def main() -> int:
         data_median = {name: med for name, kind, med, _p, _b in rows if kind == "data"}
         for name, kind, med, p, size in rows:
             verdict = ""
-            if kind == "page":
+            if kind.startswith("page"):
                 hit = p <= TARGET_P95_MS
                 ok &= hit
                 verdict = f"{'ok' if hit else 'MISS'} (<= {TARGET_P95_MS:.0f})"

@@ -43,9 +43,11 @@ from edgelab.analysis.summary import (
     SweepAnalysis,
     analyze,
     analyze_sweep,
+    clear_cache,
     compare,
     compare_runs,
     differing_fields,
+    sweep_analysis_dict,
     sweep_breakdowns,
 )
 
@@ -69,6 +71,7 @@ __all__ = [
     "SweepAnalysis",
     "analyze",
     "analyze_sweep",
+    "clear_cache",
     "compare",
     "compare_groups",
     "compare_runs",
@@ -84,6 +87,7 @@ __all__ = [
     "rtt_delay_ms",
     "scaling",
     "summarize",
+    "sweep_analysis_dict",
     "sweep_breakdowns",
     "welch",
 ]

@@ -11,10 +11,13 @@ significance verdict for every pair. Both return frozen dataclasses with a
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from edgelab.analysis.config_breakdown import (
@@ -27,7 +30,7 @@ from edgelab.analysis.model import ModelFit, fit_models
 from edgelab.analysis.records import METRICS, RunRecord, load_records
 from edgelab.analysis.scaling import ScalingSeries, scaling
 from edgelab.analysis.significance import Comparison, pairwise
-from edgelab.models import Sweep
+from edgelab.models import Run, Sweep
 from edgelab.store.status import RunStatus
 
 #: Node counts every fit predicts (and solves break-even for), beyond what ran.
@@ -227,6 +230,64 @@ def analyze_sweep(session: Session, sweep_id: int) -> SweepAnalysis:
     if session.get(Sweep, sweep_id) is None:
         raise LookupError(f"sweep {sweep_id} not found")
     return analyze(load_records(session, sweep_id=sweep_id))
+
+
+#: Sweep analyses kept per process (:func:`sweep_analysis_dict`); ~0.1-0.4 MB each.
+CACHE_SIZE = 32
+_cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _runs_version(session: Session, sweep_id: int) -> tuple[Any, ...]:
+    """A cheap fingerprint of everything about a sweep's runs that the analysis reads.
+
+    A run changes what the analysis says only by being created, finishing (status,
+    metrics, flags and link round trips are written with ``finished_at``) or being
+    executed again (``finished_at`` cleared); the metric sums catch any later edit.
+    """
+    columns: list[Any] = [
+        func.count(Run.id),
+        func.max(Run.id),
+        func.count(Run.finished_at),
+        func.max(Run.finished_at),
+        func.sum(case((Run.status == "succeeded", 1), else_=0)),
+        *(func.sum(getattr(Run, m)) for m in METRICS),
+        func.sum(Run.round_trips_per_token),
+        func.sum(Run.net_bytes_per_token),
+        *(
+            func.sum(case((getattr(Run, f).is_(True), 1), else_=0))
+            for f in ("contended", "oversubscribed", "warmup")
+            if hasattr(Run, f)
+        ),
+    ]
+    return tuple(session.execute(select(*columns).where(Run.sweep_id == sweep_id)).one())
+
+
+def sweep_analysis_dict(session: Session, sweep_id: int) -> dict[str, Any]:
+    """``analyze_sweep(session, sweep_id).to_dict()``, remembered per process until the
+    sweep's runs change (see :func:`_runs_version`): a finished sweep's page, its
+    refreshes and the API then cost one aggregate query instead of loading and
+    analysing every run. The dict is shared: callers must not change it.
+    """
+    bind = session.get_bind()
+    key = (str(bind.engine.url), sweep_id, _runs_version(session, sweep_id))
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
+    data = analyze_sweep(session, sweep_id).to_dict()
+    with _cache_lock:
+        _cache[key] = data
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return data
+
+
+def clear_cache() -> None:
+    """Forget every remembered sweep analysis (tests and benchmarks time cold requests)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def sweep_breakdowns(session: Session, sweep_id: int) -> list[ConfigBreakdown]:

@@ -249,10 +249,10 @@ PREDICT_MAX_DELAY_MS = 60_000.0
 def sweep_analysis(sweep_id: int) -> Any:
     """Groups with CIs and flags, scaling, model fits and break-even (:mod:`edgelab.analysis`)."""
     try:
-        result = analysis.analyze_sweep(db.session, sweep_id)
+        data = analysis.sweep_analysis_dict(db.session, sweep_id)
     except LookupError:
         return _not_found(f"sweep {sweep_id}")
-    return jsonify({"sweep_id": sweep_id, **result.to_dict()})
+    return jsonify({"sweep_id": sweep_id, **data})
 
 
 @api.get("/sweeps/<int:sweep_id>/breakdown")

@@ -175,3 +175,35 @@ def test_breakdown_api_and_run_page(client: FlaskClient, settings_db: Settings) 
     other = run_ids(settings_db, plain, 2, "0ms")[0]
     assert 'id="no-breakdown"' in client.get(f"/runs/{other}").get_data(as_text=True)
     assert client.get(f"/api/sweeps/{plain}/breakdown").get_json()["breakdowns"] == []
+
+
+def test_remembered_analysis_follows_the_runs(client: FlaskClient, settings_db: Settings) -> None:
+    """The per-process memo of a sweep's analysis is refreshed by any change to its runs."""
+    from edgelab import analysis
+
+    sweep_id = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
+    first = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
+    assert first["groups"][0]["n"] == 3
+    assert client.get(f"/api/sweeps/{sweep_id}/analysis").get_json() == first  # remembered
+    ids = run_ids(settings_db, sweep_id, 2, "0ms")
+    with session_scope(settings_db.database_url) as s:
+        run = s.get(Run, ids[0])
+        assert run is not None
+        run.tpot_ms = (run.tpot_ms or 0) + 30.0  # an edited metric
+    edited = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
+    assert edited["groups"][0]["stats"]["tpot_ms"]["mean"] == pytest.approx(
+        first["groups"][0]["stats"]["tpot_ms"]["mean"] + 10.0
+    )
+    with session_scope(settings_db.database_url) as s:
+        run = s.get(Run, ids[1])
+        assert run is not None
+        run.status = "failed"  # a run executed again and failing
+    failed = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
+    assert failed["groups"][0]["n"] == 2
+    assert failed["counts"]["failed"] == 1
+    page = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    embedded = re.search(r'id="sweep-analysis">(.*?)</script>', page, re.S)
+    assert embedded is not None
+    assert json.loads(embedded.group(1))["counts"] == failed["counts"]
+    analysis.clear_cache()
+    assert client.get(f"/api/sweeps/{sweep_id}/analysis").get_json() == failed

@@ -176,7 +176,7 @@ def sweep_page(sweep_id: int) -> Any:
     return render_template(
         "sweep.html",
         sweep=detail,
-        analysis=analysis.analyze_sweep(db.session, sweep_id).to_dict(),
+        analysis=analysis.sweep_analysis_dict(db.session, sweep_id),
         action=ActionForm(),
         terminal=detail["status"] in SWEEP_TERMINAL,
     )
@@ -191,10 +191,10 @@ def sweep_data(sweep_id: int) -> Any:
 def sweep_analysis_data(sweep_id: int) -> Any:
     """The sweep analysis (same JSON as the API's) behind the pages' access check."""
     try:
-        result = analysis.analyze_sweep(db.session, sweep_id)
+        data = analysis.sweep_analysis_dict(db.session, sweep_id)
     except LookupError:
         abort(404, f"sweep {sweep_id} not found")
-    return jsonify({"sweep_id": sweep_id, **result.to_dict()})
+    return jsonify({"sweep_id": sweep_id, **data})
 
 
 @web.get("/sweeps/<int:sweep_id>/breakdown")
