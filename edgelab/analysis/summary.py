@@ -49,6 +49,7 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "temperature",
     "seed",
     "options",
+    "topology",
 )
 
 

@@ -31,6 +31,8 @@ FILTER_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--nodes", "nodes", "Node count (root included)."),
     ("--threads", "threads", "Threads per node."),
     ("--latency", "latency", "Latency profile label, e.g. 20ms or 10ms..50ms."),
+    ("--backend", "backend", "local or docker."),
+    ("--topology", "topology", "uniform, or text of the devices/links (e.g. 'cpus 0.25')."),
     ("--sweep", "sweep", "Runs of this sweep id."),
     ("--since", "since", "Created on/after this date or date-time (UTC)."),
     ("--until", "until", "Created on/before this date (whole day) or before this date-time."),

@@ -2,7 +2,9 @@
 history page and its exports.
 
 Query parameters: ``status`` (comma-separated or repeated), ``model``, ``nodes``,
-``threads``, ``latency`` (a profile label such as ``10ms..50ms``), ``sweep``,
+``threads``, ``latency`` (a profile label such as ``10ms..50ms``), ``backend``,
+``topology`` (``uniform``, or text of the devices/links label such as ``cpus 0.25``
+or a named topology), ``sweep``,
 ``since``, ``until``, ``sort`` (one of :data:`SORTABLE`, ``-`` for descending),
 ``page`` and ``per_page``. So a URL copied from the history page works against the
 API and gives the same runs. A bare date in ``until`` includes that whole day, as
@@ -44,7 +46,18 @@ SORTABLE = (
 PER_PAGE_CHOICES = (25, 50, 100, 200)
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 500
-FILTER_KEYS = ("status", "model", "nodes", "threads", "latency", "sweep", "since", "until")
+FILTER_KEYS = (
+    "status",
+    "model",
+    "nodes",
+    "threads",
+    "latency",
+    "backend",
+    "topology",
+    "sweep",
+    "since",
+    "until",
+)
 
 
 @dataclass
@@ -57,6 +70,9 @@ class HistoryFilter:
     nodes: int | None = None
     threads: int | None = None
     latency: str = ""
+    backend: str = ""
+    #: ``uniform``, or text the topology label contains (``cpus 0.25``, ``worker2``, a name).
+    topology: str = ""
     sweep: int | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -77,6 +93,12 @@ class HistoryFilter:
             stmt = stmt.where(Run.threads == self.threads)
         if self.latency:
             stmt = stmt.where(Run.latency_label == self.latency)
+        if self.backend:
+            stmt = stmt.where(Run.backend == self.backend)
+        if self.topology == "uniform":
+            stmt = stmt.where(Run.topology.is_(None))
+        elif self.topology:
+            stmt = stmt.where(Run.topology_label.contains(self.topology, autoescape=True))
         if self.sweep is not None:
             stmt = stmt.where(Run.sweep_id == self.sweep)
         if self.since is not None:
@@ -165,6 +187,8 @@ def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
         f.args["status"] = ",".join(statuses)
     f.model = args.get("model", "").strip()
     f.latency = args.get("latency", "").strip()
+    f.backend = args.get("backend", "").strip()
+    f.topology = args.get("topology", "").strip()[:200]
     for name in ("nodes", "threads", "sweep"):
         raw = args.get(name, "").strip()
         if raw:

@@ -66,7 +66,7 @@ from edgelab.topology.spec import Topology
 FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
-COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS)
+COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS, "topology")
 
 
 def refused(exc: StoreError) -> tuple[dict[str, str], int]:
@@ -313,7 +313,14 @@ def compare() -> Any:
     differing = set(result.differing)
     config_rows = []
     for name in COMPARE_CONFIG:
-        values = [r["sweep_id"] if name == "sweep_id" else r["config"][name] for r in runs]
+        values = [
+            r["sweep_id"]
+            if name == "sweep_id"
+            else r["config"]["topology"]["label"]
+            if name == "topology"
+            else r["config"][name]
+            for r in runs
+        ]
         config_rows.append({"name": name, "values": values, "differs": name in differing})
     metric_rows = [
         {"name": name, "values": [r["metrics"][name] for r in runs]} for name in METRIC_FIELDS
