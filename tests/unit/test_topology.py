@@ -215,3 +215,50 @@ def test_devices_links_and_backend_are_sweep_axes(tmp_path: Path) -> None:
             catalog,
         )
     assert "worker2 does not exist" in info.value.errors["devices"]
+
+
+def test_devices_cli_lists_adds_and_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edgelab.cli import main
+
+    monkeypatch.setenv("EDGELAB_MODELS_DIR", str(tmp_path))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["devices", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "slow" in listed.output
+    assert "NOT calibrated" in listed.output
+    added = runner.invoke(main, ["devices", "add", "pi", "cpus:0.5,threads:1,mem:1g"])
+    assert added.exit_code == 0, added.output
+    assert load_book(tmp_path / "devices.yaml").presets["pi"]["cpus"] == 0.5
+    bad = runner.invoke(main, ["devices", "add", "x", "cpus:99"])
+    assert bad.exit_code != 0
+    assert "above this host's" in bad.output
+    topo = runner.invoke(main, ["devices", "add", "--topology", "two-pi", "worker1=pi;worker2=pi"])
+    assert topo.exit_code == 0, topo.output
+    assert load_book(tmp_path / "devices.yaml").topologies["two-pi"] == {
+        "worker1": "pi",
+        "worker2": "pi",
+    }
+    assert runner.invoke(main, ["devices", "remove", "pi"]).exit_code == 0
+    assert runner.invoke(main, ["devices", "remove", "pi"]).exit_code != 0
+
+
+def test_run_cli_topology_file_and_flags_merge(tmp_path: Path) -> None:
+    from edgelab.runs.cli import topology_options
+
+    (tmp_path / "t.csv").write_text("0,10\n")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        "nodes: 3\ndevices: {worker1: slow, worker2: 'cpus:0.5'}\n"
+        "links: {worker2: '30ms,trace:t.csv'}\n"
+    )
+    out = topology_options(("worker2=cpus:0.25",), ("worker1=1ms",), lab)
+    assert out["nodes"] == 3
+    assert out["devices"] == {"worker1": "slow", "worker2": "cpus:0.25"}
+    assert out["links"]["worker1"] == "1ms"
+    assert out["links"]["worker2"] == f"30ms,trace:{tmp_path / 't.csv'}"
+    with pytest.raises(TopologyError, match="expected NODE=VALUE"):
+        topology_options(("worker2",), (), None)
