@@ -251,7 +251,7 @@ def _runs_version(session: Session, sweep_id: int) -> tuple[Any, ...]:
         func.max(Run.id),
         func.count(Run.finished_at),
         func.max(Run.finished_at),
-        func.sum(case((Run.status == "succeeded", 1), else_=0)),
+        func.sum(case((Run.status == RunStatus.SUCCEEDED, 1), else_=0)),
         *(func.sum(getattr(Run, m)) for m in METRICS),
         func.sum(Run.round_trips_per_token),
         func.sum(Run.net_bytes_per_token),

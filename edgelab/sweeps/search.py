@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from edgelab.analysis.stats import summarize
 from edgelab.models import Sweep
 from edgelab.netem.profile import LatencyProfile, ProfileError
+from edgelab.store.status import RunStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -348,7 +349,7 @@ def observations(session: Session, sweep_id: int) -> tuple[dict[Probe, list[floa
         delay = rounded(float((run.latency or {}).get("delay_ms") or 0.0))
         probe = (run.nodes, delay)
         known.add(probe)
-        if run.status == "succeeded" and run.tpot_ms is not None:
+        if run.status == RunStatus.SUCCEEDED and run.tpot_ms is not None:
             tpot.setdefault(probe, []).append(float(run.tpot_ms))
     return tpot, known
 

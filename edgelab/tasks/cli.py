@@ -106,8 +106,9 @@ def _progress_line(data: dict[str, Any]) -> str:
     p = data["progress"]
     return (
         f"sweep {data['id']} {data['name']!r} {data['status']}: {p['done']}/{p['total']} done "
-        f"({p['succeeded']} succeeded, {p['failed']} failed, {p['cancelled']} cancelled, "
-        f"{p['running'] + p['starting']} running, {p['queued']} queued), "
+        f"({p[RunStatus.SUCCEEDED]} succeeded, {p[RunStatus.FAILED]} failed, "
+        f"{p[RunStatus.CANCELLED]} cancelled, "
+        f"{p[RunStatus.RUNNING] + p[RunStatus.STARTING]} running, {p[RunStatus.QUEUED]} queued), "
         f"model loads {data['model_loads']}"
     )
 
