@@ -599,6 +599,9 @@ def test_every_page_fits_1280_px_without_horizontal_scrolling(
         base_url=browser_stack.base_url, viewport={"width": 1280, "height": 900}
     )
     page = context.new_page()
+    # Eight pages with plotly each: on a loaded 2-core machine one load can take long.
+    page.set_default_timeout(120_000)
+    page.set_default_navigation_timeout(120_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     compare = "/compare?" + "&".join(f"ids={i}" for i in ids)
@@ -616,7 +619,7 @@ def test_every_page_fits_1280_px_without_horizontal_scrolling(
         for name, (url, ready) in pages.items():
             page.goto(url)
             if ready:
-                page.wait_for_selector(ready, timeout=30_000)
+                page.wait_for_selector(ready)
             page.wait_for_timeout(300)  # plotly's responsive relayout
             width = page.evaluate("document.documentElement.scrollWidth")
             shot(page, f"1280-{name}")
