@@ -102,7 +102,7 @@ class RootClient:
                 on_poll()
             try:
                 # Short: a hung root must not delay on_poll (a cancel) by long.
-                status = self.health(timeout_s=2.0)
+                status = self.health(timeout_s=1.0)
             except EngineError as exc:
                 last = str(exc)
             else:
