@@ -66,6 +66,21 @@ RUN_CONFIG = {
         "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0},
         "engine": {"type": "string", "enum": ["llamacpp", "dllama"]},
         "backend": {"type": "string", "enum": ["local", "docker"]},
+        "devices": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": ["string", "object"]},
+            "description": "Per node (root, worker1, ...): a device preset name, "
+            "'key:value,...' text or an object with threads, cpus (CPU quota in cores), "
+            "mem; nodes not named keep threads and the options' cpus/mem",
+        },
+        "links": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": ["string", "object"]},
+            "description": "Per worker: 'PROFILE,bandwidth:RATE,loss:P%,trace:FILE,"
+            "queue:SIZE' text or an object with latency, bandwidth, loss, trace, queue; "
+            "a missing profile is the run's latency. loss, trace and queue are refused "
+            "(not supported yet)",
+        },
         "options": {
             "type": "object",
             "description": "Backend extras (docker: cpus, mem) and engine options "
@@ -90,12 +105,17 @@ SWEEP_SPEC = {
         "threads": AXIS,
         "latency": AXIS,
         "bandwidth": AXIS,
+        "devices": {
+            "description": "One value or a list: a named topology (uniform, "
+            "one-slow-worker, see `edgelab devices list`) or a per-node map as in a run"
+        },
+        "links": {"description": "One value or a list of per-worker link maps (as in a run)"},
         "max_tokens": AXIS,
         "prompts": {"type": "array", "items": {"type": "string"}},
         "repetitions": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
         "seed": {"type": "integer"},
         "temperature": {"type": "number"},
-        "backend": {"type": "string"},
+        "backend": AXIS,
         "options": {"type": "object"},
     },
     "description": "The full grid of all axes times repetitions; "

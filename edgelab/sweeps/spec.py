@@ -23,6 +23,14 @@ profiles, prompts, ...) applies to all engines alike::
     engine: [llamacpp, dllama]
     model: {llamacpp: smollm2-135m, dllama: tiny}
 
+``backend``, ``devices`` and ``links`` are axes as well (see ``edgelab.topology``):
+``devices`` takes named topologies or per-node maps, ``links`` per-worker maps::
+
+    devices: [uniform, one-slow-worker]
+    links: [null, {worker2: 30ms}]
+
+Cells that differ only in link delays share a warm cluster; devices do not.
+
 Cells of different engines never share a cluster (the engine is part of the
 topology key), so each engine's cells form their own topology groups.
 
