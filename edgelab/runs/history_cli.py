@@ -218,6 +218,33 @@ def _detail(database_url: str, run_id: int) -> dict[str, Any]:
         raise click.ClickException(str(exc)) from exc
 
 
+def topology_lines(topology: dict[str, Any] | None, limits: dict[str, Any] | None) -> list[str]:
+    """A heterogeneous cluster node by node: device, what was applied, its link."""
+    if not topology or topology.get("uniform", True):
+        return []
+    lines = [f"  topology {topology['label']}"]
+    links = {link["node"]: link for link in topology.get("links") or []}
+    for node in topology.get("nodes") or []:
+        name = node["node"]
+        want = [f"{node['threads']} thread(s)"]
+        want += [
+            f"{k} {node[k]:g}" if k == "cpus" else f"{k} {node[k]}"
+            for k in ("cpus", "mem")
+            if node.get(k) is not None
+        ]
+        applied = (limits or {}).get(name) or {}
+        got = ""
+        if applied:
+            cpus = applied.get("cpus")
+            got = " · applied " + ("no CPU quota" if cpus is None else f"{cpus:g} CPU")
+            if applied.get("mem"):
+                got += f", {size(applied['mem'])}" if isinstance(applied["mem"], int) else ""
+        link = links.get(name)
+        via = f" · link {link['latency']}" if link else ""
+        lines.append(f"    {name}: {', '.join(want)}{got}{via}")
+    return lines
+
+
 def show_text(run: dict[str, Any]) -> str:
     """A stored run as a person reads it: configuration, metrics, network, nodes."""
     c, m, p = run["config"], run["metrics"], run["provenance"]
@@ -231,6 +258,7 @@ def show_text(run: dict[str, Any]) -> str:
         f"  {c['nodes']} node(s) x {c['threads']} thread(s) · latency {c['latency']} · "
         f"bandwidth {bandwidth(c['bandwidth_bps'])}",
         f"  max tokens {c['max_tokens']} · temperature {c['temperature']} · seed {c['seed']}",
+        *topology_lines(c.get("topology"), p.get("node_limits")),
         f"  prompt {c['prompt']!r}",
         f"  created {_when(run['created_at'])} · started {_when(run['started_at'])} · "
         f"finished {_when(run['finished_at'])} (UTC)",
