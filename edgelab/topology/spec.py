@@ -561,7 +561,13 @@ def resolve_topology(
             raise TopologyError(
                 {"devices": f"unknown named topology {devices!r} (named topologies: {known})"}
             )
-        devices = topologies[devices]
+        # A named topology describes the devices it knows of; in a cluster with fewer
+        # nodes (a sweep over node counts) the ones it does not have are left out.
+        devices = {
+            n: d
+            for n, d in topologies[devices].items()
+            if not (isinstance(n, str) and NODE_NAME.fullmatch(n) and n not in node_names(nodes))
+        }
     out_devices: dict[str, NodeDevice] = {}
     if devices not in (None, {}):
         if not isinstance(devices, Mapping):

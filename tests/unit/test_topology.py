@@ -262,3 +262,15 @@ def test_run_cli_topology_file_and_flags_merge(tmp_path: Path) -> None:
     assert out["links"]["worker2"] == f"30ms,trace:{tmp_path / 't.csv'}"
     with pytest.raises(TopologyError, match="expected NODE=VALUE"):
         topology_options(("worker2",), (), None)
+
+
+def test_a_named_topology_leaves_out_nodes_the_cluster_does_not_have() -> None:
+    named = {"one-slow-worker": {"worker1": "slow"}}
+    alone = resolve(devices="one-slow-worker", nodes=1, topologies=named)
+    assert alone.is_uniform
+    assert alone.name == "one-slow-worker"
+    assert (
+        resolve(devices="one-slow-worker", nodes=2, topologies=named).devices["worker1"].cpus == 0.3
+    )
+    with pytest.raises(TopologyError, match="worker1 does not exist"):
+        resolve(devices={"worker1": "slow"}, nodes=1)  # an explicit map stays strict
