@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
@@ -96,7 +96,8 @@ class HistoryFilter:
         if self.backend:
             stmt = stmt.where(Run.backend == self.backend)
         if self.topology == "uniform":
-            stmt = stmt.where(Run.topology.is_(None))
+            # Runs from before topologies existed have no label.
+            stmt = stmt.where(or_(Run.topology_label.is_(None), Run.topology_label == "uniform"))
         elif self.topology:
             stmt = stmt.where(Run.topology_label.contains(self.topology, autoescape=True))
         if self.sweep is not None:

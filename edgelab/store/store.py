@@ -149,7 +149,8 @@ def insert_run(session: Session, config: RunConfig, sweep_id: int | None = None)
         repetition=config.repetition,
         options=dict(config.options),
         topology=None if config.topology.is_uniform else config.topology.to_dict(),
-        topology_label=config.topology.label[:200],
+        # A uniform cluster is "uniform" whatever named topology produced it.
+        topology_label="uniform" if config.topology.is_uniform else config.topology.label[:200],
         fingerprint=config.fingerprint(),
     )
     session.add(run)
