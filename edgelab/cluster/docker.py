@@ -336,6 +336,9 @@ class DockerCluster(Cluster):
                 "--threads", str(spec.threads_of(node.name)),
                 "--latency", json.dumps(spec.link_profile(i).to_dict()),
             ]  # fmt: skip
+            queue_bytes = spec.link(i).queue_bytes
+            if queue_bytes is not None:
+                command += ["--queue-bytes", str(queue_bytes)]
             self._watch()
             node.created_at = time.monotonic()
             node.id = api.run_container(

@@ -255,6 +255,7 @@ class LocalCluster(Cluster):
                 upstream=(host, int(port_text)),
                 profile=spec.link_profile(i),
                 listen=(LOOPBACK, 0),
+                queue_bytes=spec.link(i).queue_bytes,
             )
             proxy.start()
             self._proxies[proxy.name] = proxy

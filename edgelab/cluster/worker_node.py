@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="llamacpp")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latency", default="{}", help="LatencyProfile.to_dict() as JSON")
+    parser.add_argument(
+        "--queue-bytes", type=int, default=None, help="per-direction link queue (default: BDP)"
+    )
     parser.add_argument("--engine-port", type=int, default=ENGINE_PORT)
     parser.add_argument("--proxy-port", type=int, default=PROXY_PORT)
     parser.add_argument("--control-port", type=int, default=CONTROL_PORT)
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream=("127.0.0.1", args.engine_port),
         profile=profile,
         listen=("0.0.0.0", args.proxy_port),
+        queue_bytes=args.queue_bytes,
     )
     control = ControlServer(proxy, ("0.0.0.0", args.control_port))
     try:

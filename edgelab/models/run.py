@@ -185,6 +185,16 @@ class LinkStat(Base):
     delay_total_ms_up: Mapped[float] = mapped_column(Float)
     delay_total_ms_down: Mapped[float] = mapped_column(Float)
     delay_max_ms: Mapped[float] = mapped_column(Float)
+    # Link queues (issue 15): the most bytes a direction held at once (the link's
+    # running maximum) and how long its readers waited on a full queue this run,
+    # i.e. how long TCP pushed back on the sender. None: run before the bounds.
+    queue_max_bytes_up: Mapped[int | None] = mapped_column(BigInteger)
+    queue_max_bytes_down: Mapped[int | None] = mapped_column(BigInteger)
+    pushback_ms_up: Mapped[float | None] = mapped_column(Float)
+    pushback_ms_down: Mapped[float | None] = mapped_column(Float)
+    # TCP retransmissions on this link during the run (the node's network namespace
+    # counters); None when the backend could not read them.
+    retransmits: Mapped[int | None] = mapped_column(Integer)
     # From the proxy's chunk trace (edgelab.metrics.linktiming); None when the
     # backend had no trace. Bytes and round trips by phase:
     bytes_load: Mapped[int | None] = mapped_column(BigInteger)

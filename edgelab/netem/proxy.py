@@ -13,8 +13,16 @@ With a pass-through profile (0 ms, no bandwidth cap) and nothing queued, the
 reader forwards directly with splice(2) (or from a preallocated buffer), so a
 chunk costs no Python allocation and no trip through the writer thread.
 
+Each direction of a delayed or paced link holds at most ``queue_limit`` bytes,
+like a router's buffer in front of a link: the bytes in flight (bandwidth x
+delay) plus a small fixed buffer (:func:`default_queue_bytes`, or the link's
+``queue_bytes``). When it is full the reader stops reading, the proxy's small
+kernel receive buffer fills and TCP flow control blocks the sender, as a real
+bottleneck would; the time readers spent waiting is counted (``pushback_s``).
+
 Not modelled: the TCP handshake (the upstream connect is not delayed, so
-connection set-up costs no extra round trip) and packet loss.
+connection set-up costs no extra round trip) and packet loss (real loss is
+applied by nftables in a node's network namespace, see the backends).
 """
 
 from __future__ import annotations
@@ -45,8 +53,27 @@ log = logging.getLogger(__name__)
 FAST_BUFFER_BYTES = 1 << 20
 # Delayed reads: one chunk is one delay sample, so keep chunks moderate.
 DELAYED_CHUNK_BYTES = 256 << 10
-# Bytes a direction may hold before its reader stops reading and TCP pushes back.
+# Upper bound of any direction's queue, whatever the profile or override says.
 MAX_QUEUED_BYTES = 64 << 20
+# The fixed part of a default queue: room for a few chunks, as a router's buffer.
+QUEUE_FIXED_BYTES = 64 << 10
+# A default queue also covers this much traffic beyond the delay, so a release
+# thread woken a few ms late (a loaded host) does not leave the link idle.
+QUEUE_SLACK_S = 0.010
+# What an uncapped link is sized for: it has no bandwidth of its own, so its queue
+# is the delay's worth at 10 Gbit/s (capped by MAX_QUEUED_BYTES).
+UNCAPPED_BPS = 10_000_000_000
+# Kernel receive buffer of a paced direction's source socket (the kernel doubles
+# it for bookkeeping): PACED_RCVBUF_S of the link's rate, within these bounds, so
+# the bytes a sender can park in the kernel beyond the queue are a few ms of the
+# link, not autotuned megabytes (a small window also keeps the sender's
+# congestion window, and with it its send buffer, small).
+PACED_RCVBUF_S = 0.005
+PACED_RCVBUF_MIN = 8 << 10
+PACED_RCVBUF_MAX = 4 << 20
+# A read into a nearly full queue still takes at least one segment's worth.
+MIN_READ_BYTES = 1448
+ETHERNET_MSS = 1448
 CONNECT_TIMEOUT_S = 5.0
 # Client addresses remembered for chunk traces (connections are few and long-lived).
 MAX_CLIENTS_KEPT = 4096
@@ -75,6 +102,12 @@ class DirectionStats:
     late_max_s: float = 0.0
     queue_depth: int = 0  # chunks waiting for their release time right now
     queued_bytes: int = 0
+    # The most bytes queued at once (summed over connections) since the link started.
+    queue_max_bytes: int = 0
+    # Bytes one connection's queue may hold now (the profile's default or queue_bytes).
+    queue_limit_bytes: int = 0
+    # Seconds readers waited for room in a full queue: how long TCP pushed back.
+    pushback_s: float = 0.0
     # Seconds since the last chunk left in this direction, at snapshot time (None:
     # nothing yet). The stall watchdog reads it to tell which link went quiet.
     idle_s: float | None = None
@@ -120,18 +153,26 @@ class LinkStats:
             "delay_total_ms_up": self.up.delay_total_s * 1000.0,
             "delay_total_ms_down": self.down.delay_total_s * 1000.0,
             "delay_max_ms": max(self.up.delay_max_s, self.down.delay_max_s) * 1000.0,
+            "queue_max_bytes_up": self.up.queue_max_bytes,
+            "queue_max_bytes_down": self.down.queue_max_bytes,
+            "pushback_ms_up": self.up.pushback_s * 1000.0,
+            "pushback_ms_down": self.down.pushback_s * 1000.0,
         }
 
 
 class _LinkState:
     """Profile and pacing that change together on ``set_profile``."""
 
-    def __init__(self, profile: LatencyProfile, version: int) -> None:
+    def __init__(self, profile: LatencyProfile, version: int, queue_bytes: int | None) -> None:
         self.profile = profile
         self.version = version
         self.passthrough = {d: _is_passthrough(profile.direction(d)) for d in DIRECTIONS}
         self.buckets: dict[str, TokenBucket | None] = {}
         self.chunk_bytes: dict[str, int] = {}
+        self.queue_limit = {
+            d: min(MAX_QUEUED_BYTES, queue_bytes or default_queue_bytes(profile.direction(d)))
+            for d in DIRECTIONS
+        }
         for d in DIRECTIONS:
             rate = profile.direction(d).bandwidth_bps
             if rate is None:
@@ -145,6 +186,27 @@ class _LinkState:
 
 def _is_passthrough(one_way: LatencyProfile) -> bool:
     return one_way.kind == "fixed" and one_way.delay_ms == 0 and one_way.bandwidth_bps is None
+
+
+def worst_delay_s(one_way: LatencyProfile) -> float:
+    """The longest delay a one-way profile normally draws (normal: mean + 3 sd)."""
+    if one_way.kind == "uniform":
+        return one_way.max_ms / 1000.0
+    if one_way.kind == "normal":
+        return (one_way.delay_ms + 3 * one_way.jitter_ms) / 1000.0
+    return one_way.delay_ms / 1000.0
+
+
+def default_queue_bytes(one_way: LatencyProfile) -> int:
+    """A router-like buffer for one direction: bandwidth x (delay + slack) + a fixed part.
+
+    The bandwidth-delay product is what a real link holds in flight; the slack and
+    fixed part are its buffer. At 10 mbit and 0 ms that is 76 KiB (61 ms of the
+    link), at 100 mbit and 20 ms 439 KiB.
+    """
+    rate = one_way.bandwidth_bps or UNCAPPED_BPS
+    in_flight = rate / 8 * (worst_delay_s(one_way) + QUEUE_SLACK_S)
+    return min(MAX_QUEUED_BYTES, int(in_flight) + QUEUE_FIXED_BYTES)
 
 
 class _Pipe:
@@ -191,7 +253,13 @@ class _Pipe:
                     else:  # the profile changed while we were blocked in recv
                         self._enqueue(bytes(view[:n]), time.perf_counter())
                 else:
-                    data, arrival = _recv_stamped(self.src, state.chunk_bytes[self.direction])
+                    room = self._wait_for_room(state, stats)
+                    if room is None:
+                        return
+                    self._size_receive_buffer(state)
+                    data, arrival = _recv_stamped(
+                        self.src, min(state.chunk_bytes[self.direction], room)
+                    )
                     self._enqueue(data, arrival)
                     if not data:
                         return
@@ -206,6 +274,44 @@ class _Pipe:
 
     _pipe_fds: tuple[int, int] | None = None
     _use_splice = SPLICE
+    _rcvbuf_version = -1
+    _rcvbuf_sized = False
+
+    def _wait_for_room(self, state: _LinkState, stats: DirectionStats) -> int | None:
+        """Block while this direction's queue is full; the bytes a read may take then.
+
+        Not reading is what pushes back: the sender's bytes stay in the kernel and
+        TCP's window closes. An empty queue always admits a read, so a limit
+        smaller than a chunk still moves. ``None``: the connection closed.
+        """
+        limit = state.queue_limit[self.direction]
+        with self.cond:
+            if self.queue and self.queued_bytes >= limit:
+                t0 = time.perf_counter()
+                while self.queue and self.queued_bytes >= limit and not self.conn.closed.is_set():
+                    self.cond.wait(0.5)
+                with self.link._lock:
+                    stats.pushback_s += time.perf_counter() - t0
+            if self.conn.closed.is_set():
+                return None
+            return max(MIN_READ_BYTES, limit - self.queued_bytes)
+
+    def _size_receive_buffer(self, state: _LinkState) -> None:
+        """A paced direction reads from a small kernel buffer (see PACED_RCVBUF_S).
+
+        Only paced ones: an uncapped link keeps autotuning, which its throughput needs.
+        Applied once per profile; a later uncapped profile cannot restore autotuning
+        on this connection (Linux has no way back), so it gets a generous fixed size.
+        """
+        if self._rcvbuf_version == state.version:
+            return
+        paced = state.buckets[self.direction] is not None
+        if paced or self._rcvbuf_sized:
+            size = _rcvbuf_bytes(state.profile.direction(self.direction).bandwidth_bps)
+            with contextlib.suppress(OSError):
+                self.src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            self._rcvbuf_sized = True
+        self._rcvbuf_version = state.version
 
     def _splice_once(self, stats: DirectionStats) -> bool:
         """Forward one read's worth without copying through Python; False at EOF."""
@@ -260,14 +366,14 @@ class _Pipe:
         release = self.schedule.release_at(ready, delay)
         stats = self.link._stats[self.direction]
         with self.cond:
-            while self.queued_bytes > MAX_QUEUED_BYTES and not self.conn.closed.is_set():
-                self.cond.wait(0.5)
             self.queue.append((release, arrival, data, ready, delay))
             self.queued_bytes += len(data)
             if data:
                 with self.link._lock:
                     stats.queue_depth += 1
                     stats.queued_bytes += len(data)
+                    if stats.queued_bytes > stats.queue_max_bytes:
+                        stats.queue_max_bytes = stats.queued_bytes
             self.cond.notify_all()
 
     # -- writer -------------------------------------------------------------------------------
@@ -361,7 +467,12 @@ class _Connection:
     def _connect_and_run(self) -> None:
         try:
             try:
-                upstream = socket.create_connection(self.link.upstream, timeout=CONNECT_TIMEOUT_S)
+                upstream = _connect(
+                    self.link.upstream,
+                    self.link._state.profile.direction("down").bandwidth_bps
+                    if self.link._paced_at_start()
+                    else None,
+                )
             except OSError as exc:
                 self.link._connect_failed(exc)
                 self.abort(f"cannot connect to upstream {self.link.upstream}: {exc}")
@@ -437,6 +548,45 @@ class _Connection:
                 s.close()
 
 
+def _rcvbuf_bytes(rate_bps: int | None) -> int:
+    if rate_bps is None:
+        return PACED_RCVBUF_MAX
+    return max(PACED_RCVBUF_MIN, min(PACED_RCVBUF_MAX, int(rate_bps / 8 * PACED_RCVBUF_S)))
+
+
+def _ethernet_segments(sock: socket.socket, rate_bps: int | None) -> None:
+    """Advertise an Ethernet-sized MSS (before listen/connect) on a paced link.
+
+    Over loopback the MSS is ~64 KiB, and Linux sizes a sender's send buffer from
+    it (2 x 10 segments at least: 2.6 MB), so a sender could park megabytes in its
+    own kernel and never feel the queue. With 1448-byte segments, as on the
+    Ethernet and Wi-Fi links being simulated, that is ~90 KB. Only links paced
+    when they start get it: a pass-through link keeps loopback's throughput, and
+    a link that gains a cap on a warm cluster pushes back through larger buffers.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, ETHERNET_MSS)
+    # And a small receive window from the first segment on (see PACED_RCVBUF_S):
+    # set later, the window autotuned during the first reads could not shrink back.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _rcvbuf_bytes(rate_bps))
+
+
+def _connect(address: tuple[str, int], paced_bps: int | None) -> socket.socket:
+    """The upstream connection; a paced link's gets Ethernet segments (``paced_bps``)."""
+    if paced_bps is None:
+        return socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        _ethernet_segments(sock, paced_bps)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _tune(sock: socket.socket) -> None:
     # Small RPC messages must not wait for Nagle; that would be latency we did not inject.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -493,8 +643,12 @@ class LinkProxy:
         *,
         realtime: bool = False,
         trace_capacity: int = DEFAULT_CAPACITY,
+        queue_bytes: int | None = None,
     ) -> None:
         """``realtime`` asks for SCHED_FIFO on the releasing threads (best effort).
+
+        ``queue_bytes`` bounds each direction's queue per connection (``None``: the
+        profile's :func:`default_queue_bytes`, recomputed when the profile changes).
 
         ``trace_capacity`` bounds the per-chunk record (:mod:`edgelab.netem.trace`)
         that per-token timing is computed from.
@@ -509,8 +663,11 @@ class LinkProxy:
         self._realtime_ok: bool | None = None
         self.upstream = upstream
         self.listen = listen
+        if queue_bytes is not None and queue_bytes <= 0:
+            raise ValueError(f"queue_bytes must be positive, got {queue_bytes}")
+        self.queue_bytes = queue_bytes
         self._version = itertools.count()
-        self._state = _LinkState(profile, next(self._version))
+        self._state = _LinkState(profile, next(self._version), queue_bytes)
         self._lock = threading.Lock()
         self._stats = {d: DirectionStats() for d in DIRECTIONS}
         self._last_at: dict[str, float | None] = {d: None for d in DIRECTIONS}
@@ -534,6 +691,8 @@ class LinkProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._paced_at_start():
+                _ethernet_segments(listener, self._state.profile.direction("up").bandwidth_bps)
             listener.bind(self.listen)
             listener.listen(128)
         except OSError as exc:
@@ -596,7 +755,7 @@ class LinkProxy:
 
         Chunks already queued keep their release times, so a stream never reorders.
         """
-        self._state = _LinkState(profile, next(self._version))
+        self._state = _LinkState(profile, next(self._version), self.queue_bytes)
 
     def stats(self) -> LinkStats:
         with self._lock:
@@ -605,7 +764,11 @@ class LinkProxy:
             for d in DIRECTIONS:
                 last = self._last_at[d]
                 snap[d] = DirectionStats(
-                    **{**asdict(self._stats[d]), "idle_s": None if last is None else now - last}
+                    **{
+                        **asdict(self._stats[d]),
+                        "idle_s": None if last is None else now - last,
+                        "queue_limit_bytes": self._state.queue_limit[d],
+                    }
                 )
             return LinkStats(
                 name=self.name,
@@ -657,6 +820,9 @@ class LinkProxy:
                 self._connections.add(conn)
             _tune(client)
             conn.start()
+
+    def _paced_at_start(self) -> bool:
+        return any(self._state.buckets[d] is not None for d in DIRECTIONS)
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:

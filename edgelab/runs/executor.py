@@ -87,17 +87,21 @@ def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float]:
     """Counters of one link accumulated during this run only (clusters are reused).
 
     The column mapping is ``LinkStats.link_stat_fields``; here only the counters are
-    differenced. The maximum delay cannot be, so the link's running maximum is kept.
+    differenced. Maxima (delay, queue depth) cannot be, so the link's running
+    maximum is kept.
     """
     a = after.link_stat_fields()
     b = before.link_stat_fields() if before is not None else {}
     row = {
         key: value - b.get(key, 0)
         for key, value in a.items()
-        if key not in ("link", "delay_max_ms")
+        if key not in ("link", *_RUNNING_MAXIMA)
     }
-    row["delay_max_ms"] = a["delay_max_ms"]
+    row.update({key: a[key] for key in _RUNNING_MAXIMA})
     return row
+
+
+_RUNNING_MAXIMA = ("delay_max_ms", "queue_max_bytes_up", "queue_max_bytes_down")
 
 
 class _TokenWriter:

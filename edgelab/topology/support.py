@@ -2,8 +2,8 @@
 
 A topology field that a backend cannot honour is refused before anything starts,
 never silently ignored. When a backend learns a feature, remove it from
-:data:`NOT_YET` (packet loss, delay traces and queue bounds are being built in
-``edgelab/netem`` and the backends).
+:data:`NOT_YET` (packet loss and delay traces are being built in ``edgelab/netem`` and the
+backends; queue bounds are applied by every backend's link proxy).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from edgelab.topology.spec import Topology
 NOT_YET: dict[str, str] = {
     "loss_pct": "packet loss",
     "trace": "delay traces",
-    "queue_bytes": "link queue bounds",
 }
 
 
