@@ -12,7 +12,7 @@ from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
 from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, mode_problem
 from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
-from edgelab.topology.presets import load_book
+from edgelab.topology.presets import DeviceBook, load_book
 from edgelab.topology.spec import Topology, TopologyError, resolve_topology
 from edgelab.topology.support import topology_problems
 
@@ -189,6 +189,10 @@ def parse_config(
     ):
         try:
             book = load_book(catalog.devices_path)
+        except TopologyError as exc:
+            errors.update(exc.errors)
+            book = DeviceBook(catalog.devices_path)
+        try:
             topology = resolve_topology(
                 devices=devices_raw,
                 links=links_raw,
@@ -200,6 +204,24 @@ def parse_config(
             )
         except TopologyError as exc:
             errors.update(exc.errors)
+            # Every problem at once: what the backend cannot apply of the part that parsed.
+            for part in ("devices", "links"):
+                if part in exc.errors:
+                    continue
+                try:
+                    alone = resolve_topology(
+                        devices=devices_raw if part == "devices" else None,
+                        links=links_raw if part == "links" else None,
+                        nodes=nodes,
+                        threads=threads,
+                        latency=latency,
+                        presets=book.presets,
+                        topologies=book.topologies,
+                    )
+                except TopologyError:
+                    continue
+                for key, message in topology_problems(alone, backend).items():
+                    errors.setdefault(key, message)
         else:
             errors.update(topology_problems(topology, backend))
 
