@@ -14,7 +14,7 @@ request of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +96,15 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def config_breakdowns(
-    details: dict[int, dict[str, Any]], groups: Sequence[Group]
+    details: dict[int, dict[str, Any]],
+    groups: Sequence[Group],
+    label: Callable[[Group], str] | None = None,
 ) -> list[ConfigBreakdown]:
-    """One mean breakdown per group that has at least one run with a breakdown."""
+    """One mean breakdown per group that has at least one run with a breakdown.
+
+    ``label`` names each group (default ``Group.label``); the report passes its own,
+    which also names the fields that vary in the sweep but the default label omits.
+    """
     out = []
     for g in groups:
         found = [b for rid in g.run_ids if (b := breakdown(details.get(rid, {}))) is not None]
@@ -111,7 +117,7 @@ def config_breakdowns(
                 parts[title] = mean
         out.append(
             ConfigBreakdown(
-                label=g.label,
+                label=label(g) if label is not None else g.label,
                 nodes=g.key.nodes,
                 latency=g.key.latency,
                 n=len(found),

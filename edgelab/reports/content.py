@@ -33,30 +33,11 @@ from edgelab.analysis import (
     differing_fields,
     load_records,
 )
+from edgelab.analysis.config_breakdown import ConfigBreakdown, breakdown_inputs, config_breakdowns
 from edgelab.analysis.model import ModelFit, Residual, fit_model, group_residuals
-from edgelab.models import LinkStat, Run, Sweep, TokenEvent
+from edgelab.models import Run, Sweep
 from edgelab.store.status import RunStatus
 from edgelab.sweeps import control
-
-
-@dataclass(frozen=True)
-class Breakdown:
-    """Where one configuration's time per token goes: ``parts`` (ms/token) sum to TPOT.
-
-    ``tpot_ms`` is the mean decode-token interval of the ``n`` runs that recorded a
-    breakdown (what the parts add up to); ``round_trips_per_token`` and
-    ``bytes_per_token`` are summed over links, as the proxies measured them.
-    """
-
-    label: str
-    nodes: int
-    latency: str | None
-    tpot_ms: float | None
-    parts: dict[str, float]
-    n: int
-    round_trips_per_token: float | None = None
-    bytes_per_token: float | None = None
-    source: str = "proxy"
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,7 @@ class ReportData:
     records: tuple[RunRecord, ...]
     runs: tuple[dict[str, Any], ...]  # one compact row per run (appendix)
     provenance: dict[str, list[str]]  # field -> distinct values over the runs
-    breakdowns: tuple[Breakdown, ...]
+    breakdowns: tuple[ConfigBreakdown, ...]
     hygiene: Hygiene
     holdouts: tuple[tuple[HoldOut, ...], ...] = ()  # per fit, in ``analysis.fits`` order
     varying: tuple[str, ...] = ()  # configuration fields that differ between groups
@@ -176,87 +157,6 @@ def _run_row(record: RunRecord, extra: tuple[int | None, str | None]) -> dict[st
         "flags": sorted(record.flags | ({"oversubscribed"} if record.oversubscribed else set())),
         "error": error,
     }
-
-
-#: Parts of a token's time, in stacking order (keys of analysis.breakdown.Breakdown).
-BREAKDOWN_PARTS: tuple[tuple[str, str], ...] = (
-    ("root_compute_ms", "root compute"),
-    ("worker_compute_ms", "worker compute"),
-    ("injected_ms", "injected delay"),
-    ("transfer_ms", "transfer"),
-    ("other_ms", "other"),
-)
-
-
-def _run_details(session: Session, sweep_id: int) -> dict[int, dict[str, Any]]:
-    """Per run of the sweep, the ``tokens`` and ``links`` that
-    :func:`edgelab.analysis.breakdown.breakdown` reads (the shape of ``run_detail``),
-    in two queries for the whole sweep rather than one ``run_detail`` per run."""
-    details: dict[int, dict[str, Any]] = {}
-    tokens = session.execute(
-        select(TokenEvent.run_id, TokenEvent.index, TokenEvent.offset_ms, TokenEvent.detail)
-        .join(Run, Run.id == TokenEvent.run_id)
-        .where(Run.sweep_id == sweep_id)
-    )
-    for run_id, index, offset_ms, detail in tokens:
-        entry = details.setdefault(run_id, {"tokens": [], "links": []})
-        entry["tokens"].append({"index": index, "offset_ms": offset_ms, "detail": detail})
-    links = session.execute(
-        select(LinkStat.run_id, LinkStat.link, LinkStat.timing)
-        .join(Run, Run.id == LinkStat.run_id)
-        .where(Run.sweep_id == sweep_id)
-        .order_by(LinkStat.run_id, LinkStat.link)
-    )
-    for run_id, link, timing in links:
-        entry = details.setdefault(run_id, {"tokens": [], "links": []})
-        entry["links"].append({"link": link, "timing": timing})
-    return details
-
-
-def breakdowns_of(
-    details: dict[int, dict[str, Any]], groups: Sequence[Group], varying: Sequence[str] = ()
-) -> list[Breakdown]:
-    """The mean per-token breakdown of each configuration over its counted runs.
-
-    Each run's breakdown is :func:`edgelab.analysis.breakdown.breakdown` (the run
-    page's); a configuration's is the mean of its runs' parts. Runs without link
-    timing (old runs, a backend without chunk traces) have none and are not
-    counted; a configuration none of whose runs has one is left out.
-    """
-    from edgelab.analysis.breakdown import breakdown
-
-    out = []
-    for g in groups:
-        found = [b for rid in g.run_ids if (b := breakdown(details.get(rid, {}))) is not None]
-        if not found:
-            continue
-        parts: dict[str, float] = {}
-        for key, title in BREAKDOWN_PARTS:
-            values = [_part(b, key) for b in found]
-            mean = sum(values) / len(values)
-            if key != "other_ms" or abs(mean) > 1e-9:
-                parts[title] = mean
-        trips = [b.round_trips_per_token for b in found if b.round_trips_per_token is not None]
-        nbytes = [b.bytes_per_token for b in found if b.bytes_per_token is not None]
-        out.append(
-            Breakdown(
-                label=config_label(g.key, varying),
-                nodes=g.key.nodes,
-                latency=g.key.latency,
-                tpot_ms=sum(b.tpot_ms for b in found) / len(found),
-                parts=parts,
-                n=len(found),
-                round_trips_per_token=sum(trips) / len(trips) if trips else None,
-                bytes_per_token=sum(nbytes) / len(nbytes) if nbytes else None,
-                source=found[0].source,
-            )
-        )
-    return out
-
-
-def _part(b: Any, key: str) -> float:
-    value = getattr(b, key)
-    return float(sum(value.values())) if isinstance(value, dict) else float(value)
 
 
 def hygiene_of(
@@ -349,7 +249,13 @@ def build_report(session: Session, sweep_id: int) -> ReportData:
         records=tuple(records),
         runs=tuple(_run_row(r, extra.get(r.id, (None, None))) for r in records),
         provenance=provenance,
-        breakdowns=tuple(breakdowns_of(_run_details(session, sweep_id), analysis.groups, varying)),
+        breakdowns=tuple(
+            config_breakdowns(
+                breakdown_inputs(session, sweep_id),
+                analysis.groups,
+                label=lambda g: config_label(g.key, varying),
+            )
+        ),
         hygiene=hygiene_of(analysis, records, varying),
         holdouts=tuple(
             tuple(holdouts_of(f, records, groups_of(analysis, f))) for f in analysis.fits

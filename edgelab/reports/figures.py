@@ -20,8 +20,8 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from edgelab.analysis import Group, ModelFit, SweepAnalysis
+from edgelab.analysis.config_breakdown import ConfigBreakdown
 from edgelab.analysis.summary import PREDICT_NODES
-from edgelab.reports.content import Breakdown
 
 STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
@@ -246,11 +246,11 @@ def model_figure(fit: ModelFit, groups: Sequence[Group]) -> Figure:
                     capsize=3,
                     color=color,
                 )
-        r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+        r2 = "n/a" if fit.r2_means is None else f"{fit.r2_means:.3f}"
         links = f", links capped at {bw / 1e6:g} Mbit/s" if bw else ""
         ax.set_title(
             f"{fit.model}, {fit.threads} thread(s), {fit.engine}{links}: points measured, "
-            f"lines fitted (R² = {r2})",
+            f"lines fitted (R² of the means = {r2})",
             fontsize=8,
         )
         ax.set(xlabel="one-way delay per link (ms)", ylabel="TPOT (ms/token)")
@@ -260,7 +260,7 @@ def model_figure(fit: ModelFit, groups: Sequence[Group]) -> Figure:
     return fig
 
 
-def breakdown_figure(breakdowns: Sequence[Breakdown]) -> Figure | None:
+def breakdown_figure(breakdowns: Sequence[ConfigBreakdown]) -> Figure | None:
     """Stacked bars: where each configuration's time per token goes."""
     if not breakdowns:
         return None

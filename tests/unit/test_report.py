@@ -235,6 +235,11 @@ def test_report_html_is_self_contained_and_has_every_section(db_settings: Settin
     r2_text = re.search(r'class="r2">([0-9.]+)<', html)
     assert r2_text is not None
     assert float(r2_text.group(1)) == pytest.approx(fit.r2, abs=5e-4)
+    # The headline R² is the one over configuration means (what the model explains).
+    means_text = re.search(r'class="r2-means">([0-9.]+)<', html)
+    assert means_text is not None
+    assert fit.r2_means is not None
+    assert float(means_text.group(1)) == pytest.approx(fit.r2_means, abs=5e-4)
     # Break-even for 2 nodes: TPOT(2, d) = TPOT(1) -> 5+20+1+2d = 45 -> d* = 9.5 ms.
     breaks = _row_cells(html, "break-even-table")
     two = next(row for row in breaks if row[0] == "2")
@@ -316,7 +321,7 @@ def test_report_command_html_and_markdown(
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
     assert "| configuration | n |" in text
-    assert "R² = **" in text
+    assert "R² over configuration means = **" in text
     assert not list(out.parent.rglob("*.part"))
 
     missing = CliRunner().invoke(
