@@ -71,6 +71,7 @@ UNCAPPED_BPS = 10_000_000_000
 PACED_RCVBUF_S = 0.005
 PACED_RCVBUF_MIN = 8 << 10
 PACED_RCVBUF_MAX = 4 << 20
+RCVBUF_MIN_SEGMENTS = 4
 # A read into a nearly full queue still takes at least one segment's worth.
 MIN_READ_BYTES = 1448
 ETHERNET_MSS = 1448
@@ -309,6 +310,11 @@ class _Pipe:
         if paced or self._rcvbuf_sized:
             size = _rcvbuf_bytes(state.profile.direction(self.direction).bandwidth_bps)
             with contextlib.suppress(OSError):
+                # A window under a few segments stalls TCP (silly-window avoidance):
+                # a connection made before the link was paced has loopback's ~64 KiB
+                # segments and needs room for several of them.
+                mss = self.src.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+                size = max(size, RCVBUF_MIN_SEGMENTS * mss)
                 self.src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
             self._rcvbuf_sized = True
         self._rcvbuf_version = state.version
