@@ -74,6 +74,7 @@ from edgelab.topology.spec import Topology
 
 ROOT_PORT = 8080
 MODELS_MOUNT = "/models"
+TRACE_MOUNT = "/edgelab/link-trace.csv"
 WORKER_START_TIMEOUT_S = 60.0
 ROOT_START_TIMEOUT_S = 300.0
 _MEM_RE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
@@ -339,6 +340,12 @@ class DockerCluster(Cluster):
             queue_bytes = spec.link(i).queue_bytes
             if queue_bytes is not None:
                 command += ["--queue-bytes", str(queue_bytes)]
+            volumes = dict(worker_volumes)
+            trace = spec.link(i).trace
+            if trace is not None:
+                # The worker's own proxy replays it: the file is mounted read-only.
+                volumes[trace] = TRACE_MOUNT
+                command += ["--trace", TRACE_MOUNT]
             self._watch()
             node.created_at = time.monotonic()
             node.id = api.run_container(
@@ -349,7 +356,7 @@ class DockerCluster(Cluster):
                 labels=self._labels(node.name),
                 nano_cpus=int(cpus * 1e9),
                 mem_limit=mem,
-                volumes=worker_volumes,
+                volumes=volumes,
                 environment=worker_env,
             )
             node.ip = api.ip_address(node.id, self._network_id)

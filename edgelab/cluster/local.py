@@ -43,6 +43,7 @@ from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
+from edgelab.netem.replay import DelayTrace, load_delay_trace
 from edgelab.netem.trace import ChunkTrace
 from edgelab.topology.cgroups import (
     NodeGroup,
@@ -76,6 +77,15 @@ def tail(path: Path, lines: int) -> list[str]:
     except FileNotFoundError:
         return []
     return list(deque(data.splitlines(), maxlen=lines))
+
+
+def _trace_of(path: str | None, node: str) -> DelayTrace | None:
+    if path is None:
+        return None
+    try:
+        return load_delay_trace(path)
+    except ValueError as exc:  # checked before the run; the file changed since
+        raise ClusterError(f"{node}: {exc}") from exc
 
 
 class _Node:
@@ -256,6 +266,7 @@ class LocalCluster(Cluster):
                 profile=spec.link_profile(i),
                 listen=(LOOPBACK, 0),
                 queue_bytes=spec.link(i).queue_bytes,
+                trace=_trace_of(spec.link(i).trace, node.name),
             )
             proxy.start()
             self._proxies[proxy.name] = proxy

@@ -39,6 +39,7 @@ from edgelab.engines import get_engine
 from edgelab.netem.control import ControlServer
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy
+from edgelab.netem.replay import load_delay_trace
 
 ENGINE_PORT = 50051
 PROXY_PORT = 50052
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--queue-bytes", type=int, default=None, help="per-direction link queue (default: BDP)"
     )
+    parser.add_argument("--trace", default=None, help="delay-trace CSV to replay")
     parser.add_argument("--engine-port", type=int, default=ENGINE_PORT)
     parser.add_argument("--proxy-port", type=int, default=PROXY_PORT)
     parser.add_argument("--control-port", type=int, default=CONTROL_PORT)
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=profile,
         listen=("0.0.0.0", args.proxy_port),
         queue_bytes=args.queue_bytes,
+        trace=None if args.trace is None else load_delay_trace(args.trace),
     )
     control = ControlServer(proxy, ("0.0.0.0", args.control_port))
     try:

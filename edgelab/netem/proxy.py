@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import Any
 
 from edgelab.netem.profile import DIRECTIONS, DelaySampler, LatencyProfile
+from edgelab.netem.replay import DelayTrace, TraceClock
 from edgelab.netem.schedule import ReleaseSchedule, TokenBucket, sleep_until, tighten_timer_slack
 from edgelab.netem.trace import DEFAULT_CAPACITY, DOWN, UP, ChunkLog, ChunkTrace
 
@@ -164,18 +165,32 @@ class LinkStats:
 class _LinkState:
     """Profile and pacing that change together on ``set_profile``."""
 
-    def __init__(self, profile: LatencyProfile, version: int, queue_bytes: int | None) -> None:
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        version: int,
+        queue_bytes: int | None,
+        trace: DelayTrace | None = None,
+    ) -> None:
         self.profile = profile
         self.version = version
-        self.passthrough = {d: _is_passthrough(profile.direction(d)) for d in DIRECTIONS}
+        self.passthrough = {
+            d: trace is None and _is_passthrough(profile.direction(d)) for d in DIRECTIONS
+        }
         self.buckets: dict[str, TokenBucket | None] = {}
         self.chunk_bytes: dict[str, int] = {}
         self.queue_limit = {
-            d: min(MAX_QUEUED_BYTES, queue_bytes or default_queue_bytes(profile.direction(d)))
+            d: min(
+                MAX_QUEUED_BYTES,
+                queue_bytes or default_queue_bytes(_sizing_profile(profile.direction(d), trace)),
+            )
             for d in DIRECTIONS
         }
         for d in DIRECTIONS:
             rate = profile.direction(d).bandwidth_bps
+            if trace is not None and trace.has_bandwidth:
+                # Chunks sized for the slowest rate the trace reaches.
+                rate = min(b for b in (*trace.bandwidths, rate) if b is not None)
             if rate is None:
                 self.buckets[d] = None
                 self.chunk_bytes[d] = DELAYED_CHUNK_BYTES
@@ -187,6 +202,16 @@ class _LinkState:
 
 def _is_passthrough(one_way: LatencyProfile) -> bool:
     return one_way.kind == "fixed" and one_way.delay_ms == 0 and one_way.bandwidth_bps is None
+
+
+def _sizing_profile(one_way: LatencyProfile, trace: DelayTrace | None) -> LatencyProfile:
+    """What a traced direction is sized for: the trace's worst delay and top rate."""
+    if trace is None:
+        return one_way
+    rates = [b for b in (*trace.bandwidths, one_way.bandwidth_bps) if b is not None]
+    return LatencyProfile.fixed(
+        max(trace.delays_s) * 1000.0, bandwidth_bps=max(rates) if rates else None
+    )
 
 
 def worst_delay_s(one_way: LatencyProfile) -> float:
@@ -366,9 +391,19 @@ class _Pipe:
             self._sampler = state.profile.sampler(self.direction, stream=self.conn.index)
             self._sampler_version = state.version
         assert self._sampler is not None
-        delay = self._sampler.next_delay_s()
+        clock = self.link.trace_clock
+        delay = self._sampler.next_delay_s() if clock is None else clock.delay_s(arrival)
         bucket = state.buckets[self.direction]
-        ready = bucket.reserve(len(data), arrival) if bucket is not None and data else arrival
+        rate = None
+        if clock is not None and bucket is not None:
+            # The trace's rate now, else the profile's cap; neither: not paced.
+            rate = (
+                clock.bandwidth_bps(arrival)
+                or state.profile.direction(self.direction).bandwidth_bps
+            )
+            if rate is None:
+                bucket = None
+        ready = bucket.reserve(len(data), arrival, rate) if bucket is not None and data else arrival
         release = self.schedule.release_at(ready, delay)
         stats = self.link._stats[self.direction]
         with self.cond:
@@ -650,8 +685,13 @@ class LinkProxy:
         realtime: bool = False,
         trace_capacity: int = DEFAULT_CAPACITY,
         queue_bytes: int | None = None,
+        trace: DelayTrace | None = None,
     ) -> None:
         """``realtime`` asks for SCHED_FIFO on the releasing threads (best effort).
+
+        ``trace`` replays a delay trace (:mod:`edgelab.netem.replay`) in place of the
+        profile's delay, looped from a start drawn from the profile's seed; the
+        trace's clock starts now and keeps running across profile changes.
 
         ``queue_bytes`` bounds each direction's queue per connection (``None``: the
         profile's :func:`default_queue_bytes`, recomputed when the profile changes).
@@ -672,8 +712,12 @@ class LinkProxy:
         if queue_bytes is not None and queue_bytes <= 0:
             raise ValueError(f"queue_bytes must be positive, got {queue_bytes}")
         self.queue_bytes = queue_bytes
+        self.trace = trace
+        self.trace_clock = (
+            None if trace is None else TraceClock(trace, time.perf_counter(), profile.seed)
+        )
         self._version = itertools.count()
-        self._state = _LinkState(profile, next(self._version), queue_bytes)
+        self._state = _LinkState(profile, next(self._version), queue_bytes, trace)
         self._lock = threading.Lock()
         self._stats = {d: DirectionStats() for d in DIRECTIONS}
         self._last_at: dict[str, float | None] = {d: None for d in DIRECTIONS}
@@ -761,7 +805,7 @@ class LinkProxy:
 
         Chunks already queued keep their release times, so a stream never reorders.
         """
-        self._state = _LinkState(profile, next(self._version), self.queue_bytes)
+        self._state = _LinkState(profile, next(self._version), self.queue_bytes, self.trace)
 
     def stats(self) -> LinkStats:
         with self._lock:

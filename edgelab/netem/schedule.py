@@ -37,10 +37,11 @@ class TokenBucket:
         self._virtual = float("-inf")  # when the wire is next free
         self._lock = threading.Lock()
 
-    def reserve(self, nbytes: int, now: float) -> float:
+    def reserve(self, nbytes: int, now: float, rate_bps: int | None = None) -> float:
+        """``rate_bps`` overrides the rate for this chunk (a trace's bandwidth now)."""
         with self._lock:
             start = max(self._virtual, now - self.burst_s)
-            self._virtual = start + nbytes * 8 / self.rate_bps
+            self._virtual = start + nbytes * 8 / (rate_bps or self.rate_bps)
             return max(self._virtual, now)
 
 

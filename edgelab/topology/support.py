@@ -2,8 +2,8 @@
 
 A topology field that a backend cannot honour is refused before anything starts,
 never silently ignored. When a backend learns a feature, remove it from
-:data:`NOT_YET` (packet loss and delay traces are being built in ``edgelab/netem`` and the
-backends; queue bounds are applied by every backend's link proxy).
+:data:`NOT_YET` (packet loss is being built in the backends; queue bounds and delay traces
+are applied by every backend's link proxy).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from edgelab.topology.spec import Topology
 #: Link features no backend applies yet, with the words for the refusal.
 NOT_YET: dict[str, str] = {
     "loss_pct": "packet loss",
-    "trace": "delay traces",
 }
 
 
