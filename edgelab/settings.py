@@ -9,6 +9,7 @@ and a web bind on loopback only.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,8 +21,20 @@ KeepWorkDirs = Literal["failed", "always", "never"]
 KEEP_WORK_DIRS: tuple[KeepWorkDirs, ...] = ("failed", "always", "never")
 
 
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+_HOST_NAME = re.compile(r"\*|[a-z0-9]([a-z0-9.:-]{0,252}[a-z0-9])?", re.ASCII)
+
+
 class SettingsError(ValueError):
     """A setting has an invalid value; the message names the variable."""
+
+
+def default_allowed_hosts(bind: str) -> tuple[str, ...]:
+    """The loopback names, plus the bind host unless it is a wildcard (0.0.0.0, ::)."""
+    host = bind.rsplit(":", 1)[0].strip("[]").lower()
+    if host and host not in ("0.0.0.0", "::") and host not in LOOPBACK_NAMES:
+        return (*LOOPBACK_NAMES, host)
+    return LOOPBACK_NAMES
 
 
 @dataclass(frozen=True)
@@ -50,12 +63,26 @@ class Settings:
     keep_work_dirs: KeepWorkDirs = "failed"
     work_dir_keep_hours: float = 72.0
     work_dir_keep_mb: float = 200.0
+    #: Host names the web app answers to (the ``Host`` header, and ``Origin`` of writes).
+    #: Empty means the default: the loopback names plus the bind address (see
+    #: :func:`default_allowed_hosts`); ``*`` allows any (only behind a proxy that checks).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Live event streams one client (IP address) may hold open per web worker process.
+    max_streams_per_client: int = 20
+    #: A live event stream that carried only keep-alive pings this long is closed (the
+    #: browser reconnects and replays): a forgotten tab does not hold a connection forever.
+    stream_idle_s: float = 300.0
+    #: Images the Docker backend runs: the server's choice, never a request's.
+    root_image: str = "edgelab-root:latest"
+    worker_image: str = "edgelab-worker:latest"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.database_url:
             db = (self.data_dir / "edgelab.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{db}")
+        if not self.allowed_hosts:
+            object.__setattr__(self, "allowed_hosts", default_allowed_hosts(self.bind))
 
     @property
     def bind_host(self) -> str:
@@ -112,13 +139,18 @@ class Settings:
 
         bind = get("BIND", "127.0.0.1:8080")
         host, sep, port = bind.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not re.fullmatch(r"[0-9]{1,5}", port)
+            or not 0 < int(port) < 65536
+        ):
             raise SettingsError(
                 f"EDGELAB_BIND must be HOST:PORT (e.g. 127.0.0.1:8080), got {bind!r}"
             )
 
         cells = get("MAX_SWEEP_CELLS", "1000")
-        if not cells.isdigit() or int(cells) < 1:
+        if not re.fullmatch(r"[0-9]{1,9}", cells) or int(cells) < 1:
             raise SettingsError(
                 f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}"
             )
@@ -139,7 +171,44 @@ class Settings:
                 f"EDGELAB_KEEP_WORK_DIRS must be one of {', '.join(KEEP_WORK_DIRS)}, got {keep!r}"
             )
 
+        hosts = tuple(
+            h.strip().lower().rstrip(".") for h in get("ALLOWED_HOSTS").split(",") if h.strip()
+        )
+        bad = [h for h in hosts if not _HOST_NAME.fullmatch(h)]
+        if bad:
+            raise SettingsError(
+                "EDGELAB_ALLOWED_HOSTS must be comma-separated host names or IP addresses "
+                f"(or *), got {bad[0][:60]!r}"
+            )
+
+        streams = get("MAX_STREAMS_PER_CLIENT", "20")
+        if not re.fullmatch(r"[0-9]{1,6}", streams) or int(streams) < 1:
+            raise SettingsError(
+                f"EDGELAB_MAX_STREAMS_PER_CLIENT must be a positive integer, got {streams[:60]!r}"
+            )
+
+        idle = get("STREAM_IDLE_S", "300")
+        if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,3})?", idle) or float(idle) < 1:
+            raise SettingsError(
+                f"EDGELAB_STREAM_IDLE_S must be a number of seconds >= 1, got {idle[:60]!r}"
+            )
+
+        images: dict[str, str] = {}
+        for name in ("ROOT_IMAGE", "WORKER_IMAGE"):
+            value = get(name)
+            if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}", value):
+                raise SettingsError(
+                    f"EDGELAB_{name} must be a Docker image name, got {value[:60]!r}"
+                )
+            if value:
+                images[name.lower()] = value
+
         return cls(
+            allowed_hosts=hosts,
+            max_streams_per_client=int(streams),
+            stream_idle_s=float(idle),
+            root_image=images.get("root_image", cls.root_image),
+            worker_image=images.get("worker_image", cls.worker_image),
             data_dir=data_dir,
             database_url=database_url,
             redis_url=redis_url,

@@ -21,13 +21,16 @@ def open_cluster(
     model_path: str,
     name: str | None = None,
     engine: Engine | None = None,
+    images: tuple[str, str] | None = None,
 ) -> Cluster:
     """A not-yet-started cluster for ``spec`` on the backend it names.
 
     ``name`` says what the cluster is for (``run12``, ``sweep3-group1``); Docker
     labels its containers with it so leftovers can be traced to their run.
     ``engine`` is the engine set up for the model (``get_engine(name, model)``);
-    by default the backend makes a plain ``get_engine(spec.engine)``.
+    by default the backend makes a plain ``get_engine(spec.engine)``. ``images``
+    (root, worker) are the server's Docker images (``Settings.root_image`` and
+    ``worker_image``): never part of a request's options.
     """
     from pathlib import Path
 
@@ -38,7 +41,9 @@ def open_cluster(
     if spec.backend == "docker":
         from edgelab.cluster.docker import DockerCluster
 
-        return DockerCluster(spec, Path(work_dir), Path(model_path), run=name, engine=engine)
+        return DockerCluster(
+            spec, Path(work_dir), Path(model_path), run=name, engine=engine, images=images
+        )
     raise ClusterError(f"unknown backend {spec.backend!r}; known backends: local, docker")
 
 

@@ -213,14 +213,15 @@ class DockerCluster(Cluster):
         *,
         run: str | None = None,
         engine: Engine | None = None,
+        images: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(spec, work_dir, model_path)
         self.engine = engine or get_engine(spec.engine, options=spec.options)
         self._files: list[ContainerFile] = []
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id
-        self.root_image = str(spec.options.get("root_image", ROOT_IMAGE))
-        self.worker_image = str(spec.options.get("worker_image", WORKER_IMAGE))
+        # The server's images (Settings), never a request's: options cannot name one.
+        self.root_image, self.worker_image = images or (ROOT_IMAGE, WORKER_IMAGE)
         #: Per node: CPU limit (cores) and memory limit, from the node's device, else
         #: the cluster-wide ``cpus``/``mem`` options, else the node's threads / no limit.
         self.limits: dict[str, tuple[float, str | None]] = {}

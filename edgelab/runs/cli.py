@@ -30,8 +30,10 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
 @click.command("run")
 @click.option("--prompt", required=True, help="The prompt to send.")
 @click.option("--model", default="smollm2-135m", show_default=True, help="Catalog model name.")
-@click.option("--nodes", default=3, show_default=True, help="Devices including the root.")
-@click.option("--threads", default=1, show_default=True, help="CPU threads per node.")
+# Numbers are taken as text and parsed by the run fields' own rules (ASCII digits,
+# bounds), so the CLI refuses exactly what the API and the forms refuse.
+@click.option("--nodes", default="3", show_default=True, help="Devices including the root.")
+@click.option("--threads", default="1", show_default=True, help="CPU threads per node.")
 @click.option(
     "--latency",
     default="10ms..50ms",
@@ -39,9 +41,9 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     help="Per-link one-way delay: 20ms, 10ms..50ms (uniform), 20ms~5ms (normal).",
 )
 @click.option("--bandwidth", default=None, help="Per-link cap, e.g. 100mbit.")
-@click.option("--max-tokens", default=64, show_default=True, help="1-1024.")
-@click.option("--seed", default=0, show_default=True, help="Seed for sampling and delays.")
-@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--max-tokens", default="64", show_default=True, help="1-1024.")
+@click.option("--seed", default="0", show_default=True, help="Seed for sampling and delays.")
+@click.option("--temperature", default="0", show_default=True, help="0 = greedy, at most 2.")
 @click.option("--engine", default="llamacpp", show_default=True, help="llamacpp or dllama.")
 @click.option(
     "--dllama-bin",
@@ -56,7 +58,7 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     "inference per run, with dllama's per-token compute/sync split.",
 )
 @click.option("--backend", default=None, help="local or docker (default: EDGELAB_BACKEND).")
-@click.option("--cpus", type=float, default=None, help="Docker: CPU limit per node.")
+@click.option("--cpus", default=None, help="Docker: CPU limit per node.")
 @click.option("--mem", default=None, help="Docker: memory limit per node, e.g. 512m.")
 @click.option(
     "--device",
@@ -87,18 +89,18 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
 def run_command(
     prompt: str,
     model: str,
-    nodes: int,
-    threads: int,
+    nodes: str,
+    threads: str,
     latency: str,
     bandwidth: str | None,
-    max_tokens: int,
-    seed: int,
-    temperature: float,
+    max_tokens: str,
+    seed: str,
+    temperature: str,
     engine: str,
     dllama_bin: str | None,
     dllama_mode: str | None,
     backend: str | None,
-    cpus: float | None,
+    cpus: str | None,
     mem: str | None,
     devices: tuple[str, ...],
     links: tuple[str, ...],
@@ -108,10 +110,12 @@ def run_command(
     """Run one prompt on a fresh cluster and store the results."""
     from edgelab.catalog import Catalog
     from edgelab.models.db import upgrade
-    from edgelab.runs.config import ConfigError, parse_config
+    from edgelab.runs.config import ConfigError, config_from_text, parse_config
     from edgelab.runs.executor import execute_run
     from edgelab.store.store import Store
     from edgelab.tasks.runner import held_like_a_worker
+    from edgelab.validation.fields import OPTION_RULES
+    from edgelab.validation.values import FieldError
 
     settings = load_settings()
     if dllama_bin:
@@ -119,8 +123,12 @@ def run_command(
         os.environ["EDGELAB_DLLAMA_BIN"] = dllama_bin
     catalog = Catalog(settings)
     options: dict[str, Any] = {}
+    text_errors: dict[str, str] = {}
     if cpus is not None:
-        options["cpus"] = cpus
+        try:
+            options["cpus"] = OPTION_RULES["cpus"].from_text(cpus)
+        except FieldError as exc:
+            text_errors["cpus"] = str(exc)
     if mem is not None:
         options["mem"] = mem
     if dllama_mode is not None:
@@ -135,7 +143,7 @@ def run_command(
         source = click.get_current_context().get_parameter_source("nodes")
         if source is not None and source.name == "DEFAULT":
             nodes = file_nodes
-    raw = {
+    text: dict[str, Any] = {
         **topology_input,
         "prompt": prompt,
         "model": model,
@@ -150,10 +158,15 @@ def run_command(
         "backend": backend or settings.backend,
         "options": options,
     }
+    raw, parse_errors = config_from_text(text)
+    text_errors.update(parse_errors)
     try:
         config, _model = parse_config(raw, catalog, default_backend=settings.backend)
+        if text_errors:
+            raise ConfigError(text_errors)
     except ConfigError as exc:
-        lines = "\n".join(f"  --{_flag(k)}: {v}" for k, v in exc.errors.items())
+        errors = {**exc.errors, **text_errors}
+        lines = "\n".join(f"  --{_flag(k)}: {v}" for k, v in errors.items())
         raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
 
     r = _host_lock_broker(settings)

@@ -11,22 +11,34 @@ from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.engines import get_engine
 from edgelab.engines.dllama import DEFAULT_MODE, MODE_OPTION, mode_problem
-from edgelab.netem.profile import LatencyProfile, ProfileError, parse_bandwidth
+from edgelab.netem.profile import LatencyProfile, ProfileError
 from edgelab.topology.presets import DeviceBook, load_book
 from edgelab.topology.spec import Topology, TopologyError, resolve_topology
 from edgelab.topology.support import topology_problems
+from edgelab.validation.context import prompt_problems
+from edgelab.validation.fields import (
+    BACKENDS,
+    ENGINES,
+    MAX_TOKENS_LIMIT,
+    RUN_RULES,
+    check_profile,
+    unknown_fields,
+)
+from edgelab.validation.values import FieldError, InvalidInput, quote
 
-MAX_TOKENS_LIMIT = 1024
-ENGINES = ("llamacpp", "dllama")
-BACKENDS = ("local", "docker")
+__all__ = [
+    "BACKENDS",
+    "ENGINES",
+    "MAX_TOKENS_LIMIT",
+    "ConfigError",
+    "RunConfig",
+    "config_from_text",
+    "parse_config",
+]
 
 
-class ConfigError(ValueError):
-    """One or more fields are invalid; ``errors`` maps each field to its message."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+class ConfigError(InvalidInput):
+    """One or more fields of a run are invalid; ``errors`` maps each field to its message."""
 
 
 @dataclass(frozen=True)
@@ -80,113 +92,84 @@ class RunConfig:
         return data
 
 
-def _int(raw: Any, name: str, errors: dict[str, str]) -> int | None:
-    if isinstance(raw, bool):
-        errors[name] = "must be a whole number"
-        return None
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        errors[name] = f"must be a whole number, got {raw!r}"
-        return None
-    if isinstance(raw, float) and raw != value:
-        errors[name] = f"must be a whole number, got {raw!r}"
-        return None
-    return value
-
-
 def parse_config(
     data: dict[str, Any], catalog: Catalog, *, default_backend: str = "local"
 ) -> tuple[RunConfig, ModelInfo]:
     """Validate raw input (CLI options, API JSON, form fields) into a ``RunConfig``.
 
-    Every field is checked and every problem reported at once, so a form can show
-    a message beside each field; nothing is started for an invalid config.
+    Values must already have their JSON types (forms and the CLI convert text with
+    :func:`config_from_text`); each field follows its rule in
+    :data:`edgelab.validation.fields.RUN_RULES`, unknown fields are refused, and
+    every problem is reported at once so a form can show a message beside each
+    field. Then the rules that join fields: the engine's topology rule for the
+    model and node count, and the prompt against the model's context. Nothing is
+    started for an invalid config.
     """
-    errors: dict[str, str] = {}
+    if not isinstance(data, dict):
+        raise ConfigError({"body": f"must be an object with the run's fields, got {quote(data)}"})
+    errors: dict[str, str] = unknown_fields(data, tuple(RUN_RULES))
+    values: dict[str, Any] = {}
+    for name, rule in RUN_RULES.items():
+        if name == "backend" and data.get("backend") is None:
+            raw = default_backend  # left out or null: the server's EDGELAB_BACKEND
+        elif name in data:
+            raw = data[name]
+        elif rule.has_default:
+            raw = rule.default
+        else:
+            errors[name] = "is required"
+            continue
+        try:
+            values[name] = rule.check(raw)
+        except FieldError as exc:
+            errors[name] = str(exc)
 
-    prompt = data.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        errors["prompt"] = "must not be empty"
-
-    model_name = str(data.get("model") or "smollm2-135m")
     model: ModelInfo | None = None
-    try:
-        model = catalog.get(model_name)
-    except CatalogError as exc:
-        errors["model"] = str(exc)
+    if "model" in values:
+        try:
+            model = catalog.get(values["model"])
+        except CatalogError as exc:
+            errors["model"] = str(exc)[:300]
 
-    engine = str(data.get("engine") or "llamacpp")
-    if engine not in ENGINES:
-        errors["engine"] = f"must be one of {', '.join(ENGINES)}, got {engine!r}"
-    backend = str(data.get("backend") or default_backend)
-    if backend not in BACKENDS:
-        errors["backend"] = f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
-
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        errors["options"] = "must be an object"
-        options = {}
-    options = dict(options)
-    if engine in ENGINES:
+    engine = values.get("engine")
+    options = dict(values.get("options") or {})
+    if engine is not None and "options" in values:
         problem = mode_problem(options, engine)
         if problem is not None:
             errors["options"] = problem
         elif options.get(MODE_OPTION) == DEFAULT_MODE:
             # The default spelled out is the same experiment as the default left out.
             del options[MODE_OPTION]
-
-    nodes = _int(data.get("nodes", 1), "nodes", errors)
-    if nodes is not None and nodes < 1:
-        errors["nodes"] = f"must be at least 1, got {nodes}"
-    elif nodes is not None and model is not None and engine in ENGINES and "options" not in errors:
+        values["options"] = options
+    if model is not None and engine is not None and "nodes" in values and "options" not in errors:
         # Which models and topologies an engine can run is the engine's rule (format,
         # then layers for llama.cpp or tensor divisibility for dllama), checked
         # before anything starts.
-        errors.update(get_engine(engine, options=options).run_problems(model, nodes))
-    threads = _int(data.get("threads", 1), "threads", errors)
-    if threads is not None and threads < 1:
-        errors["threads"] = f"must be at least 1, got {threads}"
-    max_tokens = _int(data.get("max_tokens", 64), "max_tokens", errors)
-    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        errors["max_tokens"] = f"must be between 1 and {MAX_TOKENS_LIMIT}, got {max_tokens}"
-    seed = _int(data.get("seed", 0), "seed", errors)
-    repetition = _int(data.get("repetition", 0), "repetition", errors)
-
-    try:
-        temperature = float(data.get("temperature", 0.0))
-        if not 0.0 <= temperature <= 2.0:
-            errors["temperature"] = f"must be between 0 and 2, got {temperature}"
-    except (TypeError, ValueError):
-        errors["temperature"] = f"must be a number, got {data.get('temperature')!r}"
-        temperature = 0.0
+        problems = get_engine(engine, options=options).run_problems(model, values["nodes"])
+        for key, message in problems.items():
+            errors.setdefault(key, message)
+    if model is not None and "prompt" in values and "max_tokens" in values:
+        for key, message in prompt_problems(model, values["prompt"], values["max_tokens"]).items():
+            errors.setdefault(key, message)
 
     latency: LatencyProfile | None = None
-    raw_latency = data.get("latency", "0ms")
-    bandwidth = str(data["bandwidth"]) if data.get("bandwidth") else None
-    if bandwidth is not None:
+    if "latency" in values and "bandwidth" in values and "seed" in values:
         try:
-            parse_bandwidth(bandwidth)
-        except ProfileError as exc:
-            errors["bandwidth"] = str(exc)
-            bandwidth = None
-    try:
-        if isinstance(raw_latency, dict):
-            latency = LatencyProfile.from_dict(raw_latency)
-        else:
-            latency = LatencyProfile.parse(str(raw_latency), bandwidth=bandwidth, seed=seed or 0)
-    except (ProfileError, KeyError, TypeError) as exc:
-        errors["latency"] = str(exc)
+            latency = LatencyProfile.parse(
+                values["latency"], bandwidth=values["bandwidth"], seed=values["seed"]
+            )
+            check_profile(latency)
+        except (ProfileError, FieldError) as exc:
+            errors["latency"] = str(exc)[:300]
 
     topology = Topology()
-    devices_raw, links_raw = data.get("devices"), data.get("links")
+    devices_raw, links_raw = values.get("devices"), values.get("links")
     if (
         (devices_raw or links_raw)
         and latency is not None
-        and nodes is not None
-        and threads is not None
-        and not {"nodes", "threads", "latency"} & set(errors)
+        and not {"nodes", "threads", "latency", "devices", "links"} & set(errors)
     ):
+        # Devices and links are checked by the topology module (presets, per-node keys).
         try:
             book = load_book(catalog.devices_path)
         except TopologyError as exc:
@@ -196,14 +179,14 @@ def parse_config(
             topology = resolve_topology(
                 devices=devices_raw,
                 links=links_raw,
-                nodes=nodes,
-                threads=threads,
+                nodes=values["nodes"],
+                threads=values["threads"],
                 latency=latency,
                 presets=book.presets,
                 topologies=book.topologies,
             )
         except TopologyError as exc:
-            errors.update(exc.errors)
+            errors.update({k: str(v)[:300] for k, v in exc.errors.items()})
             # Every problem at once: what the backend cannot apply of the part that parsed.
             for part in ("devices", "links"):
                 if part in exc.errors:
@@ -212,40 +195,61 @@ def parse_config(
                     alone = resolve_topology(
                         devices=devices_raw if part == "devices" else None,
                         links=links_raw if part == "links" else None,
-                        nodes=nodes,
-                        threads=threads,
+                        nodes=values["nodes"],
+                        threads=values["threads"],
                         latency=latency,
                         presets=book.presets,
                         topologies=book.topologies,
                     )
                 except TopologyError:
                     continue
-                for key, message in topology_problems(alone, backend).items():
+                for key, message in topology_problems(alone, values["backend"]).items():
                     errors.setdefault(key, message)
         else:
-            errors.update(topology_problems(topology, backend))
+            errors.update(topology_problems(topology, values["backend"]))
 
     if errors:
         raise ConfigError(errors)
     # No error recorded means every field parsed; these narrow the types for mypy.
     assert model is not None
     assert latency is not None
-    assert nodes is not None
-    assert threads is not None
-    assert max_tokens is not None
     config = RunConfig(
-        prompt=str(prompt),
+        prompt=values["prompt"],
         model=model.name,
-        nodes=nodes,
-        threads=threads,
+        nodes=values["nodes"],
+        threads=values["threads"],
         latency=latency,
-        max_tokens=max_tokens,
-        seed=seed or 0,
-        temperature=temperature,
-        engine=engine,
-        backend=backend,
-        repetition=repetition or 0,
-        options=options,
+        max_tokens=values["max_tokens"],
+        seed=values["seed"],
+        temperature=values["temperature"],
+        engine=values["engine"],
+        backend=values["backend"],
+        repetition=values["repetition"],
+        options=values["options"],
         topology=topology,
     )
     return config, model
+
+
+def config_from_text(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Form or command-line text as ``parse_config`` input, with the fields' own rules.
+
+    Numbers are parsed from ASCII text (``int_text``/``number_text``); other values
+    pass unchanged. Returns the typed values and the errors of text that is not a
+    value of its field's type (``parse_config`` then checks the values).
+    """
+    out: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, text in data.items():
+        rule = RUN_RULES.get(name)
+        if rule is None or not isinstance(text, str) or rule.kind not in ("integer", "number"):
+            out[name] = text  # strings are strings; parse_config checks them
+        elif not text.strip():
+            kind = "a whole number" if rule.kind == "integer" else "a number"
+            errors[name] = f"must not be empty ({kind})"
+        else:
+            try:
+                out[name] = rule.from_text(text)
+            except FieldError as exc:
+                errors[name] = str(exc)
+    return out, errors

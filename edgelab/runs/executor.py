@@ -153,7 +153,12 @@ def cluster_for(
     work_dir = workdirs.new_work_dir(settings, name)
     engine = get_engine(config.engine, model, config.options)
     cluster = open_cluster(
-        config.cluster_spec, str(work_dir), str(model.path), name=name, engine=engine
+        config.cluster_spec,
+        str(work_dir),
+        str(model.path),
+        name=name,
+        engine=engine,
+        images=(settings.root_image, settings.worker_image),
     )
     watchdog = StallWatchdog(cluster, settings.start_stall_timeout_s, "cluster start")
 

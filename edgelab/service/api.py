@@ -8,19 +8,29 @@ API, the CLI and exports agree. :mod:`edgelab.service.openapi` documents it all.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    stream_with_context,
+    url_for,
+)
 from sqlalchemy import func, select, text
 
 from edgelab import analysis
 from edgelab.catalog import Catalog, CatalogError
 from edgelab.models import Run, Sweep
 from edgelab.netem.profile import ProfileError, parse_bandwidth
-from edgelab.runs.config import ConfigError, parse_config
+from edgelab.runs.config import parse_config
 from edgelab.runs.views import run_detail, run_summary
 from edgelab.service.extensions import (
     current_actions,
@@ -30,13 +40,21 @@ from edgelab.service.extensions import (
     db,
 )
 from edgelab.service.history import parse_history, parse_paging
+from edgelab.service.streams import RETRY_AFTER_S, StreamSlots, sse
 from edgelab.store import RUN_OPEN_ORDER, InvalidTransition, StoreError
 from edgelab.store.actions import NO_BROKER, BrokerError
 from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.tasks.events import stream_run_events
+from edgelab.validation import DocumentError, InvalidInput, load_json, quote
+from edgelab.validation.fields import ID, Rule
+from edgelab.validation.values import DB_INT_MAX, FieldError, clean_text
 
 api = Blueprint("api", __name__)
+
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+_streams = StreamSlots()
 
 
 def _invalid(errors: dict[str, str], status: int = 400) -> tuple[Response, int]:
@@ -54,13 +72,37 @@ def _refused(exc: StoreError) -> tuple[Response, int]:
         body["status"] = exc.current
     if isinstance(exc, BrokerError) and exc.ids:
         body["ids"] = exc.ids
-    return jsonify(body), exc.http_status
+    resp = jsonify(body)
+    if exc.http_status == 503:
+        resp.headers["Retry-After"] = "10"
+    return resp, exc.http_status
 
 
-def _json_body() -> dict[str, Any] | None:
-    # Only a real JSON content type: text/plain bodies are what cross-site forms send.
-    data = request.get_json(silent=True)
-    return data if isinstance(data, dict) else None
+def _json_body(types: tuple[str, ...] = JSON_TYPES) -> dict[str, Any]:
+    """The request's JSON object, read within the limits of :mod:`edgelab.validation.documents`.
+
+    Only a JSON content type: text/plain bodies are what cross-site forms send.
+    """
+    if request.mimetype not in types:
+        raise UnsupportedType(request.mimetype, types)
+    data = load_json(request.get_data(cache=True), field="body")
+    if not isinstance(data, dict):
+        raise DocumentError({"body": "must be a JSON object with the fields"})
+    return data
+
+
+class UnsupportedType(Exception):
+    """A body of a content type the operation does not take (415)."""
+
+    def __init__(self, given: str, types: tuple[str, ...]) -> None:
+        self.given, self.types = given, types
+
+    def response(self) -> tuple[Response, int]:
+        shown = quote(self.given) if self.given else "none"
+        return jsonify(
+            error="unsupported content type",
+            errors={"Content-Type": f"must be {' or '.join(self.types)}, got {shown}"},
+        ), 415
 
 
 # --- runs ---------------------------------------------------------------------
@@ -68,16 +110,16 @@ def _json_body() -> dict[str, Any] | None:
 
 @api.post("/runs")
 def submit_run() -> Any:
-    body = _json_body()
-    if body is None:
-        return _invalid({"body": "must be a JSON object with the run's fields"})
     settings = current_settings()
     try:
+        body = _json_body()
         config, _model = parse_config(body, Catalog(settings), default_backend=settings.backend)
-    except ConfigError as exc:
+    except UnsupportedType as exc:
+        return exc.response()
+    except InvalidInput as exc:
         return _invalid(exc.errors)
     except CatalogError as exc:
-        return _invalid({"model": str(exc)})
+        return _invalid({"model": str(exc)[:300]})
     try:
         run = current_actions().submit_run(config)
     except StoreError as exc:
@@ -90,7 +132,7 @@ def submit_run() -> Any:
 @api.get("/runs")
 def list_runs() -> Any:
     """History: the filters, sort and pages of :mod:`edgelab.service.history`."""
-    f = parse_history(request.args)
+    f = parse_history(request.args, strict=True)
     if f.errors:
         return _invalid(f.errors)
     runs = f.page_of(db.session)
@@ -110,18 +152,6 @@ def get_run(run_id: int) -> Any:
         return _not_found(f"run {run_id}")
 
 
-def _sse(events: Iterator[dict[str, Any]]) -> Iterator[str]:
-    seq = 0
-    yield "retry: 2000\n\n"
-    for event in events:
-        if event.get("type") == "ping":
-            yield ": ping\n\n"
-            continue
-        seq += 1
-        kind = event.get("type", "message")
-        yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
-
-
 @api.get("/runs/<int:run_id>/events")
 def run_events(run_id: int) -> Any:
     """Server-sent events: replay of what is stored, then live events, then ``end``."""
@@ -129,7 +159,11 @@ def run_events(run_id: int) -> Any:
 
 
 def event_stream(run_id: int) -> Any:
-    """The run's event stream as a response (the API and the run page both serve it)."""
+    """The run's event stream as a response (the API and the run page both serve it).
+
+    Served without holding a request thread while it waits (see
+    :mod:`edgelab.service.streams`), at most ``max_streams_per_client`` per client.
+    """
     settings = current_settings()
     if db.session.get(Run, run_id) is None:
         return _not_found(f"run {run_id}")
@@ -137,12 +171,33 @@ def event_stream(run_id: int) -> Any:
         r = current_actions().queue.check()
     except StoreError as exc:
         return _refused(exc)
-    events = stream_run_events(settings.database_url, r, run_id)
-    return Response(
-        stream_with_context(_sse(events)),
+    client = request.remote_addr or "unknown"
+    if not _streams.acquire(client, settings.max_streams_per_client):
+        resp = jsonify(
+            error=f"too many open event streams from {client}: at most "
+            f"{settings.max_streams_per_client} (EDGELAB_MAX_STREAMS_PER_CLIENT); close some "
+            "pages or retry later"
+        )
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return resp, 429
+    # Pings often enough that an idle stream is noticed within a tenth of its timeout.
+    ping_s = min(15.0, settings.stream_idle_s / 10)
+    events = stream_run_events(settings.database_url, r, run_id, idle_s=ping_s)
+    resp = Response(
+        stream_with_context(sse(events, idle_timeout_s=settings.stream_idle_s)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    released = threading.Event()
+
+    def release() -> None:
+        # The WSGI server closes every response, also one whose stream never started.
+        if not released.is_set():
+            released.set()
+            _streams.release(client)
+
+    resp.call_on_close(release)
+    return resp
 
 
 @api.post("/runs/<int:run_id>/cancel")
@@ -158,22 +213,19 @@ def cancel_run(run_id: int) -> Any:
 # --- sweeps -------------------------------------------------------------------
 
 
-def _spec_body() -> dict[str, Any] | None:
-    if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
-        return load_spec_text(request.get_data(as_text=True))
-    return _json_body()
-
-
 @api.post("/sweeps")
 def submit_sweep() -> Any:
     settings = current_settings()
     try:
-        body = _spec_body()
-        if body is None:
-            return _invalid({"body": "must be a sweep spec (JSON object or YAML)"})
+        if request.mimetype in YAML_TYPES:
+            body: dict[str, Any] = load_spec_text(request.get_data(cache=True, as_text=True))
+        else:
+            body = _json_body(JSON_TYPES + YAML_TYPES)
         spec = parse_spec(body, max_cells=settings.max_sweep_cells)
         cells = expand(spec, Catalog(settings), default_backend=settings.backend)
-    except SpecError as exc:
+    except UnsupportedType as exc:
+        return exc.response()
+    except InvalidInput as exc:
         return _invalid(exc.errors)
     try:
         sweep = current_actions().submit_sweep(spec, cells)
@@ -188,7 +240,7 @@ def submit_sweep() -> Any:
 @api.get("/sweeps")
 def list_sweeps() -> Any:
     errors: dict[str, str] = {}
-    page, per_page = parse_paging(request.args, errors)
+    page, per_page = parse_paging(request.args, errors, strict=True)
     if errors:
         return _invalid(errors)
     total = db.session.scalar(select(func.count(Sweep.id))) or 0
@@ -238,7 +290,7 @@ def resume_sweep(sweep_id: int) -> Any:
 
 #: The largest id a run can have (a 32-bit INTEGER key on PostgreSQL): larger ids are a
 #: 400, not a database overflow.
-MAX_RUN_ID = 2**31 - 1
+MAX_RUN_ID = DB_INT_MAX
 #: How many runs one ``/api/compare`` call may group and test pairwise.
 COMPARE_API_MAX = 200
 PREDICT_MAX_NODES = 1024
@@ -270,13 +322,10 @@ def _number(name: str, errors: dict[str, str], low: float, high: float) -> float
     if raw is None or raw.strip() == "":
         return None
     try:
-        value = float(raw)
-    except ValueError:
-        errors[name] = f"must be a number, got {raw!r}"
+        return float(Rule(name, "number", "", minimum=low, maximum=high).from_text(raw))
+    except FieldError as exc:
+        errors[name] = str(exc)
         return None
-    if not low <= value <= high:
-        errors[name] = f"must be between {low:g} and {high:g}, got {raw}"
-    return value
 
 
 @api.get("/sweeps/<int:sweep_id>/predict")
@@ -293,9 +342,11 @@ def sweep_predict(sweep_id: int) -> Any:
     raw_bw = request.args.get("bandwidth", "").strip()
     if raw_bw:
         try:
-            bandwidth = parse_bandwidth(raw_bw)
-        except ProfileError as exc:
+            bandwidth = parse_bandwidth(clean_text(raw_bw, max_chars=40))
+        except FieldError as exc:
             errors["bandwidth"] = str(exc)
+        except ProfileError as exc:
+            errors["bandwidth"] = str(exc)[:300]
     if errors:
         return _invalid(errors)
     try:
@@ -329,15 +380,18 @@ def parse_run_ids(values: list[str], low: int, high: int) -> tuple[list[int], st
     The compare page and ``/api/compare`` share it, so both refuse the same input.
     """
     ids: list[int] = []
-    for part in (p.strip() for v in values for p in v.split(",")):
-        if not part:
-            continue
-        if not part.isdigit():
-            return [], f"run ids must be whole numbers, got {part!r}"
-        if not 1 <= int(part) <= MAX_RUN_ID:
-            return [], f"run ids must be between 1 and {MAX_RUN_ID}, got {part}"
-        if int(part) not in ids:
-            ids.append(int(part))
+    parts = [p.strip() for v in values for p in v.split(",") if p.strip()]
+    if len(parts) > 10 * high:
+        return [], f"select between {low} and {high} runs to compare (got {len(parts)})"
+    for part in parts:
+        try:
+            run_id = int(ID.from_text(part))
+        except FieldError as exc:
+            if "between" in str(exc):
+                return [], f"run ids must be between 1 and {MAX_RUN_ID}, got {quote(part)}"
+            return [], f"run ids must be whole numbers, got {quote(part)}"
+        if run_id not in ids:
+            ids.append(run_id)
     if not low <= len(ids) <= high:
         return ids, f"select between {low} and {high} runs to compare (got {len(ids)})"
     return ids, None
@@ -359,13 +413,63 @@ def compare_runs() -> Any:
 # --- models and health --------------------------------------------------------
 
 
+class _WorkerCache:
+    """Which workers answer a ping, asked at most every ``ttl_s`` seconds per app.
+
+    Celery's ping waits its whole timeout (0.5 s) for replies, since it cannot know
+    how many workers exist; health checks poll often and must answer fast, so the
+    list may be up to ``ttl_s`` old (``workers_age_s`` says how old). An empty list
+    is asked again sooner (``empty_ttl_s``): a worker that just started shows up fast.
+    """
+
+    def __init__(self, ttl_s: float = 10.0, empty_ttl_s: float = 2.0) -> None:
+        self.ttl_s, self.empty_ttl_s = ttl_s, empty_ttl_s
+        self._at = -1e9
+        self._workers: list[str] = []
+        self._lock = threading.Lock()
+
+    def get(self, ask: Callable[[], dict[str, Any] | None]) -> list[str]:
+        with self._lock:
+            ttl = self.ttl_s if self._workers else self.empty_ttl_s
+            if time.monotonic() - self._at >= ttl:
+                self._workers = sorted(ask() or {})
+                self._at = time.monotonic()
+            return list(self._workers)
+
+    def age_s(self) -> float:
+        return round(time.monotonic() - self._at, 1)
+
+
+def _worker_cache() -> _WorkerCache:
+    cache: _WorkerCache = current_app.extensions.setdefault("edgelab_workers", _WorkerCache())
+    return cache
+
+
+def _shown_path(path: Path, models_dir: Path) -> str:
+    """A model's path relative to the models directory: the API does not show host paths."""
+    try:
+        return str(Path(path).resolve().relative_to(models_dir.resolve()))
+    except (ValueError, OSError):
+        return Path(path).name  # registered from elsewhere: its file name only
+
+
 @api.get("/models")
 def list_models() -> Any:
+    """The catalog; paths are relative to ``EDGELAB_MODELS_DIR`` (no host paths)."""
+    settings = current_settings()
     try:
-        models = Catalog(current_settings()).list()
+        models = Catalog(settings).list()
     except CatalogError as exc:
-        return jsonify(error=str(exc)), 500
-    return jsonify(models=[m.to_dict() | {"path": str(m.path)} for m in models])
+        return jsonify(error=f"the model catalog cannot be read: {str(exc)[:300]}"), 503
+    shown = []
+    for m in models:
+        entry = m.to_dict() | {"path": _shown_path(m.path, settings.models_dir)}
+        extra = dict(entry.get("extra") or {})
+        if "tokenizer" in extra:
+            extra["tokenizer"] = _shown_path(Path(str(extra["tokenizer"])), settings.models_dir)
+        entry["extra"] = extra
+        shown.append(entry)
+    return jsonify(models=shown)
 
 
 @api.get("/health")
@@ -386,11 +490,14 @@ def health() -> Any:
         try:
             r.ping()
             out["broker"] = {"ok": True}
-            replies = current_celery().control.inspect(timeout=0.5).ping() or {}
-            workers = sorted(replies)
+            workers = _worker_cache().get(
+                lambda: current_celery().control.inspect(timeout=0.5).ping()
+            )
         except redis.RedisError as exc:
             out["broker"] = {"ok": False, "error": str(exc)}
     out["workers"] = workers
+    if out["broker"]["ok"]:
+        out["workers_age_s"] = _worker_cache().age_s()
     if out["database"]["ok"]:
         out["runs"] = Store(current_settings().database_url).count_by_status(RUN_OPEN_ORDER)
     out["ok"] = bool(out["database"]["ok"] and out["broker"]["ok"])

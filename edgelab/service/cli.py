@@ -32,8 +32,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve_argv(settings: Settings, workers: int = 1, threads: int = 16) -> list[str]:
-    """gunicorn with threads: server-sent event streams hold a thread each."""
+#: Open connections (streams included) one web worker process serves at once.
+WORKER_CONNECTIONS = 1000
+
+
+def serve_argv(settings: Settings, workers: int = 1) -> list[str]:
+    """gunicorn with gevent workers: a waiting event stream is a parked greenlet, not a
+    thread of a fixed pool (why: :mod:`edgelab.service.streams`)."""
     return [
         sys.executable,
         "-m",
@@ -43,9 +48,9 @@ def serve_argv(settings: Settings, workers: int = 1, threads: int = 16) -> list[
         "--workers",
         str(workers),
         "--worker-class",
-        "gthread",
-        "--threads",
-        str(threads),
+        "gevent",
+        "--worker-connections",
+        str(WORKER_CONNECTIONS),
         "--graceful-timeout",
         "5",
         "--access-logfile",

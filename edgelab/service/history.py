@@ -25,6 +25,15 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from edgelab.models import RUN_STATUSES, Run
+from edgelab.validation.fields import (
+    DEFAULT_PER_PAGE,
+    ID,
+    PAGE,
+    PER_PAGE,
+    RUN_RULES,
+    Rule,
+)
+from edgelab.validation.values import DB_INT_MAX, FieldError, clean_text, quote
 
 SORTABLE = (
     "id",
@@ -44,8 +53,6 @@ SORTABLE = (
     "repetition",
 )
 PER_PAGE_CHOICES = (25, 50, 100, 200)
-DEFAULT_PER_PAGE = 50
-MAX_PER_PAGE = 500
 FILTER_KEYS = (
     "status",
     "model",
@@ -138,42 +145,84 @@ class HistoryFilter:
 def _when(raw: str, name: str, errors: dict[str, str], *, end: bool) -> datetime | None:
     """A date (midnight UTC, or the next midnight if ``end``) or a date-time, UTC if no zone."""
     try:
+        if len(raw) > 40 or not raw.isascii():
+            raise ValueError(raw)
         if len(raw) == 10:
             d = date.fromisoformat(raw)
             when = datetime(d.year, d.month, d.day, tzinfo=UTC)
             return when + timedelta(days=1) if end else when
         when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         return when if when.tzinfo else when.replace(tzinfo=UTC)
-    except ValueError:
-        errors[name] = f"must be a date (2026-01-31) or date-time (2026-01-31T12:00), got {raw!r}"
+    except (ValueError, OverflowError):
+        errors[name] = (
+            f"must be a date (2026-01-31) or date-time (2026-01-31T12:00), got {quote(raw)}"
+        )
         return None
 
 
-def _int(raw: str, name: str, errors: dict[str, str], lo: int, hi: int | None = None) -> int | None:
+def _int(raw: str, name: str, errors: dict[str, str], lo: int, hi: int) -> int | None:
     try:
-        value = int(raw)
-    except ValueError:
-        errors[name] = f"must be a whole number, got {raw!r}"
+        return int(Rule(name, "integer", "", minimum=lo, maximum=hi).from_text(raw))
+    except FieldError as exc:
+        errors[name] = str(exc)
         return None
-    if value < lo or (hi is not None and value > hi):
-        errors[name] = f"must be between {lo} and {hi}" if hi else f"must be at least {lo}"
+
+
+def text_filter(raw: str, name: str, errors: dict[str, str]) -> str:
+    """A free-text filter: one line, no control characters (PostgreSQL refuses NUL)."""
+    if not raw:
+        return ""
+    try:
+        return clean_text(raw, max_chars=200)
+    except FieldError as exc:
+        errors[name] = str(exc)
+        return ""
+
+
+def _strict_problem(args: MultiDict[str, str], name: str, *, empty_ok: bool) -> str | None:
+    """What the API refuses that the pages forgive: empty values, surrounding spaces."""
+    if name not in args:
         return None
-    return value
+    raw = args.get(name, "")
+    if raw == "" and not empty_ok:
+        return "must not be empty"
+    if raw != raw.strip():
+        return "must not have spaces around it"
+    return None
 
 
-def parse_paging(args: MultiDict[str, str], errors: dict[str, str]) -> tuple[int, int]:
-    """``page`` (from 1) and ``per_page`` (1 to :data:`MAX_PER_PAGE`); bad values fall back."""
-    raw_page = args.get("page", "").strip()
-    page = (_int(raw_page, "page", errors, lo=1) if raw_page else 1) or 1
-    raw_pp = args.get("per_page", "").strip()
-    per_page = (
-        _int(raw_pp, "per_page", errors, lo=1, hi=MAX_PER_PAGE) if raw_pp else DEFAULT_PER_PAGE
-    ) or DEFAULT_PER_PAGE
-    return page, per_page
+def parse_paging(
+    args: MultiDict[str, str], errors: dict[str, str], *, strict: bool = False
+) -> tuple[int, int]:
+    """``page`` and ``per_page`` by their rules (:data:`PAGE`, :data:`PER_PAGE`).
+
+    A bad value is an error (the API answers 400), never silently the default; the
+    default is returned alongside so a page can still render. ``strict`` (the API)
+    also refuses an empty value, which a page's form submits for "no choice".
+    """
+    values = []
+    for rule in (PAGE, PER_PAGE):
+        raw = args.get(rule.name, "").strip()
+        value = rule.default
+        problem = _strict_problem(args, rule.name, empty_ok=False) if strict else None
+        if problem:
+            errors[rule.name] = problem
+        elif raw:
+            try:
+                value = rule.from_text(raw)
+            except FieldError as exc:
+                errors[rule.name] = str(exc)
+        values.append(int(value))
+    return values[0], values[1]
 
 
-def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
-    """Parse the query arguments; problems go to ``errors``, the bad value is ignored."""
+def parse_history(args: MultiDict[str, str], *, strict: bool = False) -> HistoryFilter:
+    """Parse the query arguments; problems go to ``errors``, the bad value is ignored.
+
+    ``strict`` is the API's reading (what its OpenAPI document says): a number or a
+    sort key that is present must not be empty or padded with spaces. The pages read
+    their own forms, which submit every field, leniently.
+    """
     f = HistoryFilter()
     keep = (*FILTER_KEYS, "sort", "per_page")
     f.args = {k: args.get(k, "").strip() for k in keep if args.get(k, "").strip()}
@@ -181,19 +230,22 @@ def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
     statuses = [part for value in args.getlist("status") for part in value.split(",") if part]
     bad = [s for s in statuses if s not in RUN_STATUSES]
     if bad:
-        errors["status"] = f"unknown status {', '.join(bad)}; one of {', '.join(RUN_STATUSES)}"
+        shown = ", ".join(b[:40] for b in bad[:5])
+        errors["status"] = f"unknown status {shown}; one of {', '.join(RUN_STATUSES)}"
     else:
         f.statuses = statuses
     if statuses:
         f.args["status"] = ",".join(statuses)
-    f.model = args.get("model", "").strip()
-    f.latency = args.get("latency", "").strip()
-    f.backend = args.get("backend", "").strip()
-    f.topology = args.get("topology", "").strip()[:200]
-    for name in ("nodes", "threads", "sweep"):
+    f.model = text_filter(args.get("model", "").strip(), "model", errors)
+    f.latency = text_filter(args.get("latency", "").strip(), "latency", errors)
+    f.backend = text_filter(args.get("backend", "").strip(), "backend", errors)
+    f.topology = text_filter(args.get("topology", "").strip(), "topology", errors)
+    bounds = {"nodes": RUN_RULES["nodes"].bounds(), "threads": (1, DB_INT_MAX)}
+    bounds["sweep"] = ID.bounds()
+    for name, (lo, hi) in bounds.items():
         raw = args.get(name, "").strip()
         if raw:
-            setattr(f, name, _int(raw, name, errors, lo=0 if name == "sweep" else 1))
+            setattr(f, name, _int(raw, name, errors, lo=lo, hi=hi))
     raw = args.get("since", "").strip()
     if raw:
         f.since = _when(raw, "since", errors, end=False)
@@ -201,9 +253,14 @@ def parse_history(args: MultiDict[str, str]) -> HistoryFilter:
     if raw:
         f.until = _when(raw, "until", errors, end=True)
     sort = args.get("sort", "").strip() or "-id"
-    if sort.lstrip("-") not in SORTABLE:
+    if sort.lstrip("-") not in SORTABLE or sort.startswith("--"):
         errors["sort"] = f"must be one of {', '.join(SORTABLE)} (prefix - for descending)"
         sort = "-id"
     f.sort = sort
-    f.page, f.per_page = parse_paging(args, errors)
+    f.page, f.per_page = parse_paging(args, errors, strict=strict)
+    if strict:
+        for name in ("nodes", "threads", "sweep", "sort", "since", "until"):
+            problem = _strict_problem(args, name, empty_ok=False)
+            if problem:
+                errors[name] = problem
     return f

@@ -50,65 +50,55 @@ A ``search: break_even`` spec is not a grid: see :mod:`edgelab.sweeps.search`.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
 from edgelab.catalog import Catalog, CatalogError, ModelInfo
 from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import ConfigError, RunConfig, parse_config
-
-#: Axes in grid order: the slowest-changing first. ``prompts`` maps to a run's ``prompt``.
-AXES: tuple[str, ...] = (
-    "engine",
-    "model",
-    "backend",
-    "nodes",
-    "threads",
-    "devices",
-    "bandwidth",
-    "latency",
-    "links",
-    "max_tokens",
-    "prompts",
+from edgelab.validation.documents import DocumentError, load_yaml
+from edgelab.validation.fields import (
+    AXIS_FIELD,
+    MAX_AXIS_VALUES,
+    RUN_RULES,
+    SWEEP_AXES,
+    SWEEP_FIELDS,
+    SWEEP_FIXED,
+    SWEEP_RULES,
+    SWEEP_SEARCH_FIELDS,
+    axis_rule,
+    unknown_fields,
 )
-#: Axes whose values may be objects (a per-node map of devices or links), not scalars.
-OBJECT_AXES: tuple[str, ...] = ("latency", "devices", "links")
-#: Fields shared by every cell.
-FIXED: tuple[str, ...] = ("seed", "temperature", "options")
-OTHER: tuple[str, ...] = ("name", "repetitions", "prompt", "warmup", "order", "order_seed")
+from edgelab.validation.values import FieldError, InvalidInput, quote
+
+#: Axes in grid order, fields shared by every cell, and sweep-only fields: all
+#: registered in :mod:`edgelab.validation.fields` (add new spec fields there).
+AXES: tuple[str, ...] = SWEEP_AXES
+FIXED: tuple[str, ...] = SWEEP_FIXED
+OTHER: tuple[str, ...] = (*SWEEP_RULES, "prompt")
 #: The fields of a ``search`` spec (edgelab.sweeps.search) besides the axes.
-SEARCH_FIELDS: tuple[str, ...] = ("search", "latency_range", "tolerance")
-ORDERS = ("random", "grid")
-MAX_WARMUP = 10
-MAX_REPETITIONS = 100
+SEARCH_FIELDS: tuple[str, ...] = SWEEP_SEARCH_FIELDS
+ORDERS = SWEEP_RULES["order"].choices
+MAX_WARMUP = int(SWEEP_RULES["warmup"].bounds()[1])
 DEFAULTS: dict[str, Any] = {
-    "engine": "llamacpp",
-    "model": "smollm2-135m",
-    "backend": None,  # the server's EDGELAB_BACKEND
-    "devices": None,  # every node the cluster-wide threads
-    "links": None,  # every link the cluster-wide latency
-    "nodes": 1,
-    "threads": 1,
-    "bandwidth": None,
-    "latency": "0ms",
-    "max_tokens": 64,
+    axis: axis_rule(axis).default for axis in AXES if axis_rule(axis).has_default
 }
 #: parse_config's field name -> the spec field a user wrote.
-_FIELD_OF = {"prompt": "prompts"}
+_FIELD_OF = {v: k for k, v in AXIS_FIELD.items()}
 
 
-class SpecError(ValueError):
-    """The spec is invalid; ``errors`` maps each field to its message (like ``ConfigError``)."""
+class SpecError(InvalidInput):
+    """The spec is invalid; ``errors`` maps each field to its message (like ``ConfigError``).
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    ``axes`` holds the axes that did parse, so the sweep form can still count them.
+    """
+
+    def __init__(self, errors: dict[str, str], axes: dict[str, list[Any]] | None = None) -> None:
+        super().__init__(errors)
+        self.axes = axes or {}
 
 
 @dataclass(frozen=True)
@@ -173,14 +163,20 @@ class Cell:
 
 
 def load_spec_text(text: str) -> dict[str, Any]:
-    """A spec document (YAML, of which JSON is a subset) as a dict."""
+    """A spec document (YAML, of which JSON is a subset) as a dict, within the limits of
+    :mod:`edgelab.validation.documents` (size, depth, alias expansion)."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError({"spec": f"not valid YAML or JSON: {exc}"}) from exc
+        data = load_yaml(text, field="spec")
+    except DocumentError as exc:
+        raise SpecError(exc.errors) from None
     if not isinstance(data, dict):
         raise SpecError({"spec": "must be a mapping of fields (name, nodes, latency, ...)"})
     return data
+
+
+def _label(value: Any) -> str:
+    """Which value of an axis a message is about: short strings as typed, else a quote."""
+    return value if isinstance(value, str) and len(value) <= 40 else quote(value)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -189,9 +185,40 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def _axis_values(axis: str, raw: Any, errors: dict[str, str]) -> list[Any] | None:
+    """One axis's values, each checked by its run field's rule; duplicates dropped."""
+    values = _as_list(raw)
+    if not values:
+        errors[axis] = "must have at least one value"
+        return None
+    if len(values) > MAX_AXIS_VALUES:
+        errors[axis] = f"has {len(values)} values, more than {MAX_AXIS_VALUES}"
+        return None
+    rule = axis_rule(axis)
+    checked: list[Any] = []
+    for value in values:
+        try:
+            value = rule.check(value)
+        except FieldError as exc:
+            prefix = f"{_label(value)}: " if len(values) > 1 else ""
+            errors[axis] = prefix + str(exc)
+            return None
+        # Duplicates would make two identical cells that resume cannot tell apart.
+        if value not in checked:
+            checked.append(value)
+    return checked
+
+
 def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
-    """Check the shape of a spec and its size; per-value checks happen in ``expand``."""
-    errors: dict[str, str] = {}
+    """Check a spec's fields and its size; rules that join fields are checked in ``expand``.
+
+    Every field follows its rule in :mod:`edgelab.validation.fields` (an axis's
+    values follow the run field's rule), unknown fields are refused with the list of
+    known ones, and every problem is reported at once.
+    """
+    if not isinstance(data, dict):
+        raise SpecError({"spec": "must be a mapping of fields (name, nodes, latency, ...)"})
+    errors: dict[str, str] = unknown_fields(data, SWEEP_FIELDS)
     search: dict[str, Any] | None = None
     if data.get("search") is not None:
         from edgelab.sweeps.search import parse_search
@@ -199,15 +226,21 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
         search = parse_search(data, errors)
         data = {k: v for k, v in data.items() if k not in SEARCH_FIELDS}
         data.setdefault("latency", "0ms")
-    unknown = sorted(set(data) - set(AXES) - set(FIXED) - set(OTHER))
-    if unknown:
-        known = ", ".join((*AXES, *FIXED, "name", "repetitions"))
-        errors["spec"] = f"unknown field(s) {', '.join(unknown)}; known fields: {known}"
+        data.setdefault("repetitions", 3)  # a search needs repetitions to decide
+    else:
+        for key in SEARCH_FIELDS:
+            if key in data:
+                errors[key] = "only for a search spec (search: break_even)"
+    if "prompt" in data and "prompts" in data:
+        errors["prompt"] = "give prompts or prompt, not both"
 
-    name = data.get("name") or "sweep"
-    if not isinstance(name, str) or len(name) > 200:
-        errors["name"] = "must be a string of at most 200 characters"
-        name = "sweep"
+    other: dict[str, Any] = {}
+    for key, rule in SWEEP_RULES.items():
+        try:
+            other[key] = rule.check(data[key]) if key in data else rule.default
+        except FieldError as exc:
+            errors[key] = str(exc)
+            other[key] = rule.default
 
     axes: dict[str, list[Any]] = {}
     models_by_engine: dict[str, list[Any]] | None = None
@@ -220,58 +253,32 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
             raw = data.get("prompts", data.get("prompt"))
             if raw is None:
                 errors["prompts"] = "give at least one prompt (prompts: [...])"
-                raw = []
+                continue
         else:
-            raw = data.get(axis, DEFAULTS[axis])
-        values = _as_list(raw)
-        if not values:
-            errors.setdefault(axis, "must have at least one value")
-        elif any(isinstance(v, list) for v in values) or (
-            any(isinstance(v, dict) for v in values) and axis not in OBJECT_AXES
-        ):
-            errors[axis] = (
-                "values must be scalars"
-                if axis not in OBJECT_AXES
-                else "give one value or a list of values (a name or a per-node map each)"
-            )
-        else:
-            # Duplicates would make two identical cells that resume cannot tell apart.
-            axes[axis] = _unique(values)
+            raw = data.get(axis, DEFAULTS.get(axis))
+        values = _axis_values(axis, raw, errors)
+        if values is not None:
+            axes[axis] = values
 
-    repetitions = data.get("repetitions", 1 if search is None else 3)
-    if isinstance(repetitions, bool) or not isinstance(repetitions, int):
-        errors["repetitions"] = f"must be a whole number, got {repetitions!r}"
-        repetitions = 1
-    elif not 1 <= repetitions <= MAX_REPETITIONS:
-        errors["repetitions"] = f"must be between 1 and {MAX_REPETITIONS}, got {repetitions}"
-        repetitions = 1
-
-    warmup = data.get("warmup", 0)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_WARMUP:
-        errors["warmup"] = f"must be a whole number of runs from 0 to {MAX_WARMUP}, got {warmup!r}"
-        warmup = 0
-    order = data.get("order", "random")
-    if order not in ORDERS:
-        errors["order"] = f"must be one of {', '.join(ORDERS)}, got {order!r}"
-        order = "random"
-    order_seed = data.get("order_seed", 0)
-    if isinstance(order_seed, bool) or not isinstance(order_seed, int):
-        errors["order_seed"] = f"must be a whole number, got {order_seed!r}"
-        order_seed = 0
-
-    fixed = {k: data[k] for k in FIXED if k in data}
+    fixed: dict[str, Any] = {}
+    for key in FIXED:
+        if key in data:
+            try:
+                fixed[key] = RUN_RULES[key].check(data[key])
+            except FieldError as exc:
+                errors[key] = str(exc)
     if errors:
-        raise SpecError(errors)
+        raise SpecError(errors, axes)
 
     spec = SweepSpec(
-        name=name,
+        name=other["name"],
         axes=axes,
-        repetitions=repetitions,
+        repetitions=other["repetitions"],
         fixed=fixed,
         models_by_engine=models_by_engine,
-        warmup=warmup,
-        order=order,
-        order_seed=order_seed,
+        warmup=other["warmup"],
+        order=other["order"],
+        order_seed=other["order_seed"],
         search=search,
     )
     if spec.total_cells > max_cells:
@@ -279,7 +286,7 @@ def parse_spec(data: dict[str, Any], *, max_cells: int) -> SweepSpec:
         raise SpecError(
             {
                 "spec": f"the sweep has {spec.total_cells} cells ({sizes or '1'} x "
-                f"{repetitions} repetitions), more than the limit of {max_cells}; "
+                f"{spec.repetitions} repetitions), more than the limit of {max_cells}; "
                 "shrink an axis or raise EDGELAB_MAX_SWEEP_CELLS"
             }
         )
@@ -298,13 +305,15 @@ def _models_by_engine(
     mapping: dict[Any, Any], engines: Any, errors: dict[str, str]
 ) -> dict[str, list[Any]] | None:
     """Check ``model: {engine: model or [models]}`` against the sweep's engines."""
-    wanted = [str(e) for e in _as_list(engines if engines is not None else DEFAULTS["engine"])]
-    unknown = [str(k) for k in mapping if str(k) not in wanted]
+    default = axis_rule("engine").default
+    given = _as_list(engines if engines is not None else default)
+    wanted = [e for e in given if isinstance(e, str)]
+    unknown = [_label(k) for k in mapping if k not in wanted]
     missing = [e for e in wanted if e not in mapping]
     if unknown or missing:
         parts = []
         if unknown:
-            parts.append(f"{', '.join(unknown)} not in the sweep's engines")
+            parts.append(f"{', '.join(unknown[:5])} not in the sweep's engines")
         if missing:
             parts.append(f"no model for {', '.join(missing)}")
         errors["model"] = (
@@ -314,11 +323,11 @@ def _models_by_engine(
         return None
     out: dict[str, list[Any]] = {}
     for engine, raw in mapping.items():
-        values = _as_list(raw)
-        if not values or any(isinstance(v, dict | list) for v in values):
-            errors["model"] = f"{engine}: give a model name or a list of them"
+        values = _axis_values("model", raw, errors)
+        if values is None:
+            errors["model"] = f"{engine}: {errors['model']}"
             return None
-        out[str(engine)] = _unique(values)
+        out[str(engine)] = values
     return out
 
 
@@ -339,10 +348,6 @@ class _CachedCatalog(Catalog):
         if isinstance(found, CatalogError):
             raise found
         return found
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def expand(spec: SweepSpec, catalog: Catalog, *, default_backend: str = "local") -> list[Cell]:
@@ -370,8 +375,7 @@ def config_cell(
     default_backend: str = "local",
 ) -> RunConfig:
     """The validated configuration of one cell from its axis ``values`` (``ConfigError``)."""
-    values = dict(values)
-    raw = {**spec.fixed, **values, "prompt": values.pop("prompts")}
+    raw = {**spec.fixed, **{AXIS_FIELD.get(a, a): v for a, v in values.items()}}
     raw["repetition"] = repetition
     config, _model = parse_config(raw, catalog, default_backend=default_backend)
     return config
@@ -392,8 +396,8 @@ def _expand_grid(spec: SweepSpec, catalog: Catalog, *, default_backend: str) -> 
     several_engines = len(spec.axes["engine"]) > 1
     for repetition in range(spec.repetitions):
         for combo in combos:
-            values = dict(zip(AXES, combo, strict=True))
-            raw = {**spec.fixed, **values, "prompt": values.pop("prompts")}
+            values = {AXIS_FIELD.get(a, a): v for a, v in zip(AXES, combo, strict=True)}
+            raw = {**spec.fixed, **values}
             raw["repetition"] = repetition
             try:
                 config, _model = parse_config(raw, cached, default_backend=default_backend)
@@ -401,7 +405,7 @@ def _expand_grid(spec: SweepSpec, catalog: Catalog, *, default_backend: str) -> 
                 for field, message in exc.errors.items():
                     key = _FIELD_OF.get(field, field)
                     shown = raw.get(field)
-                    prefix = f"{_show(shown)}: " if key in AXES and len(spec.axes[key]) > 1 else ""
+                    prefix = f"{_label(shown)}: " if key in AXES and len(spec.axes[key]) > 1 else ""
                     if several_engines and key != "engine":
                         # Which engine's cells are wrong matters as much as the value.
                         engine = f"engine {raw['engine']}"

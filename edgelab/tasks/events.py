@@ -34,11 +34,19 @@ LOG_TTL_S = 3600
 CANCEL_TTL_S = 7 * 24 * 3600
 
 
+#: Connections one process may open to the broker. Every open event stream holds one
+#: (its pub/sub subscription) for as long as it is open; redis-py's default of 100
+#: made the 100th viewer's stream a 503 (web workers serve up to 1000 connections).
+MAX_REDIS_CONNECTIONS = 2000
+
+
 @cache
 def redis_client(url: str) -> redis.Redis:
     """One client (connection pool) per URL per process; redis-py re-creates
     connections after fork, so a cached client is safe in Celery children."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, max_connections=MAX_REDIS_CONNECTIONS
+    )
 
 
 def channel(r: redis.Redis, run_id: int) -> str:

@@ -87,7 +87,13 @@ def standin_settings(
     binary = dllama_standin(tmp_path / "bin", "/usr/bin/env python3")
     monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(binary))
     monkeypatch.delenv("EDGELAB_DOCKER_MODELS_SOURCE", raising=False)
-    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    # Images are the server's settings (EDGELAB_ROOT_IMAGE/WORKER_IMAGE), never run options.
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        models_dir=tmp_path / "models",
+        root_image=IMAGES["root_image"],
+        worker_image=IMAGES["worker_image"],
+    )
     upgrade(settings.database_url)
     model, tokenizer = write_synthetic_model(settings.models_dir)
     moved = tmp_path / "tokenizers" / "synthetic.t"
@@ -113,7 +119,7 @@ def test_three_node_dllama_run_in_containers(
             "threads": 1,
             "latency": "2ms",
             "max_tokens": 6,
-            "options": {**IMAGES, "dllama_mode": mode},
+            "options": {"dllama_mode": mode},
         },
         catalog,
     )

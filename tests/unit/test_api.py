@@ -242,7 +242,8 @@ def test_cross_site_writes_are_refused(client: FlaskClient, api_settings: Settin
     # What a form on another site can send: text/plain, with that site's Origin.
     body = '{"prompt": "hi", "model": "tiny", "nodes": 1}'
     plain = client.post("/api/runs", data=body, content_type="text/plain")
-    assert plain.status_code == 400
+    assert plain.status_code == 415
+    assert "Content-Type" in plain.get_json()["errors"]
     foreign = client.post(f"/api/runs/{rid}/cancel", headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
     assert client.get(f"/api/runs/{rid}").get_json()["status"] == "queued"

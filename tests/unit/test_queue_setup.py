@@ -53,10 +53,11 @@ def test_worker_runs_one_experiment_at_a_time_on_both_queues(tmp_path: Path) -> 
     assert argv[argv.index("-A") + 1] == "edgelab.tasks.make_celery"
 
 
-def test_serve_uses_gunicorn_threads_on_the_bind(tmp_path: Path) -> None:
+def test_serve_uses_gunicorn_gevent_workers_on_the_bind(tmp_path: Path) -> None:
     argv = serve_argv(Settings(data_dir=tmp_path, bind="127.0.0.1:9000"))
     assert argv[argv.index("--bind") + 1] == "127.0.0.1:9000"
-    assert argv[argv.index("--worker-class") + 1] == "gthread"
+    # Event streams must not hold threads of a fixed pool (issue 13).
+    assert argv[argv.index("--worker-class") + 1] == "gevent"
     assert argv[-1] == "edgelab.service.wsgi:app"
 
 

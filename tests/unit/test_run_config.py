@@ -104,9 +104,9 @@ def test_fingerprint_ignores_repetition_only(catalog: Catalog) -> None:
     assert a.cluster_spec.topology_key() == c.cluster_spec.topology_key()
 
 
-def test_latency_round_trips_through_its_stored_form(catalog: Catalog) -> None:
+def test_latency_round_trips_through_its_label(catalog: Catalog) -> None:
     config, _ = parse_config({**GOOD, "latency": "20ms~5ms", "seed": 7}, catalog)
-    again, _ = parse_config({**GOOD, "latency": config.latency.to_dict(), "seed": 7}, catalog)
+    again, _ = parse_config({**GOOD, "latency": config.latency.label, "seed": 7}, catalog)
     assert again.latency == config.latency
     assert again.fingerprint() == config.fingerprint()
 

@@ -111,9 +111,10 @@ def test_too_many_cells_is_refused_with_the_count_and_the_limit() -> None:
 def test_bad_values_are_reported_per_field(
     fake_catalog: Catalog, data: dict[str, object], field: str
 ) -> None:
-    spec = parse_spec({"model": "tiny", **data}, max_cells=1000)
+    # Values are checked by their field's rule when the spec is parsed; rules that join
+    # fields (model and nodes) when the grid is expanded.
     with pytest.raises(SpecError) as info:
-        expand(spec, fake_catalog)
+        expand(parse_spec({"model": "tiny", **data}, max_cells=1000), fake_catalog)
     assert field in info.value.errors
 
 
@@ -123,7 +124,7 @@ def test_bad_values_are_reported_per_field(
         ({"nodes": [1]}, "prompts"),
         ({"prompts": ["x"], "repetitions": 0}, "repetitions"),
         ({"prompts": ["x"], "repetitions": "two"}, "repetitions"),
-        ({"prompts": ["x"], "nodez": [1]}, "spec"),
+        ({"prompts": ["x"], "nodez": [1]}, "nodez"),
         ({"prompts": ["x"], "nodes": []}, "nodes"),
     ],
 )

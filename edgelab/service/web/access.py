@@ -2,7 +2,7 @@
 
 ``edgelab serve``/``up`` refuse a non-loopback bind without ``EDGELAB_API_TOKEN``
 (the service starts clusters and containers). When a token is set, the API checks
-it on every call (``register_api_guards``) and this module does the same for the
+it on every call (:mod:`edgelab.service.guards`) and this module does the same for the
 pages: a request passes with the token in a header (``X-Edgelab-Token`` or
 ``Authorization: Bearer``, for scripts) or with a session cookie obtained by
 typing the token into ``/login``.

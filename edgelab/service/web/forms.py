@@ -17,7 +17,9 @@ from wtforms.validators import InputRequired
 
 from edgelab.catalog import ModelInfo
 from edgelab.netem.profile import ACCEPTED_FORMS
-from edgelab.runs.config import BACKENDS, ENGINES, MAX_TOKENS_LIMIT
+from edgelab.runs.config import BACKENDS, ENGINES, MAX_TOKENS_LIMIT, config_from_text
+from edgelab.validation.fields import MAX_DELAY_MS
+from edgelab.validation.values import FieldError, int_text, number_text, quote
 
 LATENCY_HELP = (
     "Either min/max in ms (uniform between them; equal or max empty = fixed), or a "
@@ -167,12 +169,12 @@ def _number_text(raw: str, field: str, errors: dict[str, str]) -> float | None:
     if not text:
         return None
     try:
-        value = float(text)
-    except ValueError:
-        errors[field] = f"must be a number of milliseconds, got {raw!r}"
+        value = number_text(text)
+    except FieldError:
+        errors[field] = f"must be a number of milliseconds, got {quote(raw)}"
         return None
-    if value < 0:
-        errors[field] = f"must not be negative, got {raw!r}"
+    if not 0 <= value <= MAX_DELAY_MS:
+        errors[field] = f"must be between 0 and {MAX_DELAY_MS:g} ms, got {quote(raw)}"
         return None
     return value
 
@@ -206,18 +208,20 @@ def run_input(form: RunForm) -> tuple[dict[str, Any], dict[str, str]]:
         if hi < lo:
             errors["latency_max"] = f"must be at least the minimum ({_ms(lo)})"
         latency = f"{_ms(lo)}..{_ms(hi)}"
-    data: dict[str, Any] = {
+    text: dict[str, Any] = {
         "prompt": form.prompt.data or "",
         "model": form.model.data or "",
-        "nodes": (form.nodes.data or "").strip(),
-        "threads": (form.threads.data or "").strip(),
+        "nodes": form.nodes.data or "",
+        "threads": form.threads.data or "",
         "latency": latency,
         "bandwidth": (form.bandwidth.data or "").strip() or None,
-        "max_tokens": (form.max_tokens.data or "").strip(),
+        "max_tokens": form.max_tokens.data or "",
         "backend": form.backend.data or "",
         "engine": form.engine.data or "",
-        "seed": (form.seed.data or "0").strip() or "0",
+        "seed": (form.seed.data or "").strip() or "0",
     }
+    data, text_errors = config_from_text(text)
+    errors.update(text_errors)
     for field in ("devices", "links"):
         found = topology_text(getattr(form, field).data or "", field, errors)
         if found:
@@ -239,8 +243,12 @@ def split_list(raw: str) -> list[str]:
 
 
 def _maybe_int(text: str) -> int | str:
-    """Whole numbers become ints; anything else stays text for the parser to report."""
-    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+    """Whole numbers (ASCII digits) become ints; anything else stays text for the parser
+    to report. 5,000-digit input stays text too (``int_text`` takes at most 19 digits)."""
+    try:
+        return int_text(text)
+    except FieldError:
+        return text
 
 
 def sweep_input(form: SweepForm, default_model: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -17,6 +17,7 @@ from flask import (
     abort,
     flash,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -62,6 +63,8 @@ from edgelab.store.actions import BrokerError
 from edgelab.store.store import Store
 from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
 from edgelab.topology.spec import Topology
+from edgelab.validation.fields import ID
+from edgelab.validation.values import FieldError
 
 FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
@@ -86,6 +89,14 @@ def catalog_models() -> list[ModelInfo]:
 
 def model_names() -> list[str]:
     return [m.name for m in catalog_models()]
+
+
+def _id_arg(text: str) -> int | None:
+    """An id from a query argument (ASCII digits, within the database's range) or None."""
+    try:
+        return int(ID.from_text(text))
+    except FieldError:
+        return None
 
 
 @web.get("/")
@@ -151,8 +162,8 @@ def new_run() -> Any:
     if request.method == "GET":
         form.backend.data = form.backend.data or settings.backend
         form.model.data = default_model(models, form.engine.data or ENGINES[0])
-        source = request.args.get("from", "")
-        run = db.session.get(Run, int(source)) if source.isdigit() else None
+        source = _id_arg(request.args.get("from", ""))
+        run = db.session.get(Run, source) if source is not None else None
         if run is not None:
             _prefill(form, run)
     else:
@@ -406,7 +417,13 @@ def vendor_js() -> Any:
 def _page_error(exc: HTTPException) -> Any:
     """Errors of page routes as a page (the data routes used by scripts get JSON)."""
     if (request.endpoint or "").endswith(("_data", "_events")):
-        return jsonify(error=exc.description), exc.code or 500
-    return render_template(
-        "error.html", code=exc.code, name=exc.name, description=exc.description
-    ), exc.code or 500
+        resp = jsonify(error=exc.description)
+    else:
+        resp = make_response(
+            render_template("error.html", code=exc.code, name=exc.name, description=exc.description)
+        )
+    resp.status_code = exc.code or 500
+    for key, value in exc.get_headers():  # 405's Allow, 429's Retry-After
+        if key.lower() != "content-type":
+            resp.headers[key] = value
+    return resp

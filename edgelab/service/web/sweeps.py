@@ -33,6 +33,8 @@ from edgelab.service.web.forms import (
 from edgelab.service.web.pages import FORM_EXPIRED, catalog_models, refused
 from edgelab.store import SWEEP_TERMINAL, NotFound, StoreError, SweepStatus
 from edgelab.sweeps import SpecError, control, expand, parse_spec
+from edgelab.validation.fields import PAGE
+from edgelab.validation.values import FieldError, quote
 
 SWEEP_STATUSES = tuple(SweepStatus)
 
@@ -47,14 +49,19 @@ FORM_FIELDS = frozenset(
 @web.get("/sweeps")
 def sweeps() -> Any:
     """Sweeps, newest first; filters: ``status`` and ``name`` (substring)."""
-    raw = request.args.get("page", "1")
-    page = int(raw) if raw.isdigit() and int(raw) >= 1 else 1
-    status = request.args.get("status", "").strip()
-    name = request.args.get("name", "").strip()
     error = None
+    raw = request.args.get("page", "").strip()
+    page = 1
+    if raw:
+        try:
+            page = PAGE.from_text(raw)
+        except FieldError as exc:
+            error = f"page {exc}"
+    status = request.args.get("status", "").strip()[:40]
+    name = request.args.get("name", "").strip()[:200]
     stmt = select(Sweep)
     if status and status not in SWEEP_STATUSES:
-        error = f"unknown status {status!r}; one of {', '.join(SWEEP_STATUSES)}"
+        error = f"unknown status {quote(status)}; one of {', '.join(SWEEP_STATUSES)}"
     elif status:
         stmt = stmt.where(Sweep.status == status)
     if name:
@@ -149,6 +156,7 @@ def sweep_count() -> Any:
             # What a submit creates: 1-node cells collapse across latency/bandwidth.
             cells = len(expand(spec, Catalog(settings), default_backend=settings.backend))
     except SpecError as exc:
+        axes = axes or {axis: len(values) for axis, values in exc.axes.items()}
         for key, message in exc.errors.items():
             errors.setdefault(key, message)
     return jsonify(

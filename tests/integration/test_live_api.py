@@ -1,0 +1,304 @@
+"""The API served the way ``edgelab serve`` serves it, under hostile load (issue 13).
+
+One gunicorn (``serve_argv``: gevent workers) on a fresh SQLite database, with its
+own redis-server on a free loopback port and no Celery worker: whatever the fuzzer
+queues stays queued, nothing can start a cluster, and stopping that Redis and
+deleting the data directory afterwards removes every trace.
+
+* schemathesis over the whole OpenAPI document, at least 20 examples per
+  operation, with the checks that make "0 server errors and 0 schema violations";
+* 100 open event streams while ``/api/health`` keeps answering fast;
+* the per-client stream cap (429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgelab.catalog import Catalog, ModelInfo
+from edgelab.models.db import upgrade
+from edgelab.service.cli import serve_argv
+from edgelab.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STREAMS = 100
+#: Examples per operation: issue 13 asks for at least 20.
+EXAMPLES = 25
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+    "unsupported_method",
+    "allow_header_conformance",
+)
+# A schema-violating request may also be refused as too large (413: a fuzzed body
+# over the 1 MiB limit) or with a request line too long (414); schemathesis's
+# default list of "rejected" statuses lacks both. positive_data_acceptance is not
+# run: a schema-valid run can still name a model the catalog does not have, or a
+# node count the model cannot be split into, which no JSON Schema can express.
+CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415",
+                     "422", "428", "429", "5xx"]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():  # type: ignore[operator]
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not come up in {timeout_s} s")
+
+
+@dataclass
+class LiveApp:
+    base: str
+    settings: Settings
+    redis_url: str
+    log: Path
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"{}")
+
+
+@contextlib.contextmanager
+def serve(tmp: Path, *, stream_idle_s: float) -> Iterator[LiveApp]:
+    """``edgelab serve``'s gunicorn on its own Redis and SQLite database, no worker."""
+    redis_port, web_port = _free_port(), _free_port()
+    redis_proc = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(tmp)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    settings = Settings(
+        data_dir=tmp / "data",
+        models_dir=tmp / "models",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        bind=f"127.0.0.1:{web_port}",
+        max_streams_per_client=STREAMS,
+        stream_idle_s=stream_idle_s,
+    )
+    settings.models_dir.mkdir(parents=True)
+    # A catalog entry without a model file: runs validate and queue, none can execute.
+    Catalog(settings).register(
+        ModelInfo(
+            name="tiny",
+            path=settings.models_dir.resolve() / "tiny.gguf",
+            size_bytes=1,
+            sha256="0" * 64,
+            architecture="llama",
+            n_layers=4,
+            quantization="Q4_1",
+        )
+    )
+    upgrade(settings.database_url)
+    env = {
+        **os.environ,
+        "EDGELAB_DATA_DIR": str(settings.data_dir),
+        "EDGELAB_MODELS_DIR": str(settings.models_dir),
+        "EDGELAB_DATABASE_URL": settings.database_url,
+        "EDGELAB_REDIS_URL": settings.redis_url,
+        "EDGELAB_BIND": settings.bind,
+        "EDGELAB_MAX_STREAMS_PER_CLIENT": str(STREAMS),
+        "EDGELAB_STREAM_IDLE_S": str(stream_idle_s),
+    }
+    env.pop("EDGELAB_API_TOKEN", None)
+    log = tmp / "web.log"
+    with log.open("wb") as out:
+        web = subprocess.Popen(
+            serve_argv(settings),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://{settings.bind}"
+    try:
+        _wait(lambda: _get(base + "/api/health")[0] in (200, 503), 60, "the web app")
+        yield LiveApp(base=base, settings=settings, redis_url=settings.redis_url, log=log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(web.pid, signal.SIGTERM)
+        try:
+            web.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(web.pid, signal.SIGKILL)
+            web.wait()
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """Streams stay open for the whole test (idle timeout 120 s)."""
+    with serve(tmp_path_factory.mktemp("streams"), stream_idle_s=120) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def fuzz_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """Streams of queued runs end after 3 s idle, so a fuzzed request for one returns."""
+    with serve(tmp_path_factory.mktemp("fuzz"), stream_idle_s=3) as app:
+        yield app
+
+
+def _queued_run(live: LiveApp) -> int:
+    body = json.dumps({"prompt": "hi", "model": "tiny", "nodes": 1}).encode()
+    req = urllib.request.Request(
+        live.base + "/api/runs", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 202
+        return int(json.loads(resp.read())["id"])
+
+
+@dataclass
+class Stream:
+    sock: socket.socket
+    status: int
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _open_stream(live: LiveApp, run_id: int) -> Stream:
+    """An event stream held open by a client that reads nothing more than the headers."""
+    host, port = live.settings.bind.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    request = (
+        f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {live.settings.bind}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status_line = head.split(b"\r\n", 1)[0].split()
+    return Stream(sock, int(status_line[1]) if len(status_line) > 1 else 0)
+
+
+def _timed_health(live: LiveApp) -> float:
+    started = time.perf_counter()
+    code, body = _get(live.base + "/api/health", timeout=10)
+    elapsed = time.perf_counter() - started
+    assert code == 200, body
+    return elapsed
+
+
+def test_health_answers_fast_with_100_open_event_streams(live: LiveApp) -> None:
+    run_id = _queued_run(live)
+    _timed_health(live)  # the first call asks Celery for workers (0.5 s), later ones reuse it
+    streams = [_open_stream(live, run_id) for _ in range(STREAMS)]
+    try:
+        assert [s.status for s in streams] == [200] * STREAMS
+        # One over the cap: a clear 429.
+        extra = _open_stream(live, run_id)
+        extra.close()
+        assert extra.status == 429
+        times = [_timed_health(live) for _ in range(9)]
+        # The issue's bound is 200 ms; a gthread pool of 16 never answered at all.
+        assert statistics.median(times) < 0.2, times
+        code, _ = _get(live.base + "/api/runs?per_page=1")
+        assert code == 200
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_idle_streams_are_closed_by_the_server(fuzz_live: LiveApp) -> None:
+    run_id = _queued_run(fuzz_live)
+    stream = _open_stream(fuzz_live, run_id)
+    assert stream.status == 200
+    stream.sock.settimeout(30)
+    started = time.monotonic()
+    with stream.sock:
+        while stream.sock.recv(4096):
+            pass  # pings until the idle timeout (3 s here) ends the stream
+    assert 2.5 < time.monotonic() - started < 20
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_live: LiveApp) -> None:
+    live = fuzz_live
+    report = live.log.parent / "schemathesis"
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
+    config = live.log.parent / "schemathesis.toml"
+    config.write_text(CONFIG)
+    argv = [
+        st,
+        "--config-file",
+        str(config),
+        "run",
+        f"{live.base}/api/openapi.json",
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        str(EXAMPLES),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--seed",
+        "13",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "20",
+        # gunicorn closes a keep-alive connection idle for 2 s; a request sent on it at
+        # that moment fails before the app sees it (a network error, not an answer).
+        "--request-retries",
+        "2",
+        # Generating 64 kB prompts is slow for hypothesis on a busy 2-core machine; that
+        # health check is about the generator, not about the app under test.
+        "--suppress-health-check",
+        "too_slow",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(report),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    # Failing requests can be megabytes long: show each line's start only.
+    output = "\n".join(line[:300] for line in (proc.stdout + proc.stderr).splitlines())
+    code = proc.returncode
+    assert code == 0, output[-20000:]
