@@ -453,6 +453,54 @@ def document() -> dict[str, Any]:
                         },
                     }
                 },
+                "/api/sweeps/{sweep_id}/breakdown": {
+                    "get": {
+                        "summary": "Mean per-token time breakdown per configuration: root compute, "
+                        "worker compute, injected delay, transfer (from the link proxies' timing)",
+                        "parameters": [sweep_id],
+                        "responses": {
+                            "200": _json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "sweep_id": {"type": "integer"},
+                                        "breakdowns": {
+                                            "type": "array",
+                                            "description": "Configurations without recorded "
+                                            "link timing are left out",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "label": {"type": "string"},
+                                                    "nodes": {"type": "integer"},
+                                                    "latency": {"type": ["string", "null"]},
+                                                    "n": {"type": "integer"},
+                                                    "tpot_ms": {"type": "number"},
+                                                    "parts": {
+                                                        "type": "array",
+                                                        "items": {
+                                                            "type": "object",
+                                                            "properties": {
+                                                                "name": {"type": "string"},
+                                                                "ms": {"type": "number"},
+                                                            },
+                                                        },
+                                                    },
+                                                    "round_trips_per_token": NUM,
+                                                    "bytes_per_token": NUM,
+                                                    "source": {"enum": ["proxy", "dllama"]},
+                                                },
+                                            },
+                                        },
+                                    },
+                                    "required": ["sweep_id", "breakdowns"],
+                                },
+                                "Breakdowns",
+                            ),
+                            "404": ERRORS["404"],
+                        },
+                    }
+                },
                 "/api/sweeps/{sweep_id}/predict": {
                     "get": {
                         "summary": "TPOT predicted by each fitted model at any node count, "

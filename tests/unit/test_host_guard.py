@@ -158,3 +158,10 @@ def test_default_images_are_the_ones_edgelab_builds() -> None:
     from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 
     assert (Settings().root_image, Settings().worker_image) == (ROOT_IMAGE, WORKER_IMAGE)
+
+
+def test_dllama_modes_in_the_field_rules_are_the_engine_s() -> None:
+    from edgelab.engines.dllama import MODE_OPTION, MODES
+    from edgelab.validation.fields import OPTION_RULES
+
+    assert OPTION_RULES[MODE_OPTION].choices == MODES

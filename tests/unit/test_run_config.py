@@ -148,7 +148,9 @@ def test_dllama_without_binary_and_bad_topology_fail_before_start(
     assert explicit.fingerprint() == config.fingerprint()
     with pytest.raises(ConfigError) as info:
         parse_config({**base, "nodes": 2, "options": {"dllama_mode": "warm"}}, cat)
-    assert info.value.errors == {"options": "dllama_mode must be one of api, inference, got 'warm'"}
+    assert info.value.errors == {
+        "options": "dllama_mode: must be one of api, inference, got a string 'warm'"
+    }
 
 
 def test_engine_and_model_format_must_match(catalog: Catalog) -> None:
