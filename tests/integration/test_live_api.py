@@ -297,7 +297,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_live: L
         "--report-dir",
         str(report),
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    # cwd: schemathesis keeps a cache directory where it runs; not in the checkout.
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, check=False, cwd=live.log.parent
+    )
     # Failing requests can be megabytes long: show each line's start only.
     output = "\n".join(line[:300] for line in (proc.stdout + proc.stderr).splitlines())
     code = proc.returncode
