@@ -386,8 +386,8 @@ def parse_run_ids(values: list[str], low: int, high: int) -> tuple[list[int], st
     for part in parts:
         try:
             run_id = int(ID.from_text(part))
-        except FieldError as exc:
-            if "between" in str(exc):
+        except FieldError:
+            if part.isascii() and part.isdigit():
                 return [], f"run ids must be between 1 and {MAX_RUN_ID}, got {quote(part)}"
             return [], f"run ids must be whole numbers, got {quote(part)}"
         if run_id not in ids:

@@ -273,7 +273,7 @@ def test_cancel_of_a_finished_sweep_is_409_and_it_stays_as_it_ended(
         s.flush()
         sweep_id = sweep.id
     for _ in range(2):
-        _add_run(api_settings, status="succeeded", sweep_id=None)
+        _add_run(api_settings, status="succeeded")
     with session_scope(api_settings.database_url) as s:
         s.execute(update(Run).values(sweep_id=sweep_id))
     resp = client.post(f"/api/sweeps/{sweep_id}/cancel")

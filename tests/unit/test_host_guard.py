@@ -23,7 +23,8 @@ from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run
 from edgelab.service import create_app
 from edgelab.settings import Settings, SettingsError, default_allowed_hosts
-from edgelab.sweeps import control, expand, parse_spec
+from edgelab.store.store import Store
+from edgelab.sweeps import expand, parse_spec
 
 EVIL = {"Host": "evil.example:8093", "Origin": "http://evil.example:8093"}
 RUN = {"prompt": "hi", "model": "tiny", "nodes": 1}
@@ -66,11 +67,9 @@ def _runs(settings: Settings) -> int:
 def _sweep(settings: Settings) -> int:
     spec = parse_spec({"model": "tiny", "prompts": ["x"]}, max_cells=10)
     cells = expand(spec, Catalog(settings))
-    with session_scope(settings.database_url) as s:
-        sweep = control.create_sweep(s, spec, cells)
-        sweep_id = sweep.id
-    with session_scope(settings.database_url) as s:
-        control.cancel_sweep(s, sweep_id)
+    store = Store(settings.database_url)
+    sweep_id = store.create_sweep(spec, cells).id
+    store.cancel_sweep(sweep_id)
     return sweep_id
 
 
