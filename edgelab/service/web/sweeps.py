@@ -146,12 +146,13 @@ def sweep_count() -> Any:
     axes: dict[str, int] = {}
     repetitions = spec_data["repetitions"] if isinstance(spec_data["repetitions"], int) else 0
     cells = 0
+    grid: int | None = None
     try:
         # No size limit here: the count is shown (and refused) even above the limit.
         spec = parse_spec(spec_data, max_cells=2**62)
         axes = {axis: len(values) for axis, values in spec.axes.items()}
         repetitions = spec.repetitions
-        cells = spec.total_cells
+        cells = grid = spec.total_cells
         if cells <= settings.max_sweep_cells and not errors:
             # What a submit creates: 1-node cells collapse across latency/bandwidth.
             cells = len(expand(spec, Catalog(settings), default_backend=settings.backend))
@@ -163,7 +164,7 @@ def sweep_count() -> Any:
         cells=cells if not errors else None,
         # The full grid (axes x repetitions); more than ``cells`` when 1-node cells
         # collapse: a 1-node cluster has no links, so its latencies cannot differ.
-        grid=spec.total_cells if axes else None,
+        grid=grid,
         axes=axes,
         repetitions=repetitions,
         max_cells=settings.max_sweep_cells,
