@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 Backend = Literal["local", "docker"]
 BACKENDS: tuple[Backend, ...] = ("local", "docker")
-KeepWorkDirs = Literal["failed", "always", "never"]
-KEEP_WORK_DIRS: tuple[KeepWorkDirs, ...] = ("failed", "always", "never")
+KeepWorkDirs = Literal["on-failure", "always", "never"]
+KEEP_WORK_DIRS: tuple[KeepWorkDirs, ...] = ("on-failure", "always", "never")
 
 
 LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
@@ -60,7 +60,7 @@ class Settings:
     start_stall_timeout_s: float = 60.0
     # Cluster work dirs (node logs, see edgelab/cluster/workdirs.py): removed with
     # the cluster unless it failed; failed ones kept this long / up to this size.
-    keep_work_dirs: KeepWorkDirs = "failed"
+    keep_work_dirs: KeepWorkDirs = "on-failure"
     work_dir_keep_hours: float = 72.0
     work_dir_keep_mb: float = 200.0
     #: Host names the web app answers to (the ``Host`` header, and ``Origin`` of writes).
@@ -165,7 +165,7 @@ class Settings:
                 raise SettingsError(f"EDGELAB_{name} must be a number of {unit} > 0, got {raw!r}")
             return value
 
-        keep = get("KEEP_WORK_DIRS", "failed")
+        keep = get("KEEP_WORK_DIRS", cls.keep_work_dirs)
         if keep not in KEEP_WORK_DIRS:
             raise SettingsError(
                 f"EDGELAB_KEEP_WORK_DIRS must be one of {', '.join(KEEP_WORK_DIRS)}, got {keep!r}"

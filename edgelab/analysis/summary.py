@@ -74,14 +74,16 @@ def _safe_dict(value: dict[str, Any]) -> dict[str, Any]:
 class Counts:
     runs: int  # all runs given
     counted: int  # succeeded, not warm-up
-    failed: int  # did not succeed (failed, cancelled, unfinished)
+    # Did not succeed (failed, cancelled or unfinished); not named after the one
+    # status FAILED, which would hide the cancelled and still-open runs it counts.
+    not_succeeded: int
     warmup: int
 
     def to_dict(self) -> dict[str, int]:
         return {
             "runs": self.runs,
             "counted": self.counted,
-            "failed": self.failed,
+            "not_succeeded": self.not_succeeded,
             "warmup": self.warmup,
         }
 
@@ -90,7 +92,7 @@ def _counts(records: Sequence[RunRecord]) -> Counts:
     return Counts(
         runs=len(records),
         counted=sum(1 for r in records if r.counted),
-        failed=sum(1 for r in records if r.status != RunStatus.SUCCEEDED),
+        not_succeeded=sum(1 for r in records if r.status != RunStatus.SUCCEEDED),
         warmup=sum(1 for r in records if r.status == RunStatus.SUCCEEDED and "warmup" in r.flags),
     )
 

@@ -67,8 +67,10 @@ def describe_split(info: dict[str, Any]) -> str:
 class NodeActivity:
     """What one node is doing right now, as the watchdog sees it.
 
-    ``state`` is ``running``, ``stopped`` (a process in state T: SIGSTOP, a
-    debugger), ``paused`` (a frozen container), ``dead`` (exited) or ``unknown``;
+    ``state`` is ``active`` (alive and schedulable; whether it makes progress is
+    what ``cpu_s``/``io_bytes`` tell), ``stopped`` (a process in state T: SIGSTOP, a
+    debugger), ``paused`` (a frozen container), ``dead`` (exited) or ``unknown``
+    (a word apart from the run states of :class:`edgelab.store.RunStatus`);
     ``cpu_s`` is the node's cumulative CPU time and ``io_bytes`` its cumulative
     storage reads and writes (a model loading from a slow disk uses little CPU);
     either is None where it cannot be read.

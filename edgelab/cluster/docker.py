@@ -582,7 +582,7 @@ class DockerCluster(Cluster):
             elif state.status == "paused":
                 kind = "paused"
             else:
-                kind = "stopped" if _any_stopped(state.pid) else "running"
+                kind = "stopped" if _any_stopped(state.pid) else "active"
             out[node.name] = NodeActivity(
                 node.name, node.role, kind, cpu.get(node.name), io.get(node.name)
             )

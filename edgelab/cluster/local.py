@@ -149,7 +149,7 @@ class _Node:
         elif status == psutil.STATUS_ZOMBIE:
             state = "dead"
         else:
-            state = "running"
+            state = "active"
         return NodeActivity(self.name, self.role, state, cpu, io_bytes)
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ Every cluster writes its nodes' logs under ``DATA_DIR/clusters/<name>-<pid>-<ns>
 (~430 runs left 319 directories, 67 MB), so:
 
 * a cluster that ended well takes its directory with it (``EDGELAB_KEEP_WORK_DIRS``
-  = ``failed``, the default; ``always`` keeps every one, ``never`` none);
+  = ``on-failure``, the default; ``always`` keeps every one, ``never`` none);
 * a failed cluster's directory is kept (a ``KEPT`` marker says when and why) and
   the run's error says where, because the database holds only the last lines;
 * :func:`prune` removes kept directories older than ``EDGELAB_WORK_DIR_KEEP_HOURS``
@@ -58,7 +58,7 @@ def release(
     own, so a Docker cluster's kept directory holds its containers' last words.
     """
     mode = settings.keep_work_dirs
-    keep = mode == "always" or (failed and mode == "failed")
+    keep = mode == "always" or (failed and mode == "on-failure")
     if not keep:
         shutil.rmtree(work_dir, ignore_errors=True)
         return False
@@ -68,7 +68,7 @@ def release(
         if not path.exists() and lines:
             path.write_text("\n".join(lines) + "\n")
     (work_dir / MARKER).write_text(
-        json.dumps({"kept_at": time.time(), "failed": failed}, sort_keys=True) + "\n"
+        json.dumps({"kept_at": time.time(), "after_failure": failed}, sort_keys=True) + "\n"
     )
     return True
 

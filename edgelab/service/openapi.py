@@ -261,7 +261,7 @@ GROUP = {
 }
 COUNTS = {
     "type": "object",
-    "properties": {k: {"type": "integer"} for k in ("runs", "counted", "failed", "warmup")},
+    "properties": {k: {"type": "integer"} for k in ("runs", "counted", "not_succeeded", "warmup")},
 }
 BREAK_EVEN = {
     "type": "object",

@@ -60,7 +60,7 @@ def test_sweep_analysis_api(client: FlaskClient, settings_db: Settings) -> None:
     assert resp.status_code == 200
     data = resp.get_json()
     assert data["sweep_id"] == sweep_id
-    assert data["counts"] == {"runs": 36, "counted": 36, "failed": 0, "warmup": 0}
+    assert data["counts"] == {"runs": 36, "counted": 36, "not_succeeded": 0, "warmup": 0}
     # 1 node x 4 latencies is one configuration of 12 runs; 2 x 4 + 3 x 4 of 3 runs each.
     assert sorted(g["n"] for g in data["groups"]) == [3] * 8 + [12]
     assert [g["flags"] for g in data["groups"]] == [[]] * 9
@@ -200,7 +200,7 @@ def test_remembered_analysis_follows_the_runs(client: FlaskClient, settings_db: 
         run.status = "failed"  # a run executed again and failing
     failed = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
     assert failed["groups"][0]["n"] == 2
-    assert failed["counts"]["failed"] == 1
+    assert failed["counts"]["not_succeeded"] == 1
     page = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
     embedded = re.search(r'id="sweep-analysis">(.*?)</script>', page, re.S)
     assert embedded is not None

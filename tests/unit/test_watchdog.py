@@ -42,7 +42,7 @@ def nodes(cpu: dict[str, float], states: dict[str, str] | None = None) -> dict[s
     states = states or {}
     return {
         name: NodeActivity(
-            name, "root" if name == "root" else "worker", states.get(name, "running"), c
+            name, "root" if name == "root" else "worker", states.get(name, "active"), c
         )
         for name, c in cpu.items()
     }
@@ -228,7 +228,7 @@ def test_a_dead_node_is_named_as_dead_not_as_silent() -> None:
 def test_a_node_reading_its_disk_is_working_not_stalled() -> None:
     # A root loading a model from slow storage: little CPU, megabytes read.
     def snap(io: int) -> Activity:
-        root = NodeActivity("root", "root", "running", 1.0, io)
+        root = NodeActivity("root", "root", "active", 1.0, io)
         return Activity({"root": root}, {}, {})
 
     mib = 1 << 20

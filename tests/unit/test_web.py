@@ -392,6 +392,32 @@ def test_queue_panel(client: FlaskClient, web_settings: Settings) -> None:
     assert data["workers"] == []
 
 
+def test_every_page_hands_the_store_statuses_to_its_scripts(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    """The page scripts read the states from ``window.EDGELAB_STATUS`` (base.html), built
+    from the enums, so a script never spells one; every page that loads them has it."""
+    from edgelab.store.status import RunStatus, SweepStatus
+
+    run_id = add_run(web_settings, status="running")
+    pages = ["/runs", f"/runs/{run_id}", "/sweeps", "/queue", "/runs/new", "/sweeps/new"]
+    for page in pages:
+        html = client.get(page).get_data(as_text=True)
+        found = re.search(r"<script>window\.EDGELAB_STATUS = (.*?);</script>", html)
+        assert found, page
+        statuses = json.loads(found.group(1))
+        assert statuses["ALL"] == [s.value for s in RunStatus]
+        assert {k: statuses[k] for k in RunStatus.__members__} == {
+            s.name: s.value for s in RunStatus
+        }
+        assert statuses["OPEN"] == ["queued", "starting", "running"]
+        assert statuses["TERMINAL"] == ["succeeded", "failed", "cancelled"]
+        assert statuses["SWEEP"] == {s.name: s.value for s in SweepStatus}
+        assert statuses["SWEEP_TERMINAL"] == ["succeeded", "failed", "cancelled"]
+        # window.EDGELAB_STATUS comes before any page script that reads it.
+        assert html.index("EDGELAB_STATUS") < html.index("format.js")
+
+
 def test_plotly_is_served_locally(client: FlaskClient) -> None:
     resp = client.get("/vendor/plotly.min.js")
     assert resp.status_code == 200

@@ -43,7 +43,7 @@ def test_a_failed_cluster_keeps_its_dir_marked_with_the_logs_it_was_given(tmp_pa
     assert workdirs.release(s, path, failed=True, logs=logs) is True
     assert (path / "root.log").read_bytes() == b"x" * 10  # its own log is not replaced
     assert (path / "worker1.log").read_text() == "last words\nbye\n"
-    assert json.loads((path / "KEPT").read_text())["failed"] is True
+    assert json.loads((path / "KEPT").read_text())["after_failure"] is True
 
 
 def test_keep_mode_always_and_never(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_prune_removes_old_kept_dirs_and_dirs_of_dead_owners_but_not_live_ones(
     now = time.time()
     old = _cluster_dir(s, "old")
     workdirs.release(s, old, failed=True)
-    (old / "KEPT").write_text(json.dumps({"kept_at": now - 3601, "failed": True}))
+    (old / "KEPT").write_text(json.dumps({"kept_at": now - 3601, "after_failure": True}))
     fresh = _cluster_dir(s, "fresh")
     workdirs.release(s, fresh, failed=True)
     live = _cluster_dir(s, "live")  # this process is running a cluster in it

@@ -44,7 +44,7 @@
     const c = a.counts;
     box.appendChild(el("p", { class: "note", id: "analysis-counts" },
       c.counted + " of " + c.runs + " runs counted" +
-      (c.failed ? " · " + c.failed + " did not succeed" : "") +
+      (c.not_succeeded ? " · " + c.not_succeeded + " did not succeed" : "") +
       (c.warmup ? " · " + c.warmup + " warm-up runs excluded" : "")));
     a.notes.forEach((n) => box.appendChild(el("p", { class: "note" }, n)));
   }
@@ -318,7 +318,7 @@
   }
 
   function succeededKey(d) {
-    return d.cells.filter((c) => c.status === "succeeded").map((c) => c.run_id).join(",");
+    return d.cells.filter((c) => c.status === EL.STATUS.SUCCEEDED).map((c) => c.run_id).join(",");
   }
 
   lastKey = succeededKey(EL.json("sweep-data"));

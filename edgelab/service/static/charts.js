@@ -1,7 +1,9 @@
 /* Shared helpers of the viewer's charts (plotly.js is served by edgelab itself). */
 "use strict";
 window.EL = (function () {
-  const TERMINAL = ["succeeded", "failed", "cancelled"];
+  // The states come from edgelab.store.status through base.html, never spelled here.
+  const STATUS = window.EDGELAB_STATUS;
+  const TERMINAL = STATUS.TERMINAL;
   // Legends sit above the plot, so an axis title below never runs into them; axis
   // titles and tick labels get the margin they need (automargin), whatever their length.
   const base = {
@@ -73,5 +75,5 @@ window.EL = (function () {
     b.textContent = status;
   }
   function json(id) { return JSON.parse(document.getElementById(id).textContent); }
-  return { TERMINAL, plot, itl, mean, std, fmt, fmtBytes, badge, json };
+  return { STATUS, TERMINAL, plot, itl, mean, std, fmt, fmtBytes, badge, json };
 })();

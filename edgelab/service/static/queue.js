@@ -25,7 +25,7 @@
   }
   function render(d) {
     document.getElementById("q-workers").textContent = d.broker ? d.workers.length : "—";
-    ["queued", "starting", "running"].forEach((s) => { document.getElementById("q-" + s).textContent = d.counts[s]; });
+    window.EDGELAB_STATUS.OPEN.forEach((s) => { document.getElementById("q-" + s).textContent = d.counts[s]; });
     const msgs = d.messages || {};
     document.getElementById("q-messages").textContent = d.broker ? Object.values(msgs).reduce((a, b) => a + b, 0) : "—";
     const err = document.getElementById("q-error");

@@ -48,9 +48,9 @@
       });
     } else {
       progress.hidden = false;
-      if (s === "queued") progress.textContent = "queued: waiting for a worker…";
-      else if (s === "starting") progress.textContent = "starting the cluster…";
-      else if (s === "running") progress.textContent = "generating…";
+      if (s === EL.STATUS.QUEUED) progress.textContent = "queued: waiting for a worker…";
+      else if (s === EL.STATUS.STARTING) progress.textContent = "starting the cluster…";
+      else if (s === EL.STATUS.RUNNING) progress.textContent = "generating…";
     }
     if (error) { errorBox.hidden = false; errorBox.textContent = error; }
   }

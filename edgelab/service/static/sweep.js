@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const urls = EL.json("sweep-urls");
-  const STATES = ["queued", "starting", "running", "succeeded", "failed", "cancelled"];
+  const STATES = EL.STATUS.ALL;
   let timer = null;
   let lastChartKey = "";
 
@@ -37,7 +37,7 @@
   }
 
   function charts(d) {
-    const done = d.cells.filter((c) => c.status === "succeeded");
+    const done = d.cells.filter((c) => c.status === EL.STATUS.SUCCEEDED);
     const key = done.map((c) => c.run_id).join(",");
     if (key === lastChartKey && lastChartKey !== "") return;
     lastChartKey = key;
@@ -77,7 +77,7 @@
     cells(d);
     charts(d);
     document.dispatchEvent(new CustomEvent("edgelab:sweep", { detail: d }));
-    const terminal = EL.TERMINAL.includes(d.status);
+    const terminal = EL.STATUS.SWEEP_TERMINAL.includes(d.status);
     document.getElementById("cancel").disabled = terminal;
     if (terminal) {
       document.body.dataset.finished = "1";
