@@ -352,6 +352,8 @@ def summary(run: dict[str, Any]) -> str:
         if isinstance(applied.get("mem"), str):
             mem = f", {applied['mem']} memory"
         lines.append(f"  {name}: {applied.get('threads')} threads, {cpus}{mem} (applied)")
+    # Each link's own profile (a heterogeneous cluster's links differ).
+    configured = {t["link"]: t["latency"] for t in topology.get("links") or []}
     for link in run["links"]:
         # Bytes per link; per-message delay sums would read like critical-path time.
         lines.append(
@@ -366,7 +368,7 @@ def summary(run: dict[str, Any]) -> str:
             }
             lines.append(
                 f"    effective one-way delay p50/p99/max up {eff['up']}, down {eff['down']} "
-                f"(configured {run['config']['latency']})"
+                f"(configured {configured.get(link['link'], run['config']['latency'])})"
             )
     nodes: dict[str, list[dict[str, Any]]] = {}
     for sample in run["samples"]:
