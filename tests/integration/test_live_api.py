@@ -94,9 +94,19 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, object]]:
         return int(exc.code), json.loads(exc.read() or b"{}")
 
 
+def _gthread(argv: list[str]) -> list[str]:
+    at = argv.index("--worker-class")
+    rest = [a for a in argv[at + 2 :] if a not in ("--worker-connections", "1000")]
+    return [*argv[:at], "--worker-class", "gthread", "--threads", "16", *rest]
+
+
 @contextlib.contextmanager
-def serve(tmp: Path, *, stream_idle_s: float) -> Iterator[LiveApp]:
-    """``edgelab serve``'s gunicorn on its own Redis and SQLite database, no worker."""
+def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator[LiveApp]:
+    """``edgelab serve``'s gunicorn on its own Redis and SQLite database, no worker.
+
+    ``gthread``: the worker class ``edgelab serve`` used before issue 13 (16 threads),
+    for bench/streams_bench.py's side-by-side figure.
+    """
     redis_port, web_port = _free_port(), _free_port()
     redis_proc = subprocess.Popen(
         [
@@ -142,7 +152,7 @@ def serve(tmp: Path, *, stream_idle_s: float) -> Iterator[LiveApp]:
     log = tmp / "web.log"
     with log.open("wb") as out:
         web = subprocess.Popen(
-            serve_argv(settings),
+            _gthread(serve_argv(settings)) if gthread else serve_argv(settings),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
