@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -67,6 +68,7 @@ from edgelab.engines.base import ContainerFile, Engine, EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import Reading, SampleSource
 from edgelab.netem.control import ControlClient, ControlError
+from edgelab.netem.loss import apply_loss, loss_problem, retransmits, retransmits_to
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
@@ -195,6 +197,7 @@ class _Container:
         self.ip: str | None = None
         self.created_at = 0.0
         self.ready_ms: float | None = None
+        self.pid = 0  # the main process as the host sees it (0: unknown)
 
 
 class DockerCluster(Cluster):
@@ -369,6 +372,7 @@ class DockerCluster(Cluster):
         for i, node in enumerate(self._workers, start=1):
             self._wait_worker(node, self._controls[spec.link_name(i)])
             say(f"{node.name} ready at {node.ip} in {node.ready_ms:.0f} ms")
+            self._apply_loss(i, node, say)
 
         root = _Container("root", "root", f"{self.network_name}-root")
         root_volumes, root_env = self._mounts("root")
@@ -396,6 +400,9 @@ class DockerCluster(Cluster):
             environment=root_env,
         )
         self._root = root
+        if not os.environ.get("EDGELAB_DOCKER_SELF", "").strip():
+            root_state = api.state(root.id)
+            root.pid = root_state.pid if root_state is not None else 0
         self._sources.insert(0, DockerStatsSource(root.name, root.role, api, root.id))
         root.ip = api.ip_address(root.id, self._network_id)
         self._client = RootClient(f"http://{root.ip}:{ROOT_PORT}")
@@ -409,6 +416,31 @@ class DockerCluster(Cluster):
         root.ready_ms = (time.monotonic() - root.created_at) * 1000
         self.root_info = self._client.info()
         say(f"root ready at {root.ip} in {root.ready_ms:.0f} ms")
+
+    def _apply_loss(self, index: int, node: _Container, say: Progress) -> None:
+        """Note the worker's host pid (its namespace's TCP counters) and, if its link
+        has loss, drop packets on the link's port inside that namespace."""
+        assert self._api is not None
+        assert node.id is not None
+        if os.environ.get("EDGELAB_DOCKER_SELF", "").strip():
+            pid = 0  # our /proc is not the host's: no namespace counters from here
+        else:
+            state = self._api.state(node.id)
+            pid = state.pid if state is not None else 0
+        node.pid = pid
+        loss = self.spec.link(index).loss_pct
+        if not loss:
+            return
+        problem = loss_problem() or (
+            None if pid else "edgelab runs in a container and cannot enter the worker's namespace"
+        )
+        if problem is not None:
+            raise ClusterError(f"{node.name}: {problem}")
+        try:
+            apply_loss(pid, loss, PROXY_PORT)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise ClusterError(f"{node.name}: cannot apply packet loss: {exc}") from exc
+        say(f"{node.name}: {loss:g} % packet loss each way on its link (nftables)")
 
     def _describe(self, node: str) -> str:
         cpus, mem = self.limits[node]
@@ -510,12 +542,24 @@ class DockerCluster(Cluster):
             # A dead or hung container's control would only time out; say why at once.
             raise ClusterError(f"link counters not read: node {self.broken.node} failed")
         stats = {}
-        for name, control in self._controls.items():
+        for (name, control), node in zip(self._controls.items(), self._workers, strict=False):
             try:
                 stats[name] = control.stats()
             except ControlError as exc:
                 self.check_alive()
                 raise ClusterError(str(exc)) from exc
+            if node.pid:
+                # Both ends of the link: the worker's namespace, and the root's
+                # sockets to this worker (the root's namespace serves every link).
+                worker_side = retransmits(node.pid)
+                root = self._root
+                root_side = (
+                    retransmits_to(root.pid, node.ip)
+                    if root is not None and root.pid and node.ip
+                    else 0
+                )
+                if worker_side is not None:
+                    stats[name].retransmits = worker_side + (root_side or 0)
         return stats
 
     def root_clients(self) -> set[str]:

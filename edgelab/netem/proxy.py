@@ -131,6 +131,9 @@ class LinkStats:
     connect_errors: int = 0
     # None: not requested (or no chunk delayed yet); False: refused by the OS.
     realtime: bool | None = None
+    # TCP retransmissions in the worker node's network namespace, set by a backend
+    # that can read them (see edgelab.netem.loss); None: not read.
+    retransmits: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +145,7 @@ class LinkStats:
             "connections_total": self.connections_total,
             "connect_errors": self.connect_errors,
             "realtime": self.realtime,
+            "retransmits": self.retransmits,
         }
 
     def link_stat_fields(self) -> dict[str, Any]:
@@ -159,6 +163,7 @@ class LinkStats:
             "queue_max_bytes_down": self.down.queue_max_bytes,
             "pushback_ms_up": self.up.pushback_s * 1000.0,
             "pushback_ms_down": self.down.pushback_s * 1000.0,
+            "retransmits": self.retransmits,
         }
 
 
@@ -311,10 +316,17 @@ class _Pipe:
         smaller than a chunk still moves. ``None``: the connection closed.
         """
         limit = state.queue_limit[self.direction]
+        # Wait for room for a whole chunk, not just a byte: reads of the last few
+        # bytes of room would multiply the per-chunk cost on a busy host.
+        want = min(state.chunk_bytes[self.direction], limit)
         with self.cond:
-            if self.queue and self.queued_bytes >= limit:
+            if self.queue and self.queued_bytes + want > limit:
                 t0 = time.perf_counter()
-                while self.queue and self.queued_bytes >= limit and not self.conn.closed.is_set():
+                while (
+                    self.queue
+                    and self.queued_bytes + want > limit
+                    and not self.conn.closed.is_set()
+                ):
                     self.cond.wait(0.5)
                 with self.link._lock:
                     stats.pushback_s += time.perf_counter() - t0

@@ -83,7 +83,7 @@ def host_cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float]:
+def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float | None]:
     """Counters of one link accumulated during this run only (clusters are reused).
 
     The column mapping is ``LinkStats.link_stat_fields``; here only the counters are
@@ -93,7 +93,8 @@ def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float]:
     a = after.link_stat_fields()
     b = before.link_stat_fields() if before is not None else {}
     row = {
-        key: value - b.get(key, 0)
+        # A counter the backend could not read (None) stays None.
+        key: None if value is None else value - (b.get(key) or 0)
         for key, value in a.items()
         if key not in ("link", *_RUNNING_MAXIMA)
     }

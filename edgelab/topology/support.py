@@ -2,19 +2,18 @@
 
 A topology field that a backend cannot honour is refused before anything starts,
 never silently ignored. When a backend learns a feature, remove it from
-:data:`NOT_YET` (packet loss is being built in the backends; queue bounds and delay traces
-are applied by every backend's link proxy).
+:data:`NOT_YET` (queue bounds and delay traces are applied by every backend's link proxy;
+packet loss by Docker only, see :func:`topology_problems`).
 """
 
 from __future__ import annotations
 
+from edgelab.netem.loss import loss_problem
 from edgelab.topology.cgroups import cpu_quota_problem, memory_limit_problem
 from edgelab.topology.spec import Topology
 
 #: Link features no backend applies yet, with the words for the refusal.
-NOT_YET: dict[str, str] = {
-    "loss_pct": "packet loss",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
@@ -28,6 +27,19 @@ def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
                     f"{worker}: {words} is not supported yet (no backend applies it; "
                     "remove it to run)"
                 )
+    lossy = [w for w, link in topology.links.items() if link.loss_pct]
+    if lossy:
+        problem = (
+            loss_problem()
+            if backend == "docker"
+            else "local nodes share the host's network namespace, and a namespace per "
+            "node is not built yet; use the Docker backend (--backend docker), where each "
+            "worker's container has its own"
+        )
+        if problem is not None:
+            problems.setdefault("links", []).append(
+                f"{', '.join(lossy)}: packet loss cannot be applied: {problem}"
+            )
     if backend == "local":
         for attr, words, problem_of in (
             ("cpus", "cpus needs a CPU quota", cpu_quota_problem),

@@ -102,7 +102,8 @@ def test_local_refusals_name_the_field(settings: Settings) -> None:
     assert "worker3 does not exist" in info.value.errors["devices"]
     with pytest.raises(ConfigError) as info:
         parse_config({**raw, "links": {"worker1": "loss:2%"}}, Catalog(settings))
-    assert "packet loss is not supported yet" in info.value.errors["links"]
+    assert "packet loss cannot be applied" in info.value.errors["links"]
+    assert "--backend docker" in info.value.errors["links"]
     with pytest.raises(ConfigError) as info:
         parse_config({**raw, "devices": {"root": {"cpus": 64}}}, Catalog(settings))
     assert "above this host's" in info.value.errors["devices"]

@@ -100,10 +100,12 @@ def test_trace_errors_name_the_line(tmp_path: Path) -> None:
         resolve(links={"worker1": f"trace:{bad}"})
 
 
-def test_loss_trace_and_queue_are_refused_until_a_backend_applies_them() -> None:
+def test_loss_is_refused_on_the_local_backend_saying_why() -> None:
     t = resolve(links={"worker1": "loss:2%"})
     assert t.links["worker1"].loss_pct == 2.0
-    assert "packet loss is not supported yet" in topology_problems(t, "docker")["links"]
+    problem = topology_problems(t, "local")["links"]
+    assert "worker1: packet loss cannot be applied" in problem
+    assert "--backend docker" in problem
 
 
 def test_cluster_key_ignores_link_delays_but_not_devices() -> None:

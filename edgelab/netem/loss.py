@@ -1,0 +1,118 @@
+"""Real packet loss on a link: nftables rules in the worker node's network namespace.
+
+The kernel here has no netem, but nftables works inside a network namespace:
+``numgen random mod 10000 < N drop`` drops that share of packets, and TCP has to
+recover them by retransmission, as on a lossy Wi-Fi hop. The rules sit in the
+worker's own namespace (a Docker worker's container) on the link's port only, in
+both directions (input: root -> worker, output: worker -> root), so the link's
+control endpoint stays loss-free. Applied from the host with ``nsenter`` (needs
+root and the ``nft`` binary); :func:`loss_problem` says why it cannot be done.
+
+Retransmissions are read from the namespace's TCP counters (``RetransSegs`` in
+``/proc/<pid>/net/snmp``, which shows the namespace of that process): segments
+the worker side sent again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+TABLE = "edgelab_loss"
+# Loss is given in percent with up to two decimals: drop N out of every 10000.
+SCALE = 10_000
+
+
+def loss_problem() -> str | None:
+    """Why this process cannot apply packet loss, or ``None`` when it can."""
+    if os.geteuid() != 0:
+        return "packet loss needs root (nftables rules in the node's network namespace)"
+    for tool, package in (("nft", "nftables"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"packet loss needs the {tool} binary (Debian package {package})"
+    return None
+
+
+def ruleset(loss_pct: float, port: int) -> str:
+    """The nftables table dropping ``loss_pct`` % of the link's packets each way."""
+    n = round(loss_pct / 100 * SCALE)
+    return (
+        f"table inet {TABLE} {{\n"
+        f"  chain out {{ type filter hook output priority 0; policy accept;\n"
+        f"    tcp sport {port} numgen random mod {SCALE} < {n} drop\n  }}\n"
+        f"  chain in {{ type filter hook input priority 0; policy accept;\n"
+        f"    tcp dport {port} numgen random mod {SCALE} < {n} drop\n  }}\n"
+        "}\n"
+    )
+
+
+def apply_loss(pid: int, loss_pct: float, port: int) -> None:
+    """Install the loss rules in the network namespace of host process ``pid``.
+
+    ``RuntimeError`` with nft's own message when it refuses.
+    """
+    done = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"],
+        input=ruleset(loss_pct, port),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"nft refused the loss rules in the namespace of pid {pid}: "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
+
+
+def _counter(path: str, prefix: str, name: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = [line.split() for line in f if line.startswith(prefix)]
+    except OSError:
+        return None
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        if name in header:
+            return int(values[header.index(name)])
+    return None
+
+
+def retransmits(pid: int) -> int | None:
+    """TCP segments retransmitted in the network namespace of ``pid`` (None: unreadable).
+
+    Tail-loss probes are left out: Linux resends a connection's last segment when
+    its ACK is slow (a delayed ACK), which counts in ``RetransSegs`` on a link that
+    lost nothing; what remains is recovery from segments that were really lost.
+    """
+    sent_again = _counter(f"/proc/{pid}/net/snmp", "Tcp:", "RetransSegs")
+    if sent_again is None:
+        return None
+    probes = _counter(f"/proc/{pid}/net/netstat", "TcpExt:", "TCPLossProbes") or 0
+    return max(0, sent_again - probes)
+
+
+_RETRANS_RE = re.compile(r"\bretrans:\d+/(\d+)")
+
+
+def retransmits_to(pid: int, address: str) -> int | None:
+    """Segments the sockets of ``pid``'s namespace sent again to ``address`` (their
+    lifetime totals, ``ss -ti``): the other end of a link whose root shares one
+    namespace for all its links. ``None``: ``ss``/``nsenter`` unavailable or refused."""
+    if shutil.which("ss") is None or shutil.which("nsenter") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", "ss", "-tinH", "dst", address],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return sum(int(m.group(1)) for m in _RETRANS_RE.finditer(done.stdout))
