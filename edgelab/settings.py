@@ -63,6 +63,13 @@ class Settings:
     keep_work_dirs: KeepWorkDirs = "on-failure"
     work_dir_keep_hours: float = 72.0
     work_dir_keep_mb: float = 200.0
+    #: Queue fault tolerance (seconds, see edgelab/tasks/locks.py and reconcile.py): how
+    #: long the host lock and run leases of a dead worker outlive it (renewed every
+    #: third of it while the worker lives), how often each worker's reconciler looks for
+    #: lost or abandoned runs, and how long lock calls retry through a broker outage.
+    lock_ttl_s: float = 30.0
+    reconcile_s: float = 5.0
+    broker_retry_s: float = 300.0
     #: Host names the web app answers to (the ``Host`` header, and ``Origin`` of writes).
     #: Empty means the default: the loopback names plus the bind address (see
     #: :func:`default_allowed_hosts`); ``*`` allows any (only behind a proxy that checks).
@@ -165,6 +172,20 @@ class Settings:
                 raise SettingsError(f"EDGELAB_{name} must be a number of {unit} > 0, got {raw!r}")
             return value
 
+        def at_least(name: str, default: float, minimum: float) -> float:
+            # A floor, not just > 0: a lease renewed every ttl/3 or a reconciler pass
+            # every few ms would only load the broker.
+            raw = get(name, f"{default:g}")
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not value >= minimum or value == float("inf"):
+                raise SettingsError(
+                    f"EDGELAB_{name} must be a number of seconds >= {minimum:g}, got {raw[:60]!r}"
+                )
+            return value
+
         keep = get("KEEP_WORK_DIRS", cls.keep_work_dirs)
         if keep not in KEEP_WORK_DIRS:
             raise SettingsError(
@@ -224,4 +245,7 @@ class Settings:
             keep_work_dirs=keep,
             work_dir_keep_hours=positive("WORK_DIR_KEEP_HOURS", cls.work_dir_keep_hours, "hours"),
             work_dir_keep_mb=positive("WORK_DIR_KEEP_MB", cls.work_dir_keep_mb, "MB"),
+            lock_ttl_s=at_least("LOCK_TTL", cls.lock_ttl_s, 2.0),
+            reconcile_s=at_least("RECONCILE_S", cls.reconcile_s, 0.5),
+            broker_retry_s=at_least("BROKER_RETRY_S", cls.broker_retry_s, 1.0),
         )

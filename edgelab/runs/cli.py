@@ -207,7 +207,7 @@ def run_command(
     try:
         with (
             held_like_a_worker(
-                r, run_id, on_wait=lambda: sink({"type": "progress", "message": waiting})
+                settings, r, run_id, on_wait=lambda: sink({"type": "progress", "message": waiting})
             )
             if r is not None
             else contextlib.nullcontext()

@@ -30,6 +30,10 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     app = Flask(__name__)
     celery_conf = celery_config(redis_url or "memory://")
     celery_conf["edgelab_database_url"] = settings.database_url
+    # What the worker's reconciler timer needs from the settings (edgelab.tasks.signals
+    # starts it from a Celery signal, which has the Celery app but not this one).
+    celery_conf["edgelab_lock_ttl_s"] = settings.lock_ttl_s
+    celery_conf["edgelab_reconcile_s"] = settings.reconcile_s
     app.config.from_mapping(CELERY=celery_conf)
     if config:
         app.config.update(config)

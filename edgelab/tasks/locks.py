@@ -8,15 +8,16 @@
   executed again; with a lease it must not, so a redelivered message can never
   execute a run twice in parallel.
 
-Both expire after ``ttl`` seconds unless a heartbeat thread renews them, so a worker
-killed with SIGKILL releases them by itself.
+Both expire after ``ttl`` seconds (``Settings.lock_ttl_s``, ``EDGELAB_LOCK_TTL``)
+unless a heartbeat thread renews them, so a worker killed with SIGKILL releases
+them by itself.
 
 **Broker outages.** Redis may go away for a few seconds (a restart) or come back
 empty (a restart without persistence). Nothing here lets a ``ConnectionError``
 escape into the group task: taking a lock is retried with backoff for
-``EDGELAB_BROKER_RETRY_S`` seconds (:func:`retrying`), and the heartbeat re-takes a
-lock that vanished with the broker's memory, under the same token, as long as
-nobody else took it meanwhile. The reconciler waits a whole ``ttl`` before it
+``Settings.broker_retry_s`` seconds (:func:`retrying`; ``EDGELAB_BROKER_RETRY_S``),
+and the heartbeat re-takes a lock that vanished with the broker's memory, under the
+same token, as long as nobody else took it meanwhile. The reconciler waits a whole ``ttl`` before it
 believes a lease is gone, which is longer than a heartbeat period.
 """
 
@@ -36,8 +37,6 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 PREFIX = "edgelab"
-DEFAULT_TTL_S = 30.0
-DEFAULT_BROKER_RETRY_S = 300.0
 #: What a broker outage looks like to redis-py (refused, reset, timed out, loading).
 OUTAGE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -49,28 +48,20 @@ class BrokerUnavailable(RuntimeError):
     """Redis stayed unreachable for longer than the retry budget."""
 
 
-def broker_retry_s() -> float:
-    """How long a worker keeps retrying Redis before giving up (``EDGELAB_BROKER_RETRY_S``)."""
-    raw = os.environ.get("EDGELAB_BROKER_RETRY_S", "")
-    try:
-        return max(1.0, float(raw)) if raw else DEFAULT_BROKER_RETRY_S
-    except ValueError:
-        return DEFAULT_BROKER_RETRY_S
-
-
 def retrying(
     fn: Callable[[], T],
     what: str,
     *,
-    budget_s: float | None = None,
+    budget_s: float,
     on_retry: Callable[[str], None] | None = None,
 ) -> T:
     """``fn()``, retried with exponential backoff (0.25 s .. 5 s) while Redis is away.
 
-    Raises ``BrokerUnavailable`` once ``budget_s`` (default ``broker_retry_s()``) is
-    spent. ``on_retry`` hears one message per outage, for the run's progress line.
+    Raises ``BrokerUnavailable`` once ``budget_s`` (the caller's
+    ``Settings.broker_retry_s``) is spent. ``on_retry`` hears one message per outage,
+    for the run's progress line.
     """
-    budget = broker_retry_s() if budget_s is None else budget_s
+    budget = budget_s
     deadline = time.monotonic() + budget
     delay = 0.25
     told = False
@@ -91,15 +82,6 @@ def retrying(
                 told = True
             time.sleep(min(delay, remaining))
             delay = min(5.0, delay * 2)
-
-
-def lock_ttl() -> float:
-    """Lease/lock lifetime without heartbeat (``EDGELAB_LOCK_TTL``, seconds)."""
-    raw = os.environ.get("EDGELAB_LOCK_TTL", "")
-    try:
-        return max(2.0, float(raw)) if raw else DEFAULT_TTL_S
-    except ValueError:
-        return DEFAULT_TTL_S
 
 
 def host_name() -> str:
@@ -189,13 +171,19 @@ def host_lock(
     r: redis.Redis,
     heartbeat: Heartbeat,
     *,
+    retry_s: float,
     on_wait: Callable[[], None] | None = None,
     poll_s: float = 1.0,
 ) -> Iterator[None]:
-    """Hold this host's experiment lock; wait (forever) while another worker has it."""
+    """Hold this host's experiment lock; wait (forever) while another worker has it.
+
+    ``retry_s``: how long one attempt rides out a broker outage (:func:`retrying`).
+    """
     lock = _lock(r, host_lock_key(), heartbeat.ttl)
     told = False
-    while not retrying(lambda: lock.acquire(blocking=False), "take the host lock"):
+    while not retrying(
+        lambda: lock.acquire(blocking=False), "take the host lock", budget_s=retry_s
+    ):
         if on_wait is not None and not told:
             on_wait()
             told = True
@@ -210,11 +198,13 @@ def host_lock(
 
 
 class RunLeases:
-    """Leases on runs this worker executes, renewed by one heartbeat."""
+    """Leases on runs this worker executes, renewed by one heartbeat; taking one rides
+    out a broker outage of up to ``retry_s`` seconds."""
 
-    def __init__(self, r: redis.Redis, heartbeat: Heartbeat) -> None:
+    def __init__(self, r: redis.Redis, heartbeat: Heartbeat, *, retry_s: float) -> None:
         self.r = r
         self.heartbeat = heartbeat
+        self.retry_s = retry_s
         self._held: dict[int, Lock] = {}
 
     def take(self, run_id: int) -> bool:
@@ -225,7 +215,11 @@ class RunLeases:
         if run_id in self._held:
             return True
         lock = _lock(self.r, run_lease_key(run_id), self.heartbeat.ttl)
-        if not retrying(lambda: lock.acquire(blocking=False), f"take the lease of run {run_id}"):
+        if not retrying(
+            lambda: lock.acquire(blocking=False),
+            f"take the lease of run {run_id}",
+            budget_s=self.retry_s,
+        ):
             return False
         self._held[run_id] = lock
         self.heartbeat.add(lock)

@@ -1,7 +1,8 @@
 """The reconciler: makes the queue agree with the database again, without a restart.
 
 The database is the truth about runs; the broker only carries messages. Every few
-seconds (``EDGELAB_RECONCILE_S``, 5) one worker compares the two and repairs:
+seconds (``Settings.reconcile_s``: ``EDGELAB_RECONCILE_S``, 5) one worker compares
+the two and repairs:
 
 * a **queued** run with neither a sent marker (its message waits in the broker)
   nor a lease (a live worker holds it) lost its message - the broker restarted
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,24 +45,15 @@ from edgelab.store import RunStatus, SweepStatus
 from edgelab.store.store import RunState, Store
 from edgelab.tasks.celery_app import QueueOptions
 from edgelab.tasks.events import cancel_key, request_cancel
-from edgelab.tasks.locks import OUTAGE, PREFIX, leases_held, lock_ttl
+from edgelab.tasks.locks import OUTAGE, PREFIX, leases_held
 from edgelab.tasks.submit import enqueue_group, enqueue_run, sent_of
 
 log = logging.getLogger(__name__)
 
 SUSPECTS_KEY = f"{PREFIX}:reconcile:suspects"
 LOCK_KEY = f"{PREFIX}:reconcile:lock"
-DEFAULT_PERIOD_S = 5.0
 #: Stored on a run handed back to the queue (cleared when it is claimed again).
 HANDED_BACK = "its worker stopped holding the run's lease; queued again"
-
-
-def reconcile_period_s() -> float:
-    raw = os.environ.get("EDGELAB_RECONCILE_S", "")
-    try:
-        return max(0.5, float(raw)) if raw else DEFAULT_PERIOD_S
-    except ValueError:
-        return DEFAULT_PERIOD_S
 
 
 @dataclass
@@ -92,7 +83,11 @@ class ReconcileReport:
 
 
 class Reconciler:
-    """One reconciliation pass at a time over the database at ``database_url``."""
+    """One reconciliation pass at a time over the database at ``database_url``.
+
+    ``lock_ttl_s`` is the workers' lease lifetime (``Settings.lock_ttl_s``): a lease
+    missing for half of it (``grace_s``) is believed gone.
+    """
 
     def __init__(
         self,
@@ -100,6 +95,7 @@ class Reconciler:
         r: redis.Redis,
         celery: Any,
         *,
+        lock_ttl_s: float,
         grace_s: float | None = None,
         limit_s: float | None = None,
         clock: Callable[[], float] = time.time,
@@ -108,7 +104,7 @@ class Reconciler:
         self.store = Store(database_url)
         self.r = r
         self.celery = celery
-        self.grace_s = grace_s if grace_s is not None else max(1.0, lock_ttl() / 2)
+        self.grace_s = grace_s if grace_s is not None else max(1.0, lock_ttl_s / 2)
         self.limit_s = (
             limit_s if limit_s is not None else options.run_time_limit + options.cleanup_grace
         )
@@ -205,14 +201,15 @@ class Reconciler:
 
 
 class ReconcilerThread:
-    """Runs :meth:`Reconciler.run_once` every ``period_s`` until stopped; never dies.
+    """Runs :meth:`Reconciler.run_once` every ``period_s`` (``Settings.reconcile_s``)
+    until stopped; never dies.
 
     A broker outage or a database error skips one pass (logged once per outage).
     """
 
-    def __init__(self, make: Callable[[], Reconciler], period_s: float | None = None) -> None:
+    def __init__(self, make: Callable[[], Reconciler], period_s: float) -> None:
         self.make = make
-        self.period_s = period_s if period_s is not None else reconcile_period_s()
+        self.period_s = period_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgelab-reconciler", daemon=True)
         self.last: ReconcileReport | None = None

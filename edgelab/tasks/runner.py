@@ -46,7 +46,6 @@ from edgelab.tasks.locks import (
     Heartbeat,
     RunLeases,
     host_lock,
-    lock_ttl,
     retrying,
 )
 from edgelab.tasks.submit import clear_sent
@@ -110,7 +109,12 @@ class _Group:
                 self.pending.append(rid)
             else:
                 self.result.statuses[rid] = ELSEWHERE
-        retrying(lambda: clear_sent(self.r, run_ids), "clear sent markers", on_retry=on_retry)
+        retrying(
+            lambda: clear_sent(self.r, run_ids),
+            "clear sent markers",
+            budget_s=self.settings.broker_retry_s,
+            on_retry=on_retry,
+        )
 
     def _tell_first(self, run_ids: list[int]) -> Callable[[str], None]:
         def tell(message: str) -> None:
@@ -258,8 +262,8 @@ def run_group(
     the remaining runs fail with a clear error instead of running into the task's
     hard time limit.
     """
-    with Heartbeat(lock_ttl()) as heartbeat:
-        leases = RunLeases(r, heartbeat)
+    with Heartbeat(settings.lock_ttl_s) as heartbeat:
+        leases = RunLeases(r, heartbeat, retry_s=settings.broker_retry_s)
         group = _Group(
             settings,
             r,
@@ -271,7 +275,9 @@ def run_group(
         try:
             group.adopt(list(run_ids))
             if group.pending:
-                with host_lock(r, heartbeat, on_wait=group.on_wait):
+                with host_lock(
+                    r, heartbeat, retry_s=settings.broker_retry_s, on_wait=group.on_wait
+                ):
                     group.execute(on_cluster_start)
         except BrokerUnavailable as exc:
             # Nothing claimed yet (claims happen under the host lock, after every
@@ -288,8 +294,8 @@ def execute_single(
     settings: Settings, r: redis.Redis, run_id: int, *, catalog: Catalog | None = None
 ) -> str:
     """Execute one run on its own cluster, under the host lock and the run's lease."""
-    with Heartbeat(lock_ttl()) as heartbeat:
-        leases = RunLeases(r, heartbeat)
+    with Heartbeat(settings.lock_ttl_s) as heartbeat:
+        leases = RunLeases(r, heartbeat, retry_s=settings.broker_retry_s)
         group = _Group(
             settings, r, leases, sweep_id=None, catalog=catalog or Catalog(settings), deadline=None
         )
@@ -297,7 +303,7 @@ def execute_single(
             group.adopt([run_id])
             if not group.pending:
                 return group.result.statuses.get(run_id, MISSING)
-            with host_lock(r, heartbeat, on_wait=group.on_wait):
+            with host_lock(r, heartbeat, retry_s=settings.broker_retry_s, on_wait=group.on_wait):
                 result = execute_run(
                     settings,
                     run_id,
@@ -315,7 +321,7 @@ def execute_single(
 
 @contextlib.contextmanager
 def held_like_a_worker(
-    r: redis.Redis, run_id: int, on_wait: Callable[[], None] | None = None
+    settings: Settings, r: redis.Redis, run_id: int, on_wait: Callable[[], None] | None = None
 ) -> Iterator[None]:
     """Hold ``run_id``'s lease and this host's experiment lock, as a worker would.
 
@@ -323,11 +329,11 @@ def held_like_a_worker(
     same locks keeps it from sharing the CPU with a worker's experiment, and keeps
     the reconciler from mistaking its run for one left by a dead worker.
     """
-    with Heartbeat(lock_ttl()) as heartbeat:
-        leases = RunLeases(r, heartbeat)
+    with Heartbeat(settings.lock_ttl_s) as heartbeat:
+        leases = RunLeases(r, heartbeat, retry_s=settings.broker_retry_s)
         try:
             leases.take(run_id)
-            with host_lock(r, heartbeat, on_wait=on_wait):
+            with host_lock(r, heartbeat, retry_s=settings.broker_retry_s, on_wait=on_wait):
                 yield
         finally:
             leases.release_all()

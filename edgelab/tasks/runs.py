@@ -75,6 +75,9 @@ def recover(self: Any, attempt: int = 0) -> dict[str, Any]:
 
     settings = current_settings()
     report = Reconciler(
-        settings.database_url, _redis(), current_app.extensions["celery"]
+        settings.database_url,
+        _redis(),
+        current_app.extensions["celery"],
+        lock_ttl_s=settings.lock_ttl_s,
     ).run_once()
     return report.to_dict()

@@ -37,10 +37,15 @@ def _start_reconciler(sender: Any = None, **_kwargs: Any) -> None:
 
     app = sender.app
     url = app.conf.get("edgelab_database_url")
+    ttl = app.conf.get("edgelab_lock_ttl_s")  # Settings.lock_ttl_s, put there by create_app
+    period = app.conf.get("edgelab_reconcile_s")  # Settings.reconcile_s
     broker = str(app.conf.broker_url)
-    if not url or not broker.startswith("redis"):
+    if not url or ttl is None or period is None or not broker.startswith("redis"):
         return
-    _reconciler = ReconcilerThread(lambda: Reconciler(url, redis_client(broker), app)).start()
+    _reconciler = ReconcilerThread(
+        lambda: Reconciler(url, redis_client(broker), app, lock_ttl_s=float(ttl)),
+        period_s=float(period),
+    ).start()
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]

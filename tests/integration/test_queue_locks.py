@@ -28,7 +28,7 @@ def test_second_holder_of_the_host_lock_waits(queue_redis_url: str) -> None:
     release = threading.Event()
 
     def first() -> None:
-        with Heartbeat(3) as hb, host_lock(r, hb):
+        with Heartbeat(3) as hb, host_lock(r, hb, retry_s=5):
             order.append("first in")
             inside.set()
             release.wait(10)
@@ -52,17 +52,21 @@ def test_second_holder_of_the_host_lock_waits(queue_redis_url: str) -> None:
 
 
 def _second(r: redis.Redis, order: list[str], waited: list[bool]) -> None:
-    with Heartbeat(3) as hb, host_lock(r, hb, on_wait=lambda: waited.append(True), poll_s=0.1):
+    with (
+        Heartbeat(3) as hb,
+        host_lock(r, hb, retry_s=5, on_wait=lambda: waited.append(True), poll_s=0.1),
+    ):
         order.append("second in")
 
 
 def test_run_lease_is_exclusive_renewed_and_lapses_without_heartbeat(queue_redis_url: str) -> None:
     r = redis.Redis.from_url(queue_redis_url)
     with Heartbeat(2) as hb:
-        leases = RunLeases(r, hb)
+        leases = RunLeases(r, hb, retry_s=5)
         assert leases.take(7)
         with Heartbeat(2) as other_hb:
-            assert not RunLeases(r, other_hb).take(7)  # another worker may not execute it
+            other = RunLeases(r, other_hb, retry_s=5)
+            assert not other.take(7)  # another worker may not execute it
         time.sleep(3)  # longer than the TTL: only the heartbeat keeps it
         assert lease_held(r, 7)
         leases.release(7)

@@ -95,9 +95,11 @@ def test_reconciler_resends_lost_messages_adopts_dead_workers_runs_and_fails_ove
     (stopping,) = _sweep(store, SweepStatus.CANCELLED, 1)  # being cancelled, worker died
     _force(store, stopping, RunStatus.RUNNING, started_at=utcnow())
 
-    reconciler = Reconciler(settings.database_url, r, celery, grace_s=1.0, limit_s=3600)
+    reconciler = Reconciler(
+        settings.database_url, r, celery, lock_ttl_s=settings.lock_ttl_s, grace_s=1.0, limit_s=3600
+    )
     with Heartbeat(30) as heartbeat:
-        assert RunLeases(r, heartbeat).take(live)
+        assert RunLeases(r, heartbeat, retry_s=5).take(live)
         first = reconciler.run_once()
         # Only the overdue run is acted on at once; the rest must look abandoned for
         # the grace first (a live worker's heartbeat may be about to put its lease back).
@@ -139,7 +141,9 @@ def test_one_reconciler_acts_at_a_time(tmp_path: Path, queue_redis_url: str) -> 
     lock = r.lock("edgelab:reconcile:lock", timeout=10)
     assert lock.acquire(blocking=False)  # another worker's reconciler is busy
     try:
-        report = Reconciler(settings.database_url, r, celery).run_once()
+        report = Reconciler(
+            settings.database_url, r, celery, lock_ttl_s=settings.lock_ttl_s
+        ).run_once()
     finally:
         lock.release()
     assert report.skipped
@@ -148,7 +152,7 @@ def test_one_reconciler_acts_at_a_time(tmp_path: Path, queue_redis_url: str) -> 
 def test_heartbeat_puts_back_a_lease_that_an_emptied_broker_lost(queue_redis_url: str) -> None:
     r = redis.Redis.from_url(queue_redis_url)
     with Heartbeat(30) as heartbeat:
-        leases = RunLeases(r, heartbeat)
+        leases = RunLeases(r, heartbeat, retry_s=5)
         assert leases.take(7)
         token = r.get(run_lease_key(7))
         r.delete(run_lease_key(7))  # what a restart without persistence does

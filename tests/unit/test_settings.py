@@ -50,6 +50,12 @@ def test_values_from_environment(tmp_path: Path) -> None:
         ("EDGELAB_KEEP_WORK_DIRS", "sometimes"),
         ("EDGELAB_WORK_DIR_KEEP_MB", "-1"),
         ("EDGELAB_WORK_DIR_KEEP_HOURS", ""),
+        ("EDGELAB_LOCK_TTL", "1"),
+        ("EDGELAB_LOCK_TTL", "thirty"),
+        ("EDGELAB_RECONCILE_S", "0.1"),
+        ("EDGELAB_RECONCILE_S", "nan"),
+        ("EDGELAB_BROKER_RETRY_S", "0"),
+        ("EDGELAB_BROKER_RETRY_S", "inf"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
@@ -61,3 +67,17 @@ def test_watchdog_timeouts_default_to_a_minute_and_take_seconds() -> None:
     assert (Settings().stall_timeout_s, Settings().start_stall_timeout_s) == (60.0, 60.0)
     s = Settings.from_env({"EDGELAB_STALL_TIMEOUT": "7.5", "EDGELAB_START_STALL_TIMEOUT": "12"})
     assert (s.stall_timeout_s, s.start_stall_timeout_s) == (7.5, 12.0)
+
+
+def test_queue_fault_tolerance_settings_default_and_take_seconds() -> None:
+    """Lock TTL, reconciler period and broker retry budget are settings like the others
+    (the queue code reads them from ``Settings``, not from the environment)."""
+    assert (Settings().lock_ttl_s, Settings().reconcile_s, Settings().broker_retry_s) == (
+        30.0,
+        5.0,
+        300.0,
+    )
+    s = Settings.from_env(
+        {"EDGELAB_LOCK_TTL": "4", "EDGELAB_RECONCILE_S": "0.5", "EDGELAB_BROKER_RETRY_S": "2.5"}
+    )
+    assert (s.lock_ttl_s, s.reconcile_s, s.broker_retry_s) == (4.0, 0.5, 2.5)
