@@ -41,8 +41,10 @@ RecordTiming = Callable[..., None]
 #: A prompt the small model answers at length, so a fault lands mid-generation.
 PROMPT = "Write a long story about a robot who learns to paint."
 FINAL = ("succeeded", "failed", "cancelled")
-#: A delay no start survives: the first RPC message to worker1 is held "forever".
-NEVER = "1000000s"
+#: The longest delay a request may ask for (edgelab.validation.fields.MAX_DELAY_MS):
+#: the first RPC message to worker1 is held 10 s, longer than the stall timeout, and a
+#: start of many RPC round trips at 20 s each never ends within a test.
+NEVER = "10000ms"
 STALL_S = 5.0
 
 
@@ -268,7 +270,7 @@ def test_a_stalled_cluster_start_fails_naming_the_node_within_the_start_stall_ti
     ), run["error"]
     assert detect_s <= STALL_S + 10, detect_s
     chaos_timing(
-        "a cluster start that stalls (latency 1000000s)",
+        f"a cluster start that stalls (latency {NEVER})",
         detect_s=round(detect_s, 2),
         recover_s=round(detect_s + gone_s, 2),
         note=f"start stall timeout {STALL_S:g} s, from when the nodes went idle",
