@@ -273,7 +273,7 @@ def test_run_form_streams_tokens_then_shows_metrics(page: Any, browser_stack: Br
     page.fill("#max_tokens", "5000")
     page.click("#submit-run")
     page.wait_for_selector("#nodes-error")
-    assert "at least 1" in page.inner_text("#nodes-error")
+    assert "must be between 1 and 64, got 0" in page.inner_text("#nodes-error")
     assert "between 1 and 1024" in page.inner_text("#max_tokens-error")
     assert page.input_value("#max_tokens") == "5000"
     shot(page, "00-new-run-invalid")
