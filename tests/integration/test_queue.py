@@ -273,13 +273,15 @@ def test_edgelab_up_serves_the_api_and_runs_a_job_without_external_services(
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             try:
                 status, health = _http("GET", f"{base}/health")
-                if status == 200 and health["workers"]:
+                # `up` prints its summary once it has seen the web app answer itself,
+                # which can be a moment after this poll sees it: wait for both.
+                printed = "edgelab is up: http://127.0.0.1:" in (tmp_path / "up.log").read_text()
+                if status == 200 and health["workers"] and printed:
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             time.sleep(1)
-        assert "edgelab is up: http://127.0.0.1:" in (tmp_path / "up.log").read_text()
         redis_url = (data_dir / "embedded-redis.url").read_text().strip()
         assert redis_url.startswith("redis://127.0.0.1:")
 
