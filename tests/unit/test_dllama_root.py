@@ -70,7 +70,7 @@ def test_root_streams_tokens_with_detail_and_load_origin(generator: DllamaGenera
 
 def test_root_counts_steps_from_the_prompt(generator: DllamaGenerator) -> None:
     request = GenerateRequest("Hello the world", 2, chat=False)
-    prompt_tokens = generator.encoder.count("Hello the world") if generator.encoder else 0
+    prompt_tokens = generator.files.encoder.count("Hello the world") if generator.files else 0
     argv = generator.argv("Hello the world", prompt_tokens - 1 + 2, request)
     assert argv[argv.index("--net-turbo") + 1] == "0"
     assert argv[argv.index("--buffer-float-type") + 1] == "f32"

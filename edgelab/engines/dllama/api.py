@@ -37,34 +37,23 @@ run's provenance:
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
-import pty
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgelab.catalog.dllama import (
-    DllamaHeader,
-    DllamaTokenizer,
-    default_tokenizer_path,
-    read_dllama_header,
-    read_dllama_tokenizer,
-)
 from edgelab.engines.base import EngineError
 from edgelab.engines.dllama.binary import binary_version, resolve_api_binary
-from edgelab.engines.dllama.prompt import EncodeError, PromptEncoder
-from edgelab.engines.dllama.topology import validate_topology
+from edgelab.engines.dllama.child import spawn_on_pty, stop_child
+from edgelab.engines.dllama.files import DllamaModelFiles, worker_flags
+from edgelab.engines.dllama.prompt import EncodeError
 from edgelab.engines.rootapi import GenerateRequest, Generation, Generator, RequestError
 
 ENGINE_NAME = "dllama"
@@ -151,19 +140,7 @@ class ApiProcess:
         self._on_lost = on_lost
         self._closing = False
         self._changed = threading.Condition()
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        launcher = [sys.executable, "-m", "edgelab.cluster.launch", str(os.getpid()), "--"]
-        try:
-            self.proc = subprocess.Popen(
-                [*launcher, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=slave,
-                stderr=slave,
-            )
-        finally:
-            os.close(slave)
-        self._master = master
+        self.proc, self._master = spawn_on_pty(argv, stderr_on_pty=True)
         self._reader = threading.Thread(target=self._read, name="dllama-api", daemon=True)
         self._reader.start()
 
@@ -249,14 +226,7 @@ class ApiProcess:
 
     def stop(self, grace_s: float = 5.0) -> None:
         self._closing = True
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, grace_s)
         self._reader.join(timeout=grace_s)
 
 
@@ -273,20 +243,6 @@ def exit_on_lost(reason: str) -> None:
         flush=True,
     )
     os._exit(1)
-
-
-def tensor_split(nodes: int, workers: list[str], n_layers: int) -> list[dict[str, Any]]:
-    """Tensor parallelism: every node holds a 1/nodes slice of every layer."""
-    return [
-        {
-            "node": "root" if i == 0 else f"worker{i}",
-            "endpoint": None if i == 0 else workers[i - 1],
-            "split": "tensor",
-            "n_layers": n_layers,
-            "slice": f"1/{nodes}",
-        }
-        for i in range(nodes)
-    ]
 
 
 class ApiGenerator(Generator):
@@ -315,9 +271,7 @@ class ApiGenerator(Generator):
         self.ctx = ctx
         self.warmup = warmup
         self.on_lost = on_lost
-        self.header: DllamaHeader | None = None
-        self.tokenizer: DllamaTokenizer | None = None
-        self.encoder: PromptEncoder | None = None
+        self.files: DllamaModelFiles | None = None
         self.chat_kind: str | None = None
         self.chat_template_flag: str | None = None
         self.port: int | None = None
@@ -332,36 +286,19 @@ class ApiGenerator(Generator):
 
     @property
     def seq_len(self) -> int:
-        assert self.header is not None
-        return min(self.header.seq_len, self.ctx)
-
-    def buffer_float_type(self) -> str:
-        assert self.header is not None
-        return "q80" if self.header.weight_type == "q40" else "f32"
+        assert self.files is not None
+        return self.files.seq_len(self.ctx)
 
     def load(self) -> None:
         self.api_binary = resolve_api_binary(self.api_binary, self.dllama_binary)
-        self.header = read_dllama_header(self.model_path)
-        validate_topology(self.header, self.nodes)
-        tok_path = self.tokenizer_path or default_tokenizer_path(self.model_path)
-        if tok_path is None:
-            raise EngineError(
-                f"no tokenizer (.t) found next to {self.model_path}; pass --tokenizer"
-            )
-        self.tokenizer_path = tok_path
-        self.tokenizer = read_dllama_tokenizer(tok_path)
-        if self.tokenizer.vocab_size != self.header.vocab_size:
-            raise EngineError(
-                f"tokenizer {tok_path} has {self.tokenizer.vocab_size} tokens, "
-                f"model {self.model_path} expects {self.header.vocab_size}"
-            )
-        self.encoder = PromptEncoder(self.tokenizer)
-        template = self.tokenizer.chat_template
+        self.files = DllamaModelFiles.load(self.model_path, self.tokenizer_path, self.nodes)
+        self.tokenizer_path = self.files.tokenizer_path
+        template = self.files.tokenizer.chat_template
         self.chat_kind = dllama_chat_kind(template)
         if self.chat_kind is None:
             if template:
                 raise EngineError(
-                    f"the chat template of {tok_path} is not one dllama-api supports "
+                    f"the chat template of {self.tokenizer_path} is not one dllama-api supports "
                     "(llama2, llama3, deepSeek3); run this model with the engine option "
                     "dllama_mode: inference"
                 )
@@ -394,32 +331,17 @@ class ApiGenerator(Generator):
             self.warmup_detail = {"tokens": 1}
 
     def argv(self) -> list[str]:
-        assert self.header is not None
+        assert self.files is not None
         assert self.port is not None
-        argv = [
+        return [
             str(self.api_binary),
-            "--model",
-            str(self.model_path),
-            "--tokenizer",
-            str(self.tokenizer_path),
-            "--buffer-float-type",
-            self.buffer_float_type(),
-            "--nthreads",
-            str(self.threads),
-            "--max-seq-len",
-            str(self.seq_len),
+            *self.files.flags(self.threads, self.ctx, self.net_turbo),
             *(["--host", "127.0.0.1"] if self.host_flag else []),
             "--port",
             str(self.port),
-            "--net-turbo",
-            "1" if self.net_turbo else "0",
+            *(["--chat-template", self.chat_template_flag] if self.chat_template_flag else []),
+            *worker_flags(self.workers),
         ]
-        if self.chat_template_flag is not None:
-            argv += ["--chat-template", self.chat_template_flag]
-        if self.workers:
-            # dllama reads worker addresses until the next "--" option: keep it last.
-            argv += ["--workers", *self.workers]
-        return argv
 
     def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
         assert self.port is not None
@@ -442,14 +364,13 @@ class ApiGenerator(Generator):
 
     def count_prompt(self, prompt: str) -> int | None:
         """Prompt tokens as dllama-api will see them: its template, then BOS + encode."""
-        assert self.encoder is not None
-        assert self.tokenizer is not None
+        assert self.files is not None
         assert self.chat_kind is not None
-        tok = self.tokenizer
+        tok = self.files.tokenizer
         eos = tok.vocab[tok.eos_ids[0]].decode("utf-8", "replace") if tok.eos_ids else ""
         text = dllama_chat_prompt(self.chat_kind, prompt, eos)
         try:
-            count = self.encoder.count(text)
+            count = self.files.encoder.count(text)
         except EncodeError:
             return None
         # dllama-api always asks for a BOS at position 0, whatever the tokenizer says.
@@ -458,22 +379,12 @@ class ApiGenerator(Generator):
         return count
 
     def info(self) -> dict[str, Any]:
-        assert self.header is not None
+        assert self.files is not None
         return {
             "engine": ENGINE_NAME,
             "engine_version": binary_version(Path(str(self.api_binary)), "dllama-api"),
             "mode": MODE,
-            "model_path": str(self.model_path),
-            "tokenizer_path": str(self.tokenizer_path),
-            "n_layers": self.header.n_layers,
-            "layer_split": tensor_split(self.nodes, self.workers, self.header.n_layers),
-            "nodes": self.nodes,
-            "workers": list(self.workers),
-            "threads": self.threads,
-            "n_ctx": self.seq_len,
-            "net_turbo": self.net_turbo,
-            "buffer_float_type": self.buffer_float_type(),
-            "model": self.header.to_dict(),
+            **self.files.info(self.workers, self.threads, self.ctx, self.net_turbo),
             "chat_template": self.chat_kind,
             "chat_template_flag": self.chat_template_flag,
             "bound_to": "127.0.0.1" if self.host_flag else "all interfaces (no --host)",
@@ -487,7 +398,7 @@ class ApiGenerator(Generator):
 
     def generate(self, request: GenerateRequest) -> Generation:
         process = self.process
-        if process is None or self.header is None:
+        if process is None or self.files is None:
             raise RuntimeError("model not loaded")
         if process.fatal is not None or process.ended.is_set():
             raise RuntimeError(
@@ -616,5 +527,4 @@ __all__ = [
     "dllama_chat_kind",
     "dllama_chat_prompt",
     "sse_chunks",
-    "tensor_split",
 ]

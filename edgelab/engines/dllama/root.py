@@ -25,33 +25,24 @@ Each token's ``detail`` carries dllama's own compute ms, sync ms and sent/recv k
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import pty
 import queue
 import select
-import signal
 import subprocess
 import sys
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgelab.catalog.dllama import (
-    DllamaHeader,
-    DllamaTokenizer,
-    default_tokenizer_path,
-    read_dllama_header,
-    read_dllama_tokenizer,
-)
 from edgelab.engines.base import EngineError
-from edgelab.engines.dllama.api import ApiGenerator, tensor_split
+from edgelab.engines.dllama.api import ApiGenerator
 from edgelab.engines.dllama.binary import binary_version, resolve_binary
+from edgelab.engines.dllama.child import spawn_on_pty, stop_child
+from edgelab.engines.dllama.files import DllamaModelFiles, worker_flags
 from edgelab.engines.dllama.output import (
     ErrorLine,
     Event,
@@ -62,13 +53,7 @@ from edgelab.engines.dllama.output import (
     TokenLine,
     WeightsLoaded,
 )
-from edgelab.engines.dllama.prompt import (
-    EncodeError,
-    PromptEncoder,
-    apply_chat,
-    chat_template_kind,
-)
-from edgelab.engines.dllama.topology import validate_topology
+from edgelab.engines.dllama.prompt import EncodeError, apply_chat, chat_template_kind
 from edgelab.engines.rootapi import GenerateRequest, Generation, Generator, RequestError, run_root
 
 ENGINE_NAME = "dllama"
@@ -122,20 +107,7 @@ class Inference:
         self.summary: dict[str, Any] | None = None
         self.returncode: int | None = None
         self._parser = OutputParser(prompt)
-        master, slave = pty.openpty()
-        # Raw mode: no "\n" -> "\r\n" translation, bytes arrive as dllama wrote them.
-        tty.setraw(slave)
-        launcher = [sys.executable, "-m", "edgelab.cluster.launch", str(os.getpid()), "--"]
-        try:
-            self.proc = subprocess.Popen(
-                [*launcher, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=slave,
-                stderr=subprocess.PIPE,
-            )
-        finally:
-            os.close(slave)
-        self._master = master
+        self.proc, self._master = spawn_on_pty(argv, stderr_on_pty=False)
         self._reader = threading.Thread(target=self._read, name="dllama-stdout", daemon=True)
         self._reader.start()
         self._stderr = threading.Thread(target=self._read_stderr, name="dllama-err", daemon=True)
@@ -200,14 +172,7 @@ class Inference:
 
     def stop(self, grace_s: float = 5.0) -> None:
         """End the process now (SIGTERM, then SIGKILL) and wait for it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, grace_s)
         self._reader.join(timeout=grace_s)
 
     def wait(self, timeout_s: float) -> None:
@@ -241,9 +206,7 @@ class DllamaGenerator(Generator):
         self.net_turbo = net_turbo
         self.ctx = ctx
         self.warmup = warmup
-        self.header: DllamaHeader | None = None
-        self.tokenizer: DllamaTokenizer | None = None
-        self.encoder: PromptEncoder | None = None
+        self.files: DllamaModelFiles | None = None
         self.chat_kind: str | None = None
         self.warmup_detail: dict[str, Any] | None = None
         self.last_run: dict[str, Any] | None = None
@@ -255,27 +218,14 @@ class DllamaGenerator(Generator):
 
     @property
     def seq_len(self) -> int:
-        assert self.header is not None
-        return min(self.header.seq_len, self.ctx)
+        assert self.files is not None
+        return self.files.seq_len(self.ctx)
 
     def load(self) -> None:
         self.binary = resolve_binary(self.binary)
-        self.header = read_dllama_header(self.model_path)
-        validate_topology(self.header, self.nodes)
-        tok_path = self.tokenizer_path or default_tokenizer_path(self.model_path)
-        if tok_path is None:
-            raise EngineError(
-                f"no tokenizer (.t) found next to {self.model_path}; pass --tokenizer"
-            )
-        self.tokenizer_path = tok_path
-        self.tokenizer = read_dllama_tokenizer(tok_path)
-        if self.tokenizer.vocab_size != self.header.vocab_size:
-            raise EngineError(
-                f"tokenizer {tok_path} has {self.tokenizer.vocab_size} tokens, "
-                f"model {self.model_path} expects {self.header.vocab_size}"
-            )
-        self.encoder = PromptEncoder(self.tokenizer)
-        self.chat_kind = chat_template_kind(self.tokenizer.chat_template)
+        self.files = DllamaModelFiles.load(self.model_path, self.tokenizer_path, self.nodes)
+        self.tokenizer_path = self.files.tokenizer_path
+        self.chat_kind = chat_template_kind(self.files.tokenizer.chat_template)
         if self.warmup:
             # One tiny inference proves the binary, the workers and every proxy
             # path work before the cluster reports healthy, and measures the
@@ -285,57 +235,30 @@ class DllamaGenerator(Generator):
                 pass
             self.warmup_detail = dict(self.last_run or {})
 
-    def buffer_float_type(self) -> str:
-        assert self.header is not None
-        return "q80" if self.header.weight_type == "q40" else "f32"
-
     def argv(self, prompt: str, steps: int, request: GenerateRequest) -> list[str]:
-        argv = [
+        assert self.files is not None
+        return [
             str(self.binary),
             "inference",
-            "--model",
-            str(self.model_path),
-            "--tokenizer",
-            str(self.tokenizer_path),
-            "--buffer-float-type",
-            self.buffer_float_type(),
+            *self.files.flags(self.threads, self.ctx, self.net_turbo),
             "--prompt",
             prompt,
             "--steps",
             str(steps),
-            "--nthreads",
-            str(self.threads),
-            "--max-seq-len",
-            str(self.seq_len),
             "--temperature",
             repr(float(request.temperature)),
             "--seed",
             str(request.seed),
-            "--net-turbo",
-            "1" if self.net_turbo else "0",
+            *worker_flags(self.workers),
         ]
-        if self.workers:
-            # dllama reads worker addresses until the next "--" option: keep it last.
-            argv += ["--workers", *self.workers]
-        return argv
 
     def info(self) -> dict[str, Any]:
-        assert self.header is not None
+        assert self.files is not None
         return {
             "engine": ENGINE_NAME,
             "engine_version": binary_version(Path(self.binary)),
             "mode": "inference",
-            "model_path": str(self.model_path),
-            "tokenizer_path": str(self.tokenizer_path),
-            "n_layers": self.header.n_layers,
-            "layer_split": tensor_split(self.nodes, self.workers, self.header.n_layers),
-            "nodes": self.nodes,
-            "workers": list(self.workers),
-            "threads": self.threads,
-            "n_ctx": self.seq_len,
-            "net_turbo": self.net_turbo,
-            "buffer_float_type": self.buffer_float_type(),
-            "model": self.header.to_dict(),
+            **self.files.info(self.workers, self.threads, self.ctx, self.net_turbo),
             "chat_template": self.chat_kind,
             "stops_at_eos": False,
             "weights_streamed_per_inference": True,
@@ -350,13 +273,13 @@ class DllamaGenerator(Generator):
             previous.wait(timeout_s=60.0)
 
     def generate(self, request: GenerateRequest) -> Generation:
-        if self.encoder is None or self.header is None:
+        if self.files is None:
             raise RuntimeError("model not loaded")
         self._reap_previous()
         chat_kind = self.chat_kind if request.chat else None
         prompt = apply_chat(request.prompt, chat_kind)
         try:
-            counted: int | None = self.encoder.count(prompt)
+            counted: int | None = self.files.encoder.count(prompt)
         except EncodeError:
             counted = None
         # Without a count, the byte length (+BOS) bounds the token count from above.
