@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +71,26 @@ class Settings:
     lock_ttl_s: float = 30.0
     reconcile_s: float = 5.0
     broker_retry_s: float = 300.0
+    #: Queue time budgets (seconds, see edgelab/tasks/celery_app.py ``QueueOptions``): the
+    #: soft limit of one run (cluster start included; a group gets one per run), the
+    #: margin after it for cleanup in ``finally`` (the hard limit), and how long the
+    #: broker waits before it redelivers an unacknowledged message.
+    run_time_limit_s: float = 1800.0
+    cleanup_grace_s: float = 60.0
+    visibility_timeout_s: float = 3600.0
+    #: The name of this host's experiment lock: workers with the same id take turns
+    #: (one experiment per machine). Empty means the machine's host name; tests give
+    #: workers on one machine different ids to act as several hosts.
+    host_id: str = ""
+    #: When edgelab itself runs in a container (the compose ``worker`` service): its
+    #: container name, attached to every cluster network so it reaches the nodes.
+    docker_self: str = ""
+    #: Then the Docker engine cannot see edgelab's paths: the volume (or host path)
+    #: holding the same models directory, mounted at /models in root containers.
+    docker_models_source: str = ""
+    #: Link proxies pass bytes through with splice(2) when they can (see
+    #: edgelab/netem/proxy.py); False copies through a buffer (for comparisons).
+    netem_splice: bool = True
     #: Host names the web app answers to (the ``Host`` header, and ``Origin`` of writes).
     #: Empty means the default: the loopback names plus the bind address (see
     #: :func:`default_allowed_hosts`); ``*`` allows any (only behind a proxy that checks).
@@ -90,6 +111,8 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{db}")
         if not self.allowed_hosts:
             object.__setattr__(self, "allowed_hosts", default_allowed_hosts(self.bind))
+        if not self.host_id:
+            object.__setattr__(self, "host_id", socket.gethostname())
 
     @property
     def bind_host(self) -> str:
@@ -107,6 +130,15 @@ class Settings:
     def devices_path(self) -> Path:
         """Device presets and named topologies, beside the model catalog."""
         return self.models_dir / "devices.yaml"
+
+    def node_env(self) -> dict[str, str]:
+        """The settings a node container needs, as the variables ``from_env`` reads.
+
+        A worker container's link proxy (:mod:`edgelab.cluster.worker_node`) builds
+        its own ``Settings`` from its environment; this is what edgelab writes there,
+        so a value set for edgelab holds on every link of a Docker cluster too.
+        """
+        return {"EDGELAB_NETEM_SPLICE": "1" if self.netem_splice else "0"}
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -214,6 +246,23 @@ class Settings:
                 f"EDGELAB_STREAM_IDLE_S must be a number of seconds >= 1, got {idle[:60]!r}"
             )
 
+        host_id = get("HOST_ID")
+        if host_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}", host_id):
+            raise SettingsError(
+                "EDGELAB_HOST_ID must be letters, digits and . _ : @ - (at most 128), "
+                f"got {host_id[:60]!r}"
+            )
+
+        docker_self = get("DOCKER_SELF")
+        if docker_self and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", docker_self):
+            raise SettingsError(
+                f"EDGELAB_DOCKER_SELF must be a container name or id, got {docker_self[:60]!r}"
+            )
+
+        splice = get("NETEM_SPLICE", "1")
+        if splice not in ("0", "1"):
+            raise SettingsError(f"EDGELAB_NETEM_SPLICE must be 0 or 1, got {splice[:60]!r}")
+
         images: dict[str, str] = {}
         for name in ("ROOT_IMAGE", "WORKER_IMAGE"):
             value = get(name)
@@ -248,4 +297,11 @@ class Settings:
             lock_ttl_s=at_least("LOCK_TTL", cls.lock_ttl_s, 2.0),
             reconcile_s=at_least("RECONCILE_S", cls.reconcile_s, 0.5),
             broker_retry_s=at_least("BROKER_RETRY_S", cls.broker_retry_s, 1.0),
+            run_time_limit_s=positive("RUN_TIME_LIMIT", cls.run_time_limit_s),
+            cleanup_grace_s=positive("CLEANUP_GRACE", cls.cleanup_grace_s),
+            visibility_timeout_s=positive("VISIBILITY_TIMEOUT", cls.visibility_timeout_s),
+            host_id=host_id,
+            docker_self=docker_self,
+            docker_models_source=get("DOCKER_MODELS_SOURCE"),
+            netem_splice=splice == "1",
         )

@@ -13,6 +13,7 @@ from edgelab.cluster.spec import ClusterSpec
 
 if TYPE_CHECKING:
     from edgelab.engines.base import Engine
+    from edgelab.settings import Settings
 
 
 def open_cluster(
@@ -21,28 +22,30 @@ def open_cluster(
     model_path: str,
     name: str | None = None,
     engine: Engine | None = None,
-    images: tuple[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> Cluster:
     """A not-yet-started cluster for ``spec`` on the backend it names.
 
     ``name`` says what the cluster is for (``run12``, ``sweep3-group1``); Docker
     labels its containers with it so leftovers can be traced to their run.
     ``engine`` is the engine set up for the model (``get_engine(name, model)``);
-    by default the backend makes a plain ``get_engine(spec.engine)``. ``images``
-    (root, worker) are the server's Docker images (``Settings.root_image`` and
-    ``worker_image``): never part of a request's options.
+    by default the backend makes a plain ``get_engine(spec.engine)``. ``settings``
+    give the Docker backend the server's images (``Settings.root_image`` and
+    ``worker_image``: never part of a request's options) and how edgelab reaches
+    the engine; default: ``Settings()``.
     """
     from pathlib import Path
 
     if spec.backend == "local":
         from edgelab.cluster.local import LocalCluster
 
-        return LocalCluster(spec, Path(work_dir), Path(model_path), engine)
+        splice = settings.netem_splice if settings is not None else True
+        return LocalCluster(spec, Path(work_dir), Path(model_path), engine, splice=splice)
     if spec.backend == "docker":
         from edgelab.cluster.docker import DockerCluster
 
         return DockerCluster(
-            spec, Path(work_dir), Path(model_path), run=name, engine=engine, images=images
+            spec, Path(work_dir), Path(model_path), run=name, engine=engine, settings=settings
         )
     raise ClusterError(f"unknown backend {spec.backend!r}; known backends: local, docker")
 

@@ -18,7 +18,8 @@ CPU (``--threads`` or an explicit ``cpus`` option) and memory (``mem`` option)
 limits make a container behave like a small device. The host reaches the root
 API and the link controls at the containers' addresses on the cluster network;
 a host that itself runs in a container (the compose ``worker`` service) names
-itself in ``EDGELAB_DOCKER_SELF`` and is attached to each cluster network.
+itself in ``EDGELAB_DOCKER_SELF`` (``Settings.docker_self``) and is attached to each
+cluster network.
 
 Everything is labelled (see :mod:`edgelab.cluster.dockerapi`) and removed in
 :meth:`DockerCluster.close`; leftovers of a process that died without closing are
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import threading
@@ -60,7 +60,6 @@ from edgelab.cluster.dockerapi import (
     DockerUnavailable,
     owner_labels,
 )
-from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.cluster.spec import ClusterSpec
 from edgelab.cluster.worker_node import CONTROL_PORT, PROXY_PORT
 from edgelab.engines import get_engine
@@ -72,6 +71,7 @@ from edgelab.netem.loss import apply_loss, loss_problem, retransmits, retransmit
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
+from edgelab.settings import Settings
 from edgelab.topology.spec import Topology
 
 ROOT_PORT = 8080
@@ -205,7 +205,9 @@ class DockerCluster(Cluster):
 
     ``run`` is the value of the ``edgelab.run`` label (the run or sweep the
     cluster was started for); it defaults to the cluster id. ``engine``
-    defaults to ``get_engine(spec.engine)``.
+    defaults to ``get_engine(spec.engine)``. ``settings`` gives the images and
+    how edgelab itself reaches the engine (``docker_self``, ``docker_models_source``,
+    ``netem_splice`` for the worker's proxy); default: ``Settings()``.
     """
 
     def __init__(
@@ -216,15 +218,16 @@ class DockerCluster(Cluster):
         *,
         run: str | None = None,
         engine: Engine | None = None,
-        images: tuple[str, str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__(spec, work_dir, model_path)
+        self.settings = settings or Settings()
         self.engine = engine or get_engine(spec.engine, options=spec.options)
         self._files: list[ContainerFile] = []
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id
         # The server's images (Settings), never a request's: options cannot name one.
-        self.root_image, self.worker_image = images or (ROOT_IMAGE, WORKER_IMAGE)
+        self.root_image, self.worker_image = self.settings.root_image, self.settings.worker_image
         #: Per node: CPU limit (cores) and memory limit, from the node's device, else
         #: the cluster-wide ``cpus``/``mem`` options, else the node's threads / no limit.
         self.limits: dict[str, tuple[float, str | None]] = {}
@@ -321,12 +324,13 @@ class DockerCluster(Cluster):
             self._image_ids[role] = image_id
 
         self._network_id = api.create_network(self.network_name, self._labels())
-        self_container = os.environ.get("EDGELAB_DOCKER_SELF", "").strip()
+        self_container = self.settings.docker_self
         if self_container:
             api.connect_container(self._network_id, self_container)
             self._self_attached = self_container
 
         worker_volumes, worker_env = self._mounts("worker")
+        worker_env = {**self.settings.node_env(), **worker_env}
         for i in range(1, spec.nodes):
             node = _Container(spec.worker_name(i), "worker", f"{self.network_name}-worker{i}")
             cpus, mem = self.limits[node.name]
@@ -400,7 +404,7 @@ class DockerCluster(Cluster):
             environment=root_env,
         )
         self._root = root
-        if not os.environ.get("EDGELAB_DOCKER_SELF", "").strip():
+        if not self.settings.docker_self:
             root_state = api.state(root.id)
             root.pid = root_state.pid if root_state is not None else 0
         self._sources.insert(0, DockerStatsSource(root.name, root.role, api, root.id))
@@ -422,7 +426,7 @@ class DockerCluster(Cluster):
         has loss, drop packets on the link's port inside that namespace."""
         assert self._api is not None
         assert node.id is not None
-        if os.environ.get("EDGELAB_DOCKER_SELF", "").strip():
+        if self.settings.docker_self:
             pid = 0  # our /proc is not the host's: no namespace counters from here
         else:
             state = self._api.state(node.id)
@@ -451,11 +455,10 @@ class DockerCluster(Cluster):
         """What to mount at /models: the model's directory as the Docker engine sees it.
 
         When edgelab itself runs in a container, the engine cannot see our paths;
-        ``EDGELAB_DOCKER_MODELS_SOURCE`` then names the volume (or host path) that
-        holds the same models directory.
+        ``Settings.docker_models_source`` (``EDGELAB_DOCKER_MODELS_SOURCE``) then names
+        the volume (or host path) that holds the same models directory.
         """
-        override = os.environ.get("EDGELAB_DOCKER_MODELS_SOURCE", "").strip()
-        return override or str(self.model_path.resolve().parent)
+        return self.settings.docker_models_source or str(self.model_path.resolve().parent)
 
     def _root_alive(self) -> bool:
         assert self._api is not None

@@ -174,10 +174,18 @@ class LocalCluster(Cluster):
     """Nodes as processes on this host; ``engine`` defaults to ``get_engine(spec.engine)``."""
 
     def __init__(
-        self, spec: ClusterSpec, work_dir: Path, model_path: Path, engine: Engine | None = None
+        self,
+        spec: ClusterSpec,
+        work_dir: Path,
+        model_path: Path,
+        engine: Engine | None = None,
+        *,
+        splice: bool = True,
     ) -> None:
+        """``splice``: ``Settings.netem_splice``, how the link proxies pass bytes through."""
         super().__init__(spec, work_dir, model_path)
         self.engine = engine or get_engine(spec.engine, options=spec.options)
+        self.splice = splice
         self._workers: list[_Node] = []
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
@@ -267,6 +275,7 @@ class LocalCluster(Cluster):
                 listen=(LOOPBACK, 0),
                 queue_bytes=spec.link(i).queue_bytes,
                 trace=_trace_of(spec.link(i).trace, node.name),
+                splice=self.splice,
             )
             proxy.start()
             self._proxies[proxy.name] = proxy

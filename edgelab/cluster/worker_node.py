@@ -40,6 +40,7 @@ from edgelab.netem.control import ControlServer
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy
 from edgelab.netem.replay import load_delay_trace
+from edgelab.settings import Settings
 
 ENGINE_PORT = 50051
 PROXY_PORT = 50052
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-port", type=int, default=CONTROL_PORT)
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    # The container's environment holds what DockerCluster wrote (Settings.node_env).
+    settings = Settings.from_env()
 
     profile = LatencyProfile.from_dict(json.loads(args.latency))
     launch = get_engine(args.engine).worker_launch("127.0.0.1", args.engine_port, args.threads)
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         listen=("0.0.0.0", args.proxy_port),
         queue_bytes=args.queue_bytes,
         trace=None if args.trace is None else load_delay_trace(args.trace),
+        splice=settings.netem_splice,
     )
     control = ControlServer(proxy, ("0.0.0.0", args.control_port))
     try:

@@ -89,6 +89,9 @@ def proxy_command(
     realtime: bool,
 ) -> None:
     """Run one delay/bandwidth link from --listen to --upstream until SIGINT/SIGTERM."""
+    from edgelab.cli import load_settings
+
+    splice = load_settings().netem_splice  # EDGELAB_NETEM_SPLICE=0 copies through a buffer
     try:
         profile = LatencyProfile.parse(latency, bandwidth, seed=seed)
     except ProfileError as exc:
@@ -101,7 +104,9 @@ def proxy_command(
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    proxy = LinkProxy(name, upstream_addr, profile, listen=listen_addr, realtime=realtime)
+    proxy = LinkProxy(
+        name, upstream_addr, profile, listen=listen_addr, realtime=realtime, splice=splice
+    )
     try:
         proxy.start()
     except OSError as exc:

@@ -85,8 +85,9 @@ REALTIME_PRIORITY = 10
 # Pass-through via splice(2): the bytes go socket -> pipe -> socket inside the
 # kernel and never through Python. Measured level with recv_into/sendall at 4 MiB
 # and a few per cent ahead at 64 KiB (bench/RESULTS.md); EDGELAB_NETEM_SPLICE=0
-# selects recv_into/sendall.
-SPLICE = hasattr(os, "splice") and os.environ.get("EDGELAB_NETEM_SPLICE", "1") != "0"
+# (``Settings.netem_splice``, passed as ``LinkProxy(splice=False)``) selects
+# recv_into/sendall.
+SPLICE = hasattr(os, "splice")
 
 _EOF = b""  # queued marker: propagate the half-close once earlier chunks are out
 
@@ -249,6 +250,7 @@ class _Pipe:
         self.direction = direction
         self.src = src
         self.dst = dst
+        self._use_splice = self.link.splice
         # (release, arrival, data, ready, sampled delay) per queued chunk.
         self.queue: collections.deque[tuple[float, float, bytes, float, float]] = (
             collections.deque()
@@ -304,7 +306,6 @@ class _Pipe:
             self.conn.thread_done()
 
     _pipe_fds: tuple[int, int] | None = None
-    _use_splice = SPLICE
     _rcvbuf_version = -1
     _rcvbuf_sized = False
 
@@ -698,8 +699,12 @@ class LinkProxy:
         trace_capacity: int = DEFAULT_CAPACITY,
         queue_bytes: int | None = None,
         trace: DelayTrace | None = None,
+        splice: bool = True,
     ) -> None:
         """``realtime`` asks for SCHED_FIFO on the releasing threads (best effort).
+
+        ``splice`` passes bytes through with splice(2) where the kernel can
+        (``Settings.netem_splice``); False copies them through a buffer.
 
         ``trace`` replays a delay trace (:mod:`edgelab.netem.replay`) in place of the
         profile's delay, looped from a start drawn from the profile's seed; the
@@ -718,6 +723,7 @@ class LinkProxy:
         """
         self.name = name
         self.realtime = realtime
+        self.splice = splice and SPLICE
         self._realtime_ok: bool | None = None
         self.upstream = upstream
         self.listen = listen

@@ -159,7 +159,7 @@ def cluster_for(
         str(model.path),
         name=name,
         engine=engine,
-        images=(settings.root_image, settings.worker_image),
+        settings=settings,
     )
     watchdog = StallWatchdog(cluster, settings.start_stall_timeout_s, "cluster start")
 

@@ -16,7 +16,7 @@ from edgelab.embedded import resolve_redis_url
 from edgelab.service.extensions import db
 from edgelab.service.guards import AsciiIntConverter, register_guards
 from edgelab.settings import Settings
-from edgelab.tasks.celery_app import celery_config, celery_init_app
+from edgelab.tasks.celery_app import QueueOptions, celery_config, celery_init_app
 
 
 def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     settings = settings if settings is not None else Settings.from_env()
     redis_url = resolve_redis_url(settings)
     app = Flask(__name__)
-    celery_conf = celery_config(redis_url or "memory://")
+    celery_conf = celery_config(redis_url or "memory://", QueueOptions.from_settings(settings))
     celery_conf["edgelab_database_url"] = settings.database_url
     # What the worker's reconciler timer needs from the settings (edgelab.tasks.signals
     # starts it from a Celery signal, which has the Celery app but not this one).

@@ -25,12 +25,13 @@ Configuration decisions (all in :func:`celery_config`, lowercase Celery settings
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
+
+from edgelab.settings import Settings
 
 EXPERIMENT_QUEUE = "experiments"
 CONTROL_QUEUE = "control"
@@ -38,27 +39,36 @@ CONTROL_QUEUE = "control"
 
 @dataclass(frozen=True)
 class QueueOptions:
-    """Time budgets of the queue, from ``EDGELAB_*`` variables with safe defaults."""
+    """Time budgets of the queue (seconds): ``Settings.run_time_limit_s`` and its peers."""
 
-    #: Soft limit of one run, cluster start included (seconds).
-    run_time_limit: float = 1800.0
+    #: Soft limit of one run, cluster start included.
+    run_time_limit: float = Settings.run_time_limit_s
     #: Extra hard-limit margin after the soft limit, for cleanup in ``finally``.
-    cleanup_grace: float = 60.0
-    visibility_timeout: float = 3600.0
+    cleanup_grace: float = Settings.cleanup_grace_s
+    visibility_timeout: float = Settings.visibility_timeout_s
 
     @classmethod
-    def from_env(cls) -> QueueOptions:
-        def num(name: str, default: float) -> float:
-            raw = os.environ.get(f"EDGELAB_{name}", "")
-            try:
-                return float(raw) if raw else default
-            except ValueError:
-                return default
-
+    def from_settings(cls, settings: Settings) -> QueueOptions:
         return cls(
-            run_time_limit=num("RUN_TIME_LIMIT", cls.run_time_limit),
-            cleanup_grace=num("CLEANUP_GRACE", cls.cleanup_grace),
-            visibility_timeout=num("VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            run_time_limit=settings.run_time_limit_s,
+            cleanup_grace=settings.cleanup_grace_s,
+            visibility_timeout=settings.visibility_timeout_s,
+        )
+
+    @classmethod
+    def of(cls, celery: Celery) -> QueueOptions:
+        """The budgets ``celery`` was configured with (:func:`celery_config`).
+
+        For code that has the Celery app but not the settings (sending a message
+        from the reconciler or the store's actions): the values are the settings'
+        all the same, since ``create_app`` built the configuration from them.
+        """
+        conf = celery.conf
+        soft = float(conf.task_soft_time_limit)
+        return cls(
+            run_time_limit=soft,
+            cleanup_grace=float(conf.task_time_limit) - soft,
+            visibility_timeout=float(conf.broker_transport_options["visibility_timeout"]),
         )
 
     def group_limits(self, runs: int) -> tuple[float, float]:
@@ -68,7 +78,7 @@ class QueueOptions:
 
 
 def celery_config(redis_url: str, options: QueueOptions | None = None) -> dict[str, Any]:
-    options = options or QueueOptions.from_env()
+    options = options or QueueOptions()
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,12 +82,9 @@ def retrying(
             delay = min(5.0, delay * 2)
 
 
-def host_name() -> str:
-    return os.environ.get("EDGELAB_HOST_ID") or socket.gethostname()
-
-
-def host_lock_key(host: str | None = None) -> str:
-    return f"{PREFIX}:host-lock:{host or host_name()}"
+def host_lock_key(host: str) -> str:
+    """The key of ``host``'s experiment lock (``Settings.host_id``)."""
+    return f"{PREFIX}:host-lock:{host}"
 
 
 def run_lease_key(run_id: int) -> str:
@@ -171,15 +166,17 @@ def host_lock(
     r: redis.Redis,
     heartbeat: Heartbeat,
     *,
+    host: str,
     retry_s: float,
     on_wait: Callable[[], None] | None = None,
     poll_s: float = 1.0,
 ) -> Iterator[None]:
-    """Hold this host's experiment lock; wait (forever) while another worker has it.
+    """Hold ``host``'s experiment lock; wait (forever) while another worker has it.
 
-    ``retry_s``: how long one attempt rides out a broker outage (:func:`retrying`).
+    ``host`` is ``Settings.host_id``; ``retry_s``: how long one attempt rides out a
+    broker outage (:func:`retrying`).
     """
-    lock = _lock(r, host_lock_key(), heartbeat.ttl)
+    lock = _lock(r, host_lock_key(host), heartbeat.ttl)
     told = False
     while not retrying(
         lambda: lock.acquire(blocking=False), "take the host lock", budget_s=retry_s

@@ -100,7 +100,7 @@ class Reconciler:
         limit_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        options = QueueOptions.from_env()
+        options = QueueOptions.of(celery)
         self.store = Store(database_url)
         self.r = r
         self.celery = celery

@@ -276,7 +276,11 @@ def run_group(
             group.adopt(list(run_ids))
             if group.pending:
                 with host_lock(
-                    r, heartbeat, retry_s=settings.broker_retry_s, on_wait=group.on_wait
+                    r,
+                    heartbeat,
+                    host=settings.host_id,
+                    retry_s=settings.broker_retry_s,
+                    on_wait=group.on_wait,
                 ):
                     group.execute(on_cluster_start)
         except BrokerUnavailable as exc:
@@ -303,7 +307,13 @@ def execute_single(
             group.adopt([run_id])
             if not group.pending:
                 return group.result.statuses.get(run_id, MISSING)
-            with host_lock(r, heartbeat, retry_s=settings.broker_retry_s, on_wait=group.on_wait):
+            with host_lock(
+                r,
+                heartbeat,
+                host=settings.host_id,
+                retry_s=settings.broker_retry_s,
+                on_wait=group.on_wait,
+            ):
                 result = execute_run(
                     settings,
                     run_id,
@@ -333,7 +343,13 @@ def held_like_a_worker(
         leases = RunLeases(r, heartbeat, retry_s=settings.broker_retry_s)
         try:
             leases.take(run_id)
-            with host_lock(r, heartbeat, retry_s=settings.broker_retry_s, on_wait=on_wait):
+            with host_lock(
+                r,
+                heartbeat,
+                host=settings.host_id,
+                retry_s=settings.broker_retry_s,
+                on_wait=on_wait,
+            ):
                 yield
         finally:
             leases.release_all()

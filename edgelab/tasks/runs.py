@@ -41,7 +41,7 @@ def execute(self: Any, run_id: int) -> dict[str, Any]:
 def execute_group(self: Any, run_ids: list[int], sweep_id: int | None) -> dict[str, Any]:
     """Execute runs sharing one topology on one warm cluster (one model load)."""
     settings = current_settings()
-    options = QueueOptions.from_env()
+    options = QueueOptions.from_settings(settings)
     soft, _hard = options.group_limits(len(run_ids))
     # Stop starting new runs a little before the soft limit fires, so the group
     # ends with clear per-run errors rather than an exception mid-generation.

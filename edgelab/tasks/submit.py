@@ -35,13 +35,13 @@ def _broker(celery: Any) -> redis.Redis:
     return redis_client(str(celery.conf.broker_url))
 
 
-def mark_sent(r: redis.Redis, run_ids: Iterable[int]) -> None:
+def mark_sent(r: redis.Redis, run_ids: Iterable[int], visibility_timeout_s: float) -> None:
     """Say that a message carrying ``run_ids`` is (about to be) on the queue.
 
     The marker outlives the broker's visibility timeout only a little: by then an
     unacknowledged message has been redelivered or the marker's run re-sent.
     """
-    ttl = int(QueueOptions.from_env().visibility_timeout) + 60
+    ttl = int(visibility_timeout_s) + 60
     pipe = r.pipeline(transaction=False)
     for run_id in run_ids:
         pipe.set(sent_key(run_id), "1", ex=ttl)
@@ -65,10 +65,10 @@ def sent_of(r: redis.Redis, run_ids: list[int]) -> set[int]:
 
 
 def _send(celery: Any, name: str, args: list[Any], run_ids: list[int], runs: int) -> str:
-    options = QueueOptions.from_env()
+    options = QueueOptions.of(celery)
     soft, hard = options.group_limits(runs)
     r = _broker(celery)
-    mark_sent(r, run_ids)
+    mark_sent(r, run_ids, options.visibility_timeout)
     try:
         result = celery.send_task(
             name, args=args, queue=EXPERIMENT_QUEUE, soft_time_limit=soft, time_limit=hard

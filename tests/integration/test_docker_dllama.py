@@ -86,7 +86,6 @@ def standin_settings(
     """Own dirs; the tokenizer lies outside the models dir so it needs a mount of its own."""
     binary = dllama_standin(tmp_path / "bin", "/usr/bin/env python3")
     monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(binary))
-    monkeypatch.delenv("EDGELAB_DOCKER_MODELS_SOURCE", raising=False)
     # Images are the server's settings (EDGELAB_ROOT_IMAGE/WORKER_IMAGE), never run options.
     settings = Settings(
         data_dir=tmp_path / "data",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from edgelab.tasks.locks import Heartbeat, RunLeases, host_lock, lease_held
 
 pytestmark = pytest.mark.integration
 
+HOST = f"locks-test-{os.getpid()}"  # Settings.host_id: both holders act as one host
+
 
 def test_second_holder_of_the_host_lock_waits(queue_redis_url: str) -> None:
     r = redis.Redis.from_url(queue_redis_url)
@@ -28,7 +31,7 @@ def test_second_holder_of_the_host_lock_waits(queue_redis_url: str) -> None:
     release = threading.Event()
 
     def first() -> None:
-        with Heartbeat(3) as hb, host_lock(r, hb, retry_s=5):
+        with Heartbeat(3) as hb, host_lock(r, hb, host=HOST, retry_s=5):
             order.append("first in")
             inside.set()
             release.wait(10)
@@ -54,7 +57,7 @@ def test_second_holder_of_the_host_lock_waits(queue_redis_url: str) -> None:
 def _second(r: redis.Redis, order: list[str], waited: list[bool]) -> None:
     with (
         Heartbeat(3) as hb,
-        host_lock(r, hb, retry_s=5, on_wait=lambda: waited.append(True), poll_s=0.1),
+        host_lock(r, hb, host=HOST, retry_s=5, on_wait=lambda: waited.append(True), poll_s=0.1),
     ):
         order.append("second in")
 

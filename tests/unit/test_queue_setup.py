@@ -32,12 +32,17 @@ def test_group_time_budget_grows_with_the_group() -> None:
     assert options.group_limits(4) == (240, 250)
 
 
-def test_queue_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGELAB_RUN_TIME_LIMIT", "120")
-    monkeypatch.setenv("EDGELAB_VISIBILITY_TIMEOUT", "not a number")
-    options = QueueOptions.from_env()
+def test_queue_options_come_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"EDGELAB_DATA_DIR": str(tmp_path), "EDGELAB_RUN_TIME_LIMIT": "120"}
+    )
+    options = QueueOptions.from_settings(settings)
     assert options.run_time_limit == 120
-    assert options.visibility_timeout == QueueOptions.visibility_timeout
+    assert options.visibility_timeout == QueueOptions.visibility_timeout == 3600
+    # Code that has only the Celery app (the reconciler, the store's actions) reads
+    # the same budgets back from the configuration create_app built from the settings.
+    celery = create_app(settings.with_overrides(cleanup_grace_s=15.0)).extensions["celery"]
+    assert QueueOptions.of(celery) == QueueOptions(120, 15, 3600)
 
 
 def test_tasks_are_registered_under_stable_names(tmp_path: Path) -> None:

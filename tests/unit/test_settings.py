@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,13 @@ def test_values_from_environment(tmp_path: Path) -> None:
         ("EDGELAB_RECONCILE_S", "nan"),
         ("EDGELAB_BROKER_RETRY_S", "0"),
         ("EDGELAB_BROKER_RETRY_S", "inf"),
+        ("EDGELAB_RUN_TIME_LIMIT", "0"),
+        ("EDGELAB_RUN_TIME_LIMIT", "half an hour"),
+        ("EDGELAB_CLEANUP_GRACE", "-5"),
+        ("EDGELAB_VISIBILITY_TIMEOUT", "not a number"),
+        ("EDGELAB_HOST_ID", "two words"),
+        ("EDGELAB_DOCKER_SELF", "../etc"),
+        ("EDGELAB_NETEM_SPLICE", "no"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
@@ -81,3 +90,55 @@ def test_queue_fault_tolerance_settings_default_and_take_seconds() -> None:
         {"EDGELAB_LOCK_TTL": "4", "EDGELAB_RECONCILE_S": "0.5", "EDGELAB_BROKER_RETRY_S": "2.5"}
     )
     assert (s.lock_ttl_s, s.reconcile_s, s.broker_retry_s) == (4.0, 0.5, 2.5)
+
+
+def test_queue_budgets_host_and_docker_self_are_settings() -> None:
+    """What the queue, the host lock, the Docker backend and the link proxies read
+    comes from ``Settings`` (nothing in edgelab reads these variables itself)."""
+    d = Settings()
+    assert (d.run_time_limit_s, d.cleanup_grace_s, d.visibility_timeout_s) == (1800, 60, 3600)
+    assert d.host_id == socket.gethostname()
+    assert (d.docker_self, d.docker_models_source, d.netem_splice) == ("", "", True)
+    s = Settings.from_env(
+        {
+            "EDGELAB_RUN_TIME_LIMIT": "5",
+            "EDGELAB_CLEANUP_GRACE": "30",
+            "EDGELAB_VISIBILITY_TIMEOUT": "90.5",
+            "EDGELAB_HOST_ID": "host1",
+            "EDGELAB_DOCKER_SELF": "edgelab-worker",
+            "EDGELAB_DOCKER_MODELS_SOURCE": "edgelab-models",
+            "EDGELAB_NETEM_SPLICE": "0",
+        }
+    )
+    assert (s.run_time_limit_s, s.cleanup_grace_s, s.visibility_timeout_s) == (5, 30, 90.5)
+    assert (s.host_id, s.docker_self, s.docker_models_source) == (
+        "host1",
+        "edgelab-worker",
+        "edgelab-models",
+    )
+    assert s.netem_splice is False
+    # A worker container's proxy builds its settings from what edgelab writes there.
+    assert Settings.from_env(s.node_env()).netem_splice is False
+    assert Settings.from_env(d.node_env()).netem_splice is True
+
+
+def test_no_edgelab_variable_is_read_outside_settings() -> None:
+    """The one place rule: reads of ``EDGELAB_*`` names from ``os.environ`` live in
+    edgelab/settings.py only (writing a child's environment is fine)."""
+    root = Path(__file__).resolve().parents[2] / "edgelab"
+    reads = re.compile(
+        r"(environ\.get|getenv)\(\s*f?[\"']EDGELAB_"
+        r"|environ\[\s*f?[\"']EDGELAB_[A-Z_]*[\"']\](?!\s*=[^=])"
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "settings.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if reads.search(line)
+    ]
+    assert offenders == []
+    # The pattern finds what it is meant to find.
+    assert reads.search('x = os.environ.get("EDGELAB_HOST_ID")')
+    assert reads.search("os.environ['EDGELAB_X'] == 1")
+    assert not reads.search('os.environ["EDGELAB_DLLAMA_BIN"] = path')

@@ -320,19 +320,17 @@ def test_a_non_cluster_error_at_cluster_start_leaves_every_run_of_the_group_fail
     queue_settings: Settings,
     queue_worker_factory: StartWorker,
     chaos_timing: RecordTiming,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The group's soft time limit (SoftTimeLimitExceeded, not a ClusterError) fires
     while a cluster behind 3 s links is still starting."""
     limits = {"EDGELAB_RUN_TIME_LIMIT": "5", "EDGELAB_CLEANUP_GRACE": "30"}
-    for name, value in limits.items():  # the sender sets a message's time limits
-        monkeypatch.setenv(name, value)
     worker = queue_worker_factory(
         queue_settings,
         **limits,  # a group of 2 runs: 10 s soft limit
         EDGELAB_START_STALL_TIMEOUT="300",  # the watchdog must not win the race
     )
-    client = _client(queue_settings)
+    # The sender sets a message's time limits, from its own settings.
+    client = _client(queue_settings.with_overrides(run_time_limit_s=5.0, cleanup_grace_s=30.0))
     spec = {
         "name": "start-fails",
         "nodes": 2,
