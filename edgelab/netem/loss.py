@@ -3,14 +3,15 @@
 The kernel here has no netem, but nftables works inside a network namespace:
 ``numgen random mod 10000 < N drop`` drops that share of packets, and TCP has to
 recover them by retransmission, as on a lossy Wi-Fi hop. The rules sit in the
-worker's own namespace (a Docker worker's container) on the link's port only, in
+worker's own namespace (a Docker worker's container, or a local worker's namespace
+of its own: :mod:`edgelab.topology.netns`) on the link's port only, in
 both directions (input: root -> worker, output: worker -> root), so the link's
 control endpoint stays loss-free. Applied from the host with ``nsenter`` (needs
 root and the ``nft`` binary); :func:`loss_problem` says why it cannot be done.
 
 Retransmissions are read from the namespace's TCP counters (``RetransSegs`` in
 ``/proc/<pid>/net/snmp``, which shows the namespace of that process): segments
-the worker side sent again.
+the worker side sent again, less those the receiver had already (DSACKed).
 """
 
 from __future__ import annotations
@@ -48,13 +49,21 @@ def ruleset(loss_pct: float, port: int) -> str:
     )
 
 
-def apply_loss(pid: int, loss_pct: float, port: int) -> None:
-    """Install the loss rules in the network namespace of host process ``pid``.
+def _enter(namespace: int | str) -> list[str]:
+    """``nsenter`` into a host process's network namespace (a pid) or a named one (a
+    path such as ``/run/netns/NAME``, a local node's: :mod:`edgelab.topology.netns`)."""
+    if isinstance(namespace, int):
+        return ["nsenter", "-t", str(namespace), "-n"]
+    return ["nsenter", f"--net={namespace}"]
+
+
+def apply_loss(namespace: int | str, loss_pct: float, port: int) -> None:
+    """Install the loss rules in ``namespace`` (a host pid or a namespace path).
 
     ``RuntimeError`` with nft's own message when it refuses.
     """
     done = subprocess.run(
-        ["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"],
+        [*_enter(namespace), "nft", "-f", "-"],
         input=ruleset(loss_pct, port),
         capture_output=True,
         text=True,
@@ -63,7 +72,7 @@ def apply_loss(pid: int, loss_pct: float, port: int) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(
-            f"nft refused the loss rules in the namespace of pid {pid}: "
+            f"nft refused the loss rules in namespace {namespace}: "
             f"{(done.stderr or done.stdout).strip()}"
         )
 
@@ -81,31 +90,40 @@ def _counter(path: str, prefix: str, name: str) -> int | None:
 
 
 def retransmits(pid: int) -> int | None:
-    """TCP segments retransmitted in the network namespace of ``pid`` (None: unreadable).
+    """TCP segments retransmitted in the network namespace of ``pid`` that repaired a
+    loss (None: unreadable).
 
-    Tail-loss probes are left out: Linux resends a connection's last segment when
-    its ACK is slow (a delayed ACK), which counts in ``RetransSegs`` on a link that
-    lost nothing; what remains is recovery from segments that were really lost.
+    Spurious retransmissions are left out: segments the receiver reports, by DSACK,
+    that it had already. Linux resends a connection's last segment when its ACK is
+    slow (a tail-loss probe after a delayed ACK), and a veth that reorders a burst
+    makes the sender fast-retransmit segments that were only late; both count in
+    ``RetransSegs`` on a link that lost nothing, and both come back DSACKed
+    (``TCPDSACKRecvSegs``). A probe that did repair a lost tail is not DSACKed and
+    counts. (A DSACK can itself be lost on a lossy link: then a spurious resend counts.)
     """
     sent_again = _counter(f"/proc/{pid}/net/snmp", "Tcp:", "RetransSegs")
     if sent_again is None:
         return None
-    probes = _counter(f"/proc/{pid}/net/netstat", "TcpExt:", "TCPLossProbes") or 0
-    return max(0, sent_again - probes)
+    spurious = _counter(f"/proc/{pid}/net/netstat", "TcpExt:", "TCPDSACKRecvSegs") or 0
+    return max(0, sent_again - spurious)
 
 
 _RETRANS_RE = re.compile(r"\bretrans:\d+/(\d+)")
+_DSACK_RE = re.compile(r"\bdsack_dups:(\d+)")
 
 
-def retransmits_to(pid: int, address: str) -> int | None:
-    """Segments the sockets of ``pid``'s namespace sent again to ``address`` (their
-    lifetime totals, ``ss -ti``): the other end of a link whose root shares one
-    namespace for all its links. ``None``: ``ss``/``nsenter`` unavailable or refused."""
-    if shutil.which("ss") is None or shutil.which("nsenter") is None:
+def retransmits_to(pid: int | None, address: str) -> int | None:
+    """Segments the sockets of ``pid``'s namespace (``None``: this process's own) sent
+    again to ``address`` that repaired a loss (their lifetime totals, ``ss -ti``, minus
+    the segments the receiver DSACKed as duplicates, as in :func:`retransmits`): the
+    other end of a link whose root (or proxy) shares one namespace for all its links.
+    ``None``: ``ss``/``nsenter`` unavailable or refused."""
+    if shutil.which("ss") is None or (pid is not None and shutil.which("nsenter") is None):
         return None
+    enter = [] if pid is None else _enter(pid)
     try:
         done = subprocess.run(
-            ["nsenter", "-t", str(pid), "-n", "ss", "-tinH", "dst", address],
+            [*enter, "ss", "-tinH", "dst", address],
             capture_output=True,
             text=True,
             timeout=5,
@@ -115,4 +133,6 @@ def retransmits_to(pid: int, address: str) -> int | None:
         return None
     if done.returncode != 0:
         return None
-    return sum(int(m.group(1)) for m in _RETRANS_RE.finditer(done.stdout))
+    sent_again = sum(int(m.group(1)) for m in _RETRANS_RE.finditer(done.stdout))
+    spurious = sum(int(m.group(1)) for m in _DSACK_RE.finditer(done.stdout))
+    return max(0, sent_again - spurious)
