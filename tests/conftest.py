@@ -62,9 +62,24 @@ def node_processes() -> list[psutil.Process]:
     return found
 
 
+def owned_leftovers() -> list[str]:
+    """cgroups and network namespaces of local nodes owned by this test process (their
+    names carry the owner's pid), which its clusters must have removed on close."""
+    from edgelab.topology import cgroups, netns
+
+    groups = [
+        str(p)
+        for base in {cgroups.CGROUP_ROOT, *(cgroups.CGROUP_ROOT / c for c in cgroups.CONTROLLERS)}
+        if base.is_dir()
+        for p in base.glob(f"{cgroups.PREFIX}{os.getpid()}-*")
+    ]
+    return groups + netns.owned_namespaces(os.getpid())
+
+
 @pytest.fixture
 def no_leftover_nodes() -> Iterator[None]:
-    """Fail the test if it leaves node processes behind that were not there before."""
+    """Fail the test if it leaves node processes behind that were not there before, or
+    any cgroup or network namespace of a local node."""
     before = {p.pid for p in node_processes()}
     yield
     leftover = []
@@ -78,3 +93,4 @@ def no_leftover_nodes() -> Iterator[None]:
         except psutil.NoSuchProcess:
             pass
     assert not leftover, f"node processes left running: {[p.info['cmdline'] for p in leftover]}"
+    assert owned_leftovers() == [], "cgroups or network namespaces left behind"

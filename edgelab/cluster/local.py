@@ -41,6 +41,7 @@ from edgelab.engines import Engine, get_engine
 from edgelab.engines.base import EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
+from edgelab.netem.loss import retransmits, retransmits_to
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.replay import DelayTrace, load_delay_trace
@@ -50,6 +51,14 @@ from edgelab.topology.cgroups import (
     cpu_quota_problem,
     memory_limit_problem,
     reap_groups,
+)
+from edgelab.topology.netns import (
+    NodeNamespace,
+    netns_problem,
+    pick_subnet,
+    reap_namespaces,
+    subnet_lock,
+    used_networks,
 )
 from edgelab.topology.spec import Topology, mem_bytes
 
@@ -99,9 +108,13 @@ class _Node:
         self._log: IO[bytes] | None = None
         self._ps: psutil.Process | None = None
 
-    def start(self, argv: list[str], group: NodeGroup | None = None) -> None:
+    def start(
+        self, argv: list[str], group: NodeGroup | None = None, netns: NodeNamespace | None = None
+    ) -> None:
         self._log = self.log_path.open("ab")
         enter = [a for f in (group.procs_files if group else []) for a in ("--cgroup", str(f))]
+        if netns is not None:
+            enter += ["--netns", str(netns.path)]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
@@ -190,6 +203,7 @@ class LocalCluster(Cluster):
         self._root: _Node | None = None
         self._proxies: dict[str, LinkProxy] = {}
         self._groups: dict[str, NodeGroup] = {}
+        self._netns: dict[str, NodeNamespace] = {}
         self._closed = False
         self._watch: Watch = lambda: None
         self._id = uuid.uuid4().hex[:8]
@@ -241,6 +255,43 @@ class LocalCluster(Cluster):
         self._groups[node] = group
         return group
 
+    def _make_namespaces(self, say: Progress) -> None:
+        """A network namespace per worker when any link has loss (see
+        :mod:`edgelab.topology.netns` for why every worker, not only the lossy ones)."""
+        spec = self.spec
+        lossy = [spec.worker_name(i) for i in range(1, spec.nodes) if spec.link(i).loss_pct]
+        if not lossy:
+            return
+        problem = netns_problem()
+        if problem is not None:
+            raise ClusterError(
+                f"{', '.join(lossy)}: packet loss needs a network namespace per local node, "
+                f"and {problem}; use the Docker backend (--backend docker)"
+            )
+        reaped = reap_namespaces()
+        if reaped:
+            say(f"removed network namespaces of dead edgelab processes: {', '.join(reaped)}")
+        with subnet_lock():
+            try:
+                subnet = pick_subnet(self._id, used_networks())
+            except (OSError, ValueError) as exc:
+                raise ClusterError(f"cannot list this host's routes: {exc}") from exc
+            if subnet is None:
+                raise ClusterError(
+                    "no free /24 for the nodes' namespaces: every candidate in 10.128.0.0/9 "
+                    "overlaps a route or address of this host"
+                )
+            for i in range(1, spec.nodes):
+                name = spec.worker_name(i)
+                try:
+                    self._netns[name] = NodeNamespace(self._id, name, i, subnet)
+                except (OSError, subprocess.SubprocessError) as exc:
+                    raise ClusterError(f"{name}: cannot make its network namespace: {exc}") from exc
+        say(
+            f"workers in network namespaces of their own on {subnet} (veth pairs), "
+            f"for the packet loss of {', '.join(lossy)}"
+        )
+
     def _describe(self, node: str) -> str:
         threads = self.spec.threads_of(node)
         device = self.spec.device(node)
@@ -255,24 +306,39 @@ class LocalCluster(Cluster):
         spec = self.spec
         t0 = time.monotonic()
         endpoints: list[str] = []
+        self._make_namespaces(say)
         for i in range(1, spec.nodes):
             name = spec.worker_name(i)
             port = free_port()
-            node = _Node(name, "worker", f"{LOOPBACK}:{port}", self.work_dir / f"{name}.log")
-            launch = self.engine.worker_launch(LOOPBACK, port, spec.threads_of(name))
-            say(f"starting {name} on {node.address} ({self._describe(name)})")
-            node.start(launch.argv, self._node_group(name, say))
+            netns = self._netns.get(name)
+            host = netns.node_ip if netns is not None else LOOPBACK
+            node = _Node(name, "worker", f"{host}:{port}", self.work_dir / f"{name}.log")
+            launch = self.engine.worker_launch(host, port, spec.threads_of(name))
+            loss = spec.link(i).loss_pct
+            if netns is not None and loss:
+                try:
+                    netns.apply_loss(loss, port)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    raise ClusterError(f"{name}: cannot apply packet loss: {exc}") from exc
+                say(f"{name}: {loss:g} % packet loss each way on port {port} (nftables)")
+            where = f" in namespace {netns.name}" if netns is not None else ""
+            say(f"starting {name} on {node.address}{where} ({self._describe(name)})")
+            node.start(launch.argv, self._node_group(name, say), netns)
             node.ready_marker = launch.ready_marker
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
             self._wait_listening(node, node.ready_marker, WORKER_START_TIMEOUT_S)
             self._watch()
             host, port_text = node.address.rsplit(":", 1)
+            # A worker in a namespace of its own has its proxy at the host's end of its
+            # veth: the root reaches it there as it would on loopback, and so do the
+            # other workers (dllama's mesh), through their own veths.
+            netns = self._netns.get(node.name)
             proxy = LinkProxy(
                 spec.link_name(i),
                 upstream=(host, int(port_text)),
                 profile=spec.link_profile(i),
-                listen=(LOOPBACK, 0),
+                listen=(netns.host_ip if netns is not None else LOOPBACK, 0),
                 queue_bytes=spec.link(i).queue_bytes,
                 trace=_trace_of(spec.link(i).trace, node.name),
                 splice=self.splice,
@@ -344,9 +410,14 @@ class LocalCluster(Cluster):
             for proxy in self._proxies.values():
                 proxy.close()
         finally:
-            # After the nodes: a cgroup can only be removed once its processes are gone.
-            for group in self._groups.values():
-                group.remove()
+            # After the nodes: a cgroup can only be removed once its processes are gone,
+            # and a namespace lives on while a process is inside it.
+            try:
+                for group in self._groups.values():
+                    group.remove()
+            finally:
+                for netns in self._netns.values():
+                    netns.remove()
 
     # -- queries -------------------------------------------------------------------
 
@@ -369,7 +440,21 @@ class LocalCluster(Cluster):
             proxy.set_profile(self.spec.link_profile(i))
 
     def link_stats(self) -> dict[str, LinkStats]:
-        return {name: proxy.stats() for name, proxy in self._proxies.items()}
+        stats = {name: proxy.stats() for name, proxy in self._proxies.items()}
+        for st, node in zip(stats.values(), self._workers, strict=False):
+            netns = self._netns.get(node.name)
+            if netns is None or node.proc is None:
+                continue  # shares the host's namespace: no counters of its own (None)
+            if not netns.holds(node.proc.pid):
+                continue  # not in it yet (still starting) or gone: nothing to read
+            # Both ends of the link's lossy hop: everything the worker's namespace sent
+            # again (it holds nothing else), and what the proxy (this process, in the
+            # host's namespace) sent again to the worker's address.
+            worker_side = retransmits(node.proc.pid)
+            proxy_side = retransmits_to(None, netns.node_ip)
+            if worker_side is not None:
+                st.retransmits = worker_side + (proxy_side or 0)
+        return stats
 
     def root_clients(self) -> set[str]:
         if self._root is None or self._root.proc is None:
@@ -424,15 +509,22 @@ class LocalCluster(Cluster):
 
     def node_limits(self) -> dict[str, dict[str, Any]]:
         """Per node the threads it was started with and the CPU quota its cgroup has
-        (read back from the cgroup, not from the request)."""
+        (read back from the cgroup, not from the request), and the network namespace it
+        ran in with its address there (None: the host's namespace)."""
         out: dict[str, dict[str, Any]] = {}
         for node in self._all_nodes():
             group = self._groups.get(node.name)
+            netns = self._netns.get(node.name)
             out[node.name] = {
                 "threads": self.spec.threads_of(node.name),
                 "cpus": group.applied_cpus() if group is not None else None,
                 "mem": group.applied_mem() if group is not None else None,
                 "cgroup": [str(p) for p in group.paths.values()] if group is not None else None,
+                "netns": (
+                    {"name": netns.name, "address": netns.node_ip, "host": netns.host_ip}
+                    if netns is not None
+                    else None
+                ),
             }
         return out
 

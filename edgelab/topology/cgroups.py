@@ -231,7 +231,7 @@ def reap_groups() -> list[str]:
     for base in set(found.bases.values()):
         for group in base.glob(f"{PREFIX}*"):
             owner = group.name[len(PREFIX) :].split("-", 1)[0]
-            if not owner.isdigit() or _alive(int(owner)):
+            if not owner.isdigit() or owner_alive(int(owner)):
                 continue
             _evict(group)
             with contextlib.suppress(OSError):
@@ -240,7 +240,8 @@ def reap_groups() -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def owner_alive(pid: int) -> bool:
+    """Whether the process that owns an edgelab cgroup or namespace (by its name) lives."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

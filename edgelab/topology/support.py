@@ -3,13 +3,15 @@
 A topology field that a backend cannot honour is refused before anything starts,
 never silently ignored. When a backend learns a feature, remove it from
 :data:`NOT_YET` (queue bounds and delay traces are applied by every backend's link proxy;
-packet loss by Docker only, see :func:`topology_problems`).
+packet loss by Docker, and by the local backend as root with iproute2 and nftables,
+which then gives each worker a network namespace: see :mod:`edgelab.topology.netns`).
 """
 
 from __future__ import annotations
 
 from edgelab.netem.loss import loss_problem
 from edgelab.topology.cgroups import cpu_quota_problem, memory_limit_problem
+from edgelab.topology.netns import netns_problem
 from edgelab.topology.spec import Topology
 
 #: Link features no backend applies yet, with the words for the refusal.
@@ -29,13 +31,7 @@ def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
                 )
     lossy = [w for w, link in topology.links.items() if link.loss_pct]
     if lossy:
-        problem = (
-            loss_problem()
-            if backend == "docker"
-            else "local nodes share the host's network namespace, and a namespace per "
-            "node is not built yet; use the Docker backend (--backend docker), where each "
-            "worker's container has its own"
-        )
+        problem = loss_problem() if backend == "docker" else _local_loss_problem()
         if problem is not None:
             problems.setdefault("links", []).append(
                 f"{', '.join(lossy)}: packet loss cannot be applied: {problem}"
@@ -54,3 +50,14 @@ def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
                     "limits each container"
                 )
     return {k: "; ".join(v) for k, v in problems.items()}
+
+
+def _local_loss_problem() -> str | None:
+    problem = netns_problem()
+    if problem is None:
+        return None
+    return (
+        f"local nodes need a network namespace each for it, and {problem}; run edgelab as "
+        "root with iproute2 and nftables, or use the Docker backend (--backend docker), "
+        "where each worker's container has its own"
+    )
