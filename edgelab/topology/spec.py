@@ -292,16 +292,44 @@ def split_items(text: str) -> tuple[list[str], dict[str, str]]:
 
 
 def parse_assignments(values: list[str] | tuple[str, ...], option: str) -> dict[str, str]:
-    """``["worker2=slow", "worker1=cpus:1"]`` -> {node: text} (repeated CLI options)."""
+    """``["worker2=slow", "worker1=cpus:1"]`` -> {node: text} (repeated CLI options).
+
+    A node given more than once gets the items of each, merged: ``--link worker1=1ms
+    --link worker1=loss:2%`` is ``worker1=1ms,loss:2%``, as one would expect of
+    repeatable options. Only a real contradiction is refused: the same key twice, or
+    two profiles (presets), which one of them would silently have to win over.
+    """
     out: dict[str, str] = {}
     for value in values:
         node, sep, rest = value.partition("=")
-        if not sep or not node.strip():
+        node, rest = node.strip(), rest.strip()
+        if not sep or not node:
             raise TopologyError({option: f"expected NODE=VALUE (e.g. worker2=...), got {value!r}"})
-        if node.strip() in out:
-            raise TopologyError({option: f"{node.strip()} is given twice"})
-        out[node.strip()] = rest.strip()
+        if node in out:
+            (bare_a, pairs_a), (bare_b, pairs_b) = split_items(out[node]), split_items(rest)
+            if bare_a and bare_b:
+                raise TopologyError(
+                    {
+                        option: f"{node} is given twice with a {_BARE.get(option, 'value')} "
+                        f"({', '.join(bare_a)} and {', '.join(bare_b)}); give one"
+                    }
+                )
+            twice = sorted(set(pairs_a) & set(pairs_b))
+            if twice:
+                key = twice[0]
+                raise TopologyError(
+                    {
+                        option: f"{node}: {key} is given twice "
+                        f"({pairs_a[key]} and {pairs_b[key]}); give one"
+                    }
+                )
+            rest = ",".join(i for i in (out[node], rest) if i)
+        out[node] = rest
     return out
+
+
+#: What the bare item of an option's value is, for messages.
+_BARE = {"link": "profile", "links": "profile", "device": "preset", "devices": "preset"}
 
 
 def _check_node(name: Any, nodes: int, *, workers_only: bool) -> str | None:

@@ -11,7 +11,9 @@ from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import RunConfig
 from edgelab.topology import Topology, TopologyError, resolve_topology
 from edgelab.topology.linktrace import parse_trace
+from edgelab.topology.netns import netns_problem
 from edgelab.topology.presets import EXAMPLE_PRESETS, add_preset, load_book, remove_preset
+from edgelab.topology.spec import parse_assignments
 from edgelab.topology.support import topology_problems
 
 
@@ -100,12 +102,37 @@ def test_trace_errors_name_the_line(tmp_path: Path) -> None:
         resolve(links={"worker1": f"trace:{bad}"})
 
 
-def test_loss_is_refused_on_the_local_backend_saying_why() -> None:
+def test_loss_on_the_local_backend_is_refused_exactly_when_namespaces_cannot_be_made() -> None:
+    # Both refusals (not root, no nft) are run for real in tests/unit/test_netns.py.
     t = resolve(links={"worker1": "loss:2%"})
     assert t.links["worker1"].loss_pct == 2.0
-    problem = topology_problems(t, "local")["links"]
-    assert "worker1: packet loss cannot be applied" in problem
-    assert "--backend docker" in problem
+    problem = netns_problem()
+    found = topology_problems(t, "local")
+    if problem is None:
+        assert found == {}
+    else:
+        assert found["links"].startswith("worker1: packet loss cannot be applied")
+        assert problem in found["links"]
+        assert "--backend docker" in found["links"]
+
+
+def test_a_node_given_twice_on_the_command_line_gets_both_values() -> None:
+    links = parse_assignments(["worker2=30ms", "worker1=1ms", "worker1=loss:2%"], "link")
+    assert links == {"worker2": "30ms", "worker1": "1ms,loss:2%"}
+    merged = resolve(links=links)
+    assert merged.links["worker1"].loss_pct == 2.0
+    assert merged.links["worker1"].profile.delay_ms == 1.0
+    assert parse_assignments(["worker2=slow", "worker2=cpus:0.25"], "device") == {
+        "worker2": "slow,cpus:0.25"
+    }
+    with pytest.raises(TopologyError) as info:
+        parse_assignments(["worker1=1ms", "worker1=5ms"], "link")
+    assert info.value.errors == {
+        "link": "worker1 is given twice with a profile (1ms and 5ms); give one"
+    }
+    with pytest.raises(TopologyError) as info:
+        parse_assignments(["worker1=loss:1%", "worker1=5ms,loss:2%"], "link")
+    assert info.value.errors == {"link": "worker1: loss is given twice (1% and 2%); give one"}
 
 
 def test_cluster_key_ignores_link_delays_but_not_devices() -> None:
