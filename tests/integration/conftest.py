@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -42,6 +43,21 @@ def queue_redis_url() -> Iterator[str]:
     r.flushdb()
     yield QUEUE_REDIS_URL
     r.flushdb()
+    r.close()
+
+
+@pytest.fixture
+def test_redis() -> Iterator[Any]:
+    """A client of the test Redis (not flushed: for run events and locks), or a skip."""
+    import redis
+
+    url = os.environ.get("EDGELAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    r = redis.Redis.from_url(url)
+    try:
+        r.ping()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"no Redis at {url}: {exc}")
+    yield r
     r.close()
 
 

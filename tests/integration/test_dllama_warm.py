@@ -13,7 +13,7 @@ test_queue.py covers that).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +77,6 @@ def warm_settings(
     model, _ = write_synthetic_model(settings.models_dir, SHAPE)
     Catalog(settings).add(model, name="tiny4")
     return settings
-
-
-@pytest.fixture
-def test_redis() -> Iterator[redis.Redis]:
-    import os
-
-    url = os.environ.get("EDGELAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    r = redis.Redis.from_url(url)
-    try:
-        r.ping()
-    except redis.ConnectionError as exc:
-        pytest.skip(f"no Redis at {url}: {exc}")
-    yield r
-    r.close()
 
 
 def run_sweep(

@@ -133,18 +133,6 @@ def test_docker_slow_worker_is_capped_and_its_link_delays(settings: Settings) ->
     _check_slow_worker(slow, uniform)
 
 
-@pytest.fixture
-def test_redis() -> Any:
-    url = os.environ.get("EDGELAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    r = redis.Redis.from_url(url)
-    try:
-        r.ping()
-    except redis.ConnectionError as exc:
-        pytest.skip(f"no Redis at {url}: {exc}")
-    yield r
-    r.close()
-
-
 def test_sweep_over_topologies_loads_once_per_topology(
     settings: Settings, test_redis: redis.Redis
 ) -> None:
