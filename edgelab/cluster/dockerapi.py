@@ -232,8 +232,12 @@ class DockerAPI:
         if mem_limit is not None:
             kwargs["mem_limit"] = mem_limit
             kwargs["memswap_limit"] = mem_limit
+        # Create and start apart (``containers.run`` does both): when the engine creates
+        # the container and then refuses to start it (an entrypoint missing from the
+        # image, a device it cannot give), the caller never learns its id, so nobody
+        # but this method can remove it.
         try:
-            container = self._client.containers.run(
+            container = self._client.containers.create(
                 image,
                 command,
                 name=name,
@@ -246,6 +250,12 @@ class DockerAPI:
                 **kwargs,
             )
         except docker.errors.APIError as exc:
+            raise DockerAPIError(f"creating container {name} failed: {exc}") from exc
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
             raise DockerAPIError(f"starting container {name} failed: {exc}") from exc
         return str(container.id)
 

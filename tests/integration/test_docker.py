@@ -6,6 +6,7 @@ provides both here); without them every test skips and says why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from sqlalchemy import select
 
 from edgelab.catalog import Catalog
 from edgelab.cluster.dockerapi import (
@@ -29,11 +31,15 @@ from edgelab.cluster.dockerapi import (
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
+from edgelab.models import Run
 from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run, execute_run
 from edgelab.runs.views import run_detail
 from edgelab.settings import Settings
+from edgelab.sweeps import control, expand, parse_spec
+from edgelab.sweeps.spec import group_by_topology
+from edgelab.tasks.runner import run_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -164,6 +170,70 @@ def test_docker_kill_of_a_worker_fails_the_run_within_10s_naming_it(
     data = run_detail(settings.database_url, run_id)
     assert data["status"] == "failed"
     assert data["node_logs"], "the last log lines of each container are stored with the run"
+    assert _mine(docker_api) == ([], [])
+
+
+@pytest.fixture
+def unstartable_worker_image(docker_api: DockerAPI) -> Iterator[str]:
+    """The worker image with an entrypoint that does not exist: the engine creates a
+    container from it and then refuses to start it (a real Docker API error, not a mock)."""
+    import io
+
+    import docker
+
+    tag = f"edgelab-test-no-entrypoint:{os.getpid()}"
+    dockerfile = f'FROM {WORKER_IMAGE}\nENTRYPOINT ["/no/such/entrypoint"]\n'
+    client = docker.from_env()
+    try:
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+        yield tag
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(tag, force=True)
+        client.close()
+
+
+@pytest.mark.usefixtures("smollm2")
+def test_a_container_the_engine_refuses_to_start_fails_the_whole_group_and_leaves_nothing(
+    settings: Settings,
+    docker_api: DockerAPI,
+    unstartable_worker_image: str,
+    test_redis: Any,
+) -> None:
+    settings = settings.with_overrides(worker_image=unstartable_worker_image)
+    catalog = Catalog(settings)
+    spec = parse_spec(
+        {
+            "name": "refused",
+            "nodes": 2,
+            "threads": 1,
+            "backend": "docker",
+            "latency": ["0ms", "5ms"],  # two cells, one topology: one group, one start
+            "max_tokens": 4,
+            "prompts": [PROMPT],
+        },
+        max_cells=10,
+    )
+    cells = expand(spec, catalog)
+    with session_scope(settings.database_url) as s:
+        sweep_id = control.create_sweep(s, spec, cells).id
+    with session_scope(settings.database_url) as s:
+        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.id)))
+    assert len(group_by_topology(cells)) == 1
+    result = run_group(settings, test_redis, ids, sweep_id=sweep_id, catalog=catalog)
+
+    assert result.model_loads == 0
+    for run_id in ids:
+        data = run_detail(settings.database_url, run_id)
+        assert data["status"] == "failed"
+        error = data["error"]
+        # The reason is the engine's own: which call, which container, what it said.
+        assert error.startswith(
+            "the cluster could not start: DockerAPIError: starting container"
+        ), error
+        assert "-worker1 failed" in error
+        assert "/no/such/entrypoint" in error
+    # The container the engine created but would not start is removed too.
     assert _mine(docker_api) == ([], [])
 
 
