@@ -107,19 +107,23 @@ _RUNNING_MAXIMA = ("delay_max_ms", "queue_max_bytes_up", "queue_max_bytes_down")
 
 class _TokenWriter:
     """Writes token events in small batches: live viewers replay from the DB, and one
-    commit per token would cost more than the token itself on a fast cluster."""
+    commit per token would cost more than the token itself on a fast cluster.
+
+    The last batch of a run is not committed on its own: :meth:`take` hands it to
+    the commit that stores the run's outcome (one commit less per run, and a run
+    seen finished has all its tokens). A run that fails before that commit calls
+    :meth:`flush`, so its tokens are kept all the same.
+    """
 
     def __init__(self, database_url: str, run_id: int) -> None:
         self.database_url = database_url
         self.run_id = run_id
-        self.pending: list[TokenEvent] = []
+        self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
 
     def add(self, index: int, offset_ms: float, text: str, detail: dict[str, Any] | None) -> None:
         self.pending.append(
-            TokenEvent(
-                run_id=self.run_id, index=index, offset_ms=offset_ms, text=text, detail=detail
-            )
+            {"index": index, "offset_ms": offset_ms, "text": text, "detail": detail}
         )
         if (
             len(self.pending) >= TOKEN_FLUSH_EVERY
@@ -130,9 +134,17 @@ class _TokenWriter:
     def flush(self) -> None:
         if self.pending:
             with session_scope(self.database_url) as s:
-                s.add_all(self.pending)
+                s.add_all(TokenEvent(run_id=self.run_id, **row) for row in self.pending)
             self.pending = []
         self.last_flush = time.monotonic()
+
+    def take(self) -> list[dict[str, Any]]:
+        """The rows not written yet, for the caller's own commit (then :meth:`stored`)."""
+        return list(self.pending)
+
+    def stored(self) -> None:
+        """The rows :meth:`take` returned were committed by the caller."""
+        self.pending = []
 
 
 @contextmanager
@@ -376,70 +388,83 @@ def _generate(
         # What was measured up to a cancel (or a node failure) is kept: the metrics
         # of the tokens produced so far, the node samples, the link counters.
         stopped = exc
+    except BaseException:
+        writer.flush()  # any other failure: the tokens so far are kept
+        raise
     finally:
         live.stop()
         samples = sampler.stop()
-        writer.flush()
     try:
-        links_after = cluster.link_stats()
-    except ClusterError:
-        if stopped is None:
-            raise
-        links_after = {}  # a cancelled run still keeps its tokens and samples
-    try:
-        traces = cluster.link_chunks(window_start) if clock_origin is not None else {}
-    except ClusterError:
-        if stopped is None:
-            raise
-        traces = {}
+        try:
+            links_after = cluster.link_stats()
+        except ClusterError:
+            if stopped is None:
+                raise
+            links_after = {}  # a cancelled run still keeps its tokens and samples
+        try:
+            traces = cluster.link_chunks(window_start) if clock_origin is not None else {}
+        except ClusterError:
+            if stopped is None:
+                raise
+            traces = {}
 
-    metrics = timeline.compute(offsets, prompt_tokens)
-    link_rows: dict[str, dict[str, Any]] = {
-        name: _link_delta(links_before.get(name), st) for name, st in links_after.items()
-    }
-    total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
-    values: dict[str, Any] = {
-        "output_text": "".join(pieces),
-        "load_ms": run_load_ms(start_detail, cluster, runs_before),
-        "net_bytes_per_token": timeline.net_bytes_per_token(total_bytes, len(offsets)),
-        **metrics.to_dict(),
-    }
-    assert sampler.host is not None
-    contention = sampler.host.result(
-        host.cluster_cpu_seconds((s.node, s.offset_ms, s.cpu_percent) for s in samples)
-    )
-    if contention is not None:
-        values["host_contention"] = contention.to_dict()
-        values["contended"] = contention.contended
-    if traces and clock_origin is not None:
-        timings = linktiming.compute(
-            traces, linktiming.RootClock(clock_origin, offsets), root_clients
-        )
-        for name, lt in timings.items():
-            startup = startup_links.get(name)
-            if startup is not None:
-                lt.bytes["load"] += startup.up.bytes + startup.down.bytes
-            if name in link_rows:
-                link_rows[name].update(_timing_columns(lt))
-        values["net_bytes_per_token"] = linktiming.decode_bytes_per_token(timings)
-        values["round_trips_per_token"] = linktiming.round_trips_per_token(timings)
-        for phase in linktiming.PHASES:
-            values[f"net_{phase}_bytes"] = sum(lt.bytes[phase] for lt in timings.values())
-    sample_rows = [sample.to_dict() for sample in samples]
-    if stopped is None:
-        stored = store.succeed_run(run_id, values, samples=sample_rows, links=link_rows)
-    else:
-        # A stopped run's status is set by the caller, which reports why it stopped.
-        stored = store.keep_measurements(run_id, values, samples=sample_rows, links=link_rows)
-    if not stored:
-        raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")
-    emit(
-        {
-            "type": "metrics",
-            **metrics.to_dict(),
-            "net_bytes_per_token": values["net_bytes_per_token"],
+        metrics = timeline.compute(offsets, prompt_tokens)
+        link_rows: dict[str, dict[str, Any]] = {
+            name: _link_delta(links_before.get(name), st) for name, st in links_after.items()
         }
-    )
+        total_bytes = int(sum(r["bytes_up"] + r["bytes_down"] for r in link_rows.values()))
+        values: dict[str, Any] = {
+            "output_text": "".join(pieces),
+            "load_ms": run_load_ms(start_detail, cluster, runs_before),
+            "net_bytes_per_token": timeline.net_bytes_per_token(total_bytes, len(offsets)),
+            **metrics.to_dict(),
+        }
+        assert sampler.host is not None
+        contention = sampler.host.result(
+            host.cluster_cpu_seconds((s.node, s.offset_ms, s.cpu_percent) for s in samples)
+        )
+        if contention is not None:
+            values["host_contention"] = contention.to_dict()
+            values["contended"] = contention.contended
+        if traces and clock_origin is not None:
+            timings = linktiming.compute(
+                traces, linktiming.RootClock(clock_origin, offsets), root_clients
+            )
+            for name, lt in timings.items():
+                startup = startup_links.get(name)
+                if startup is not None:
+                    lt.bytes["load"] += startup.up.bytes + startup.down.bytes
+                if name in link_rows:
+                    link_rows[name].update(_timing_columns(lt))
+            values["net_bytes_per_token"] = linktiming.decode_bytes_per_token(timings)
+            values["round_trips_per_token"] = linktiming.round_trips_per_token(timings)
+            for phase in linktiming.PHASES:
+                values[f"net_{phase}_bytes"] = sum(lt.bytes[phase] for lt in timings.values())
+        sample_rows = [sample.to_dict() for sample in samples]
+        if stopped is None:
+            stored = store.succeed_run(
+                run_id, values, samples=sample_rows, links=link_rows, tokens=writer.take()
+            )
+        else:
+            # A stopped run's status is set by the caller, which reports why it stopped.
+            stored = store.keep_measurements(
+                run_id, values, samples=sample_rows, links=link_rows, tokens=writer.take()
+            )
+        if not stored:
+            raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")
+        writer.stored()
+        emit(
+            {
+                "type": "metrics",
+                **metrics.to_dict(),
+                "net_bytes_per_token": values["net_bytes_per_token"],
+            }
+        )
+    except RunLost:
+        raise  # not ours any more (claimed again elsewhere): its tokens must not be written
+    except BaseException:
+        writer.flush()  # the outcome could not be stored: the tokens are kept all the same
+        raise
     if stopped is not None:
         raise stopped
 

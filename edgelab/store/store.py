@@ -440,8 +440,11 @@ class Store:
         values: Mapping[str, Any],
         samples: Iterable[Mapping[str, Any]] = (),
         links: Mapping[str, Mapping[str, Any]] | None = None,
+        tokens: Iterable[Mapping[str, Any]] = (),
     ) -> bool:
-        """running -> succeeded with the metrics, node samples and link rows, atomically.
+        """running -> succeeded with the metrics, node samples, link rows and the last
+        token events not stored yet, atomically (one commit: a viewer that sees the
+        run succeeded sees all of its tokens).
 
         False (and nothing written) if the run is no longer running, e.g. a
         reconciler already gave it to another worker after a long broker outage.
@@ -451,7 +454,7 @@ class Store:
                 s, run_id, RunStatus.SUCCEEDED, finished_at=utcnow(), **dict(values)
             ):
                 return False
-            self._add_measurements(s, run_id, samples, links)
+            self._add_measurements(s, run_id, samples, links, tokens)
             return True
 
     def keep_measurements(
@@ -460,6 +463,7 @@ class Store:
         values: Mapping[str, Any],
         samples: Iterable[Mapping[str, Any]] = (),
         links: Mapping[str, Mapping[str, Any]] | None = None,
+        tokens: Iterable[Mapping[str, Any]] = (),
     ) -> bool:
         """Store what a stopped run (cancelled, node lost) measured, leaving its status
         to the caller. False (nothing written) if the run is no longer running here."""
@@ -472,7 +476,7 @@ class Store:
             )
             if not _rowcount(result):
                 return False
-            self._add_measurements(s, run_id, samples, links)
+            self._add_measurements(s, run_id, samples, links, tokens)
             return True
 
     @staticmethod
@@ -481,7 +485,9 @@ class Store:
         run_id: int,
         samples: Iterable[Mapping[str, Any]],
         links: Mapping[str, Mapping[str, Any]] | None,
+        tokens: Iterable[Mapping[str, Any]] = (),
     ) -> None:
+        s.add_all(TokenEvent(run_id=run_id, **dict(token)) for token in tokens)
         s.add_all(NodeSample(run_id=run_id, **dict(sample)) for sample in samples)
         s.add_all(
             LinkStat(run_id=run_id, link=name, **dict(row)) for name, row in (links or {}).items()

@@ -188,6 +188,36 @@ def test_a_run_goes_through_its_life_once(store: Store) -> None:
     assert store.get_run(rid).error is None
 
 
+def _tokens(run_id: int, store: Store) -> list[tuple[int, str]]:
+    with session_scope(store.database_url) as s:
+        rows = s.scalars(select(TokenEvent).where(TokenEvent.run_id == run_id))
+        return sorted((t.index, t.text) for t in rows)
+
+
+def test_the_last_token_batch_is_stored_with_the_outcome(store: Store) -> None:
+    """The executor's last token batch rides on the outcome's commit: written with a
+    success or a stopped run's measurements, and not at all for a run that is no
+    longer running here (claimed again elsewhere: its new execution owns the tokens)."""
+    tokens = [{"index": i, "offset_ms": 10.0 * i, "text": f"t{i}", "detail": None} for i in (0, 1)]
+    done = store.create_run(CONFIG).id
+    assert store.claim_run(done)
+    assert store.mark_running(done)
+    assert store.succeed_run(done, {"output_text": "t0t1"}, tokens=tokens)
+    assert _tokens(done, store) == [(0, "t0"), (1, "t1")]
+
+    stopped = store.create_run(CONFIG).id
+    assert store.claim_run(stopped)
+    assert store.mark_running(stopped)
+    assert store.keep_measurements(stopped, {"output_text": "t0"}, tokens=tokens[:1])
+    assert _tokens(stopped, store) == [(0, "t0")]
+
+    lost = store.create_run(CONFIG).id
+    assert store.claim_run(lost)  # starting, not running: nothing may be written
+    assert not store.succeed_run(lost, {}, tokens=tokens)
+    assert not store.keep_measurements(lost, {"output_text": "t0t1"}, tokens=tokens)
+    assert _tokens(lost, store) == []
+
+
 def _link() -> dict[str, float]:
     return {
         "bytes_up": 1,
