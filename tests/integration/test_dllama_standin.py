@@ -172,3 +172,33 @@ def test_dllama_bytes_per_token_count_decode_only_and_match_dllamas_own(
     # The mesh: worker1 relays to worker2 through worker2's proxy (half as much again).
     assert statistics.median(all_series) == pytest.approx(1.5 * root_median, rel=0.02)
     assert per_token_all > root_median
+
+
+def test_dllama_workers_in_namespaces_of_their_own_still_reach_each_other(
+    standin_settings: Settings,
+) -> None:
+    """Packet loss on a local link puts every worker in its own network namespace
+    (edgelab.topology.netns); dllama's workers dial each other at the addresses the
+    root was given (the proxies, at the host ends of the veths), so the mesh must
+    still cross worker2's proxy from worker1's namespace."""
+    from edgelab.topology.netns import netns_problem
+
+    if netns_problem() is not None:
+        pytest.skip(f"local packet loss needs a namespace per node: {netns_problem()}")
+    config, _ = parse_config(
+        {
+            "prompt": "Hello the world", "model": "synthetic", "engine": "dllama",
+            "nodes": 3, "threads": 1, "latency": "1ms", "max_tokens": 4,
+            "options": {"dllama_mode": "inference"}, "links": {"worker1": "loss:2%"},
+        },
+        Catalog(standin_settings),
+    )  # fmt: skip
+    with session_scope(standin_settings.database_url) as s:
+        run_id = create_run(s, config).id
+    result = execute_run(standin_settings, run_id)
+    assert result.status == "succeeded", result.error
+    data = run_detail(standin_settings.database_url, run_id)
+    assert data["provenance"]["node_limits"]["worker1"]["netns"] is not None
+    links = {link["link"]: link for link in data["links"]}
+    assert links["root<->worker2"]["bytes_up"] > links["root<->worker1"]["bytes_up"]
+    assert links["root<->worker2"]["retransmits"] == 0
