@@ -5,8 +5,11 @@ Runs the same prompt on a 3-node smollm2-135m cluster twice per backend, uniform
 worker1 behind 1 ms), alternating, and prints per configuration the median TPOT,
 worker2's peak CPU %, each link's effective one-way delay p50 and the ratio of the
 TPOTs. Local CPU quotas need root; ``--backend docker`` needs the images.
+``--loss 2`` adds a third configuration, the heterogeneous one with that % of packet
+loss on worker1's link (local: every worker then runs in a network namespace of its
+own, see edgelab/topology/netns.py), and a column of each link's retransmissions.
 
-    .venv/bin/python bench/topology_bench.py [--backend local|docker] [--rounds 2]
+    .venv/bin/python bench/topology_bench.py [--backend local|docker] [--rounds 2] [--loss 2]
 """
 
 from __future__ import annotations
@@ -50,17 +53,28 @@ def main() -> None:
     parser.add_argument("--backend", default="local")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--models-dir", default="var/models")
+    parser.add_argument("--loss", type=float, default=None, help="% loss on worker1's link")
     args = parser.parse_args()
+    configs = dict(CONFIGS)
+    if args.loss:
+        slow = CONFIGS["worker2 cpus 0.25 + 30 ms"]
+        configs[f"... + worker1 loss {args.loss:g} %"] = {
+            **slow,
+            "links": {**slow["links"], "worker1": f"1ms,loss:{args.loss:g}%"},
+        }
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), models_dir=Path(args.models_dir))
         upgrade(settings.database_url)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
         for _ in range(args.rounds):
-            for name, extra in CONFIGS.items():
+            for name, extra in configs.items():
                 runs[name].append(one(settings, args.backend, extra))
     print(f"backend {args.backend}, {args.rounds} runs per configuration, 16 tokens")
-    print("| configuration | TPOT ms (median) | worker2 peak CPU % | link p50 up ms w1 / w2 |")
-    print("|---|---|---|---|")
+    print(
+        "| configuration | TPOT ms (median) | worker2 peak CPU % | link p50 up ms w1 / w2 "
+        "| retransmits w1 / w2 (per run) |"
+    )
+    print("|---|---|---|---|---|")
     tpot: dict[str, float] = {}
     for name, done in runs.items():
         tpot[name] = statistics.median(r["metrics"]["tpot_ms"] for r in done)
@@ -74,12 +88,18 @@ def main() -> None:
             )
             for link in done[0]["links"]
         }
+        rtx = " / ".join(
+            ",".join(str(x["retransmits"]) for r in done for x in r["links"] if x["link"] == link)
+            for link in ("root<->worker1", "root<->worker2")
+        )
         print(
             f"| {name} | {tpot[name]:.1f} | {peak:.1f} | "
-            f"{p50['root<->worker1']:.2f} / {p50['root<->worker2']:.2f} |"
+            f"{p50['root<->worker1']:.2f} / {p50['root<->worker2']:.2f} | {rtx} |"
         )
-    a, b = tpot.values()
+    a, b, *lossy = tpot.values()
     print(f"TPOT ratio heterogeneous / uniform: {b / a:.2f}")
+    if lossy:
+        print(f"TPOT ratio with loss / heterogeneous: {lossy[0] / b:.2f}")
 
 
 if __name__ == "__main__":
