@@ -124,6 +124,9 @@ DETAIL = (
     "edgelab.metrics.linktiming:compute",
     "edgelab.store.store:Store.succeed_run",
     "edgelab.tasks.locks:RunLeases.release",
+    "edgelab.cluster.local:LocalCluster.close",
+    "edgelab.cluster.local:_Node.stop",
+    "edgelab.netem.proxy:LinkProxy.close",
 )
 
 

@@ -153,6 +153,18 @@ def test_warm_dllama_sweep_streams_weights_once_and_each_run_owns_its_load(
         assert run.net_decode_bytes is not None
         assert run.net_prefill_bytes + run.net_decode_bytes == expected
     assert [r.net_load_bytes for r in runs[1:]] == [0, 0]
+    # The root's own bytes, told apart by its addresses (read once per warm cluster,
+    # again only when a proxy sees a new connection): link i also carries workers
+    # 1..i-1's traffic to worker i, so the root's share of it is exactly 1/i, in
+    # every run.
+    with session_scope(settings.database_url) as s:
+        for run in runs:
+            rows = list(s.scalars(select(LinkStat).where(LinkStat.run_id == run.id)))
+            assert len(rows) == 3
+            for row in rows:
+                i = int(row.link.rsplit("worker", 1)[1])
+                own = row.timing["root_bytes"]
+                assert sum(own.values()) * i == row.bytes_up + row.bytes_down, (run.id, row.link)
     # load_ms: the cluster start for the run it was started for, nothing after.
     first, *rest = runs
     assert first.measurement is not None
