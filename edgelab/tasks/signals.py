@@ -69,6 +69,20 @@ def _reap_docker_leftovers(**_kwargs: Any) -> None:
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 @task_postrun.connect  # type: ignore[untyped-decorator]
+def _reap_local_leftovers(**_kwargs: Any) -> None:
+    """cgroups and network namespaces of local nodes whose owner died (a worker killed
+    with SIGKILL) are removed here too, not only at the next local start that needs
+    them. Not root: a no-op."""
+    from edgelab.topology.cgroups import reap_groups
+    from edgelab.topology.netns import reap_namespaces
+
+    with contextlib.suppress(OSError):
+        reap_groups()
+        reap_namespaces()
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+@task_postrun.connect  # type: ignore[untyped-decorator]
 def _prune_work_dirs(**_kwargs: Any) -> None:
     """Cluster work dirs of dead processes and failed runs past their keep time or
     size are removed (see :mod:`edgelab.cluster.workdirs`); a worker that is idle
