@@ -75,7 +75,8 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     multiple=True,
     metavar="NODE=[PROFILE][,bandwidth:RATE][,loss:P%][,trace:FILE]",
     help="The link root<->NODE: its own profile (missing: --latency), bandwidth, loss, "
-    "delay trace, queue, e.g. worker2=30ms,bandwidth:20mbit. Repeatable.",
+    "delay trace, queue, e.g. worker2=30ms,bandwidth:20mbit. Repeatable; a node given "
+    "twice gets both (worker1=1ms and worker1=loss:2% is worker1=1ms,loss:2%).",
 )
 @click.option(
     "--topology",

@@ -76,9 +76,9 @@ def _ip_ok(*args: str) -> str:
 def netns_problem() -> str | None:
     """Why local nodes cannot get network namespaces here, or ``None`` when they can.
 
-    Checked once per process by making (and removing) a namespace with a veth pair:
-    a container without ``CAP_NET_ADMIN`` or a kernel without veth fails here, not
-    half-way through a cluster start.
+    Checked once per process by making (and removing) a namespace with a veth pair
+    and asking nftables inside it: a container without ``CAP_NET_ADMIN``, a kernel
+    without veth or nf_tables fails here, not half-way through a cluster start.
     """
     if os.geteuid() != 0:
         return "edgelab does not run as root (a namespace per node needs CAP_NET_ADMIN)"
@@ -92,6 +92,16 @@ def netns_problem() -> str | None:
         _ip_ok("link", "add", host_if, "type", "veth", "peer", "name", INNER_IF, "netns", name)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"a network namespace with a veth pair cannot be made here ({exc})"
+    else:
+        nft = subprocess.run(
+            ["nsenter", f"--net={NETNS_DIR / name}", "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if nft.returncode != 0:
+            return f"nftables does not work in a network namespace here ({nft.stderr.strip()})"
     finally:
         _ip("netns", "delete", name)
         _ip("link", "delete", host_if)
