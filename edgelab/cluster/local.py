@@ -7,6 +7,11 @@ leave a loaded model behind), and they are also terminated explicitly in
 :meth:`LocalCluster.close`. Linux ties the death signal to the *thread* that
 forked, so start a cluster from a thread that outlives it (the main thread of
 the CLI or of a Celery worker process).
+
+Nodes share the host's network namespace (workers and proxies on loopback) unless a
+link has packet loss: then every worker runs in a namespace of its own behind a
+veth pair, its proxy on the host end (:mod:`edgelab.topology.netns` says why every
+worker), and its link's retransmissions are read from that namespace.
 """
 
 from __future__ import annotations
