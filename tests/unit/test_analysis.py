@@ -30,7 +30,7 @@ from edgelab.analysis import (
 )
 from edgelab.analysis.model import group_residuals
 from edgelab.analysis.records import rtt_delay_ms
-from edgelab.analysis.stats import bootstrap_diff_ci, ratio_ci
+from edgelab.analysis.stats import bootstrap_diff_ci, ratio_ci, t_quantile
 
 _ids: Iterator[int] = iter(range(1, 10**9))
 
@@ -99,6 +99,14 @@ def test_welch_matches_scipy() -> None:
         assert ours.t == pytest.approx(float(ref.statistic), rel=1e-12)
         if hasattr(ref, "df"):
             assert ours.df == pytest.approx(float(ref.df), rel=1e-9)
+
+
+def test_t_quantile_matches_scipy_stats() -> None:
+    """stats.py computes Student's t with scipy.special (scipy.stats is slow to import);
+    the quantiles must be scipy.stats.t's, fractional Welch df included."""
+    for df in (1, 2, 4, 9, 29, 3.7, 11.25):
+        assert t_quantile(df) == pytest.approx(float(sps.t.ppf(0.975, df)), rel=1e-12)
+    assert t_quantile(4, 0.9) == pytest.approx(float(sps.t.ppf(0.95, 4)), rel=1e-12)
 
 
 def test_welch_without_spread() -> None:
