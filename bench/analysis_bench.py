@@ -11,10 +11,13 @@ Timed through Flask's test client (the whole request in the server: routing,
 queries, analysis, template; no network), requests alternating so drift on the
 shared host hits all alike:
 
-* ``/sweeps/<id>``: the sweep page, analysis embedded (what the target is about),
-  ``page`` as a viewer sees it (the process remembers a sweep's analysis until its
-  runs change: one aggregate query) and ``page cold`` with that memo cleared before
-  each request (the first view after a run finished);
+* ``/sweeps/<id>``: the sweep page, cell list and analysis embedded as JSON (what
+  the target is about; nothing the page shows is fetched afterwards except the
+  per-token breakdown chart, ``/sweeps/<id>/breakdown``), ``page`` as a viewer sees
+  it (the process remembers the page's serialised cells and analysis until the
+  sweep or its runs change: one aggregate query) and ``page cold`` with both memos
+  (the page's and the analysis') cleared before each request (the first view after
+  a run changed);
 * ``/api/sweeps/<id>/analysis``: the same analysis as JSON (cold);
 * ``/sweeps/<id>/data``: the sweep's cell list without analysis, for contrast
   (ratio page / data = what the analysis adds).
@@ -42,6 +45,7 @@ from edgelab.analysis import clear_cache  # noqa: E402
 from edgelab.analysis.synthetic import insert_synthetic_sweep  # noqa: E402
 from edgelab.models.db import engine_for, session_scope, upgrade  # noqa: E402
 from edgelab.service import create_app  # noqa: E402
+from edgelab.service.web.sweeps import clear_page_cache  # noqa: E402
 from edgelab.settings import Settings  # noqa: E402
 
 SHAPES = {
@@ -74,7 +78,7 @@ def bench(url: str, requests: int) -> list[tuple[str, str, float, float, int]]:
     settings = Settings(data_dir=Path(tempfile.mkdtemp()), database_url=url)
     client = create_app(settings, {"TESTING": True}).test_client()
     paths = {
-        (name, kind): path.format(id=sid)
+        (name, kind): (sid, path.format(id=sid))
         for name, sid in ids.items()
         for kind, path in (
             ("page", "/sweeps/{id}"),
@@ -83,14 +87,16 @@ def bench(url: str, requests: int) -> list[tuple[str, str, float, float, int]]:
             ("data", "/sweeps/{id}/data"),
         )
     }
-    for path in paths.values():  # warm-up: imports, template compilation, caches
+    for _sid, path in paths.values():  # warm-up: imports, template compilation, caches
         assert client.get(path).status_code == 200, path
     times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
     sizes: dict[tuple[str, str], int] = {}
     for _ in range(requests):
-        for key, path in paths.items():
+        for key, (sid, path) in paths.items():
             if key[1].endswith("cold"):
                 clear_cache()
+            if key[1] == "page cold":
+                clear_page_cache(sid)  # this sweep's only: the other's stays warm
             start = time.perf_counter()
             resp = client.get(path)
             times[key].append((time.perf_counter() - start) * 1000)

@@ -47,6 +47,7 @@ from edgelab.analysis.summary import (
     compare,
     compare_runs,
     differing_fields,
+    runs_version_columns,
     sweep_analysis_dict,
     sweep_breakdowns,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "record_from_run",
     "records_from_runs",
     "rtt_delay_ms",
+    "runs_version_columns",
     "scaling",
     "summarize",
     "sweep_analysis_dict",

@@ -76,7 +76,12 @@ class ConfigKey:
             prompt=record.prompt,
             temperature=record.temperature,
             seed=record.seed,
-            options=json.dumps(dict(record.options), sort_keys=True, default=str),
+            # "{}" written out: most runs have no options, and a 1,000-run page asks 1,000 times.
+            options=(
+                json.dumps(dict(record.options), sort_keys=True, default=str)
+                if record.options
+                else "{}"
+            ),
             fingerprint="" if alone else record.fingerprint,
             topology=record.topology,
         )

@@ -13,6 +13,8 @@ are left out of cells, progress and status, and listed apart in the detail.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -69,15 +71,21 @@ def latest_runs(session: Session, sweep_id: int) -> dict[tuple[str, int], Run]:
 
 def progress(session: Session, sweep_id: int) -> dict[str, int]:
     """Cells per state, plus ``total`` and ``done`` (cells in a terminal state)."""
-    counts = cell_counts(session, sweep_id)
+    return _progress(cell_counts(session, sweep_id))
+
+
+def _progress(counts: Mapping[RunStatus, int]) -> dict[str, int]:
     out: dict[str, int] = {state: counts.get(state, 0) for state in CELL_STATES}
     out["total"] = sum(counts.values())
     out["done"] = sum(counts.get(s, 0) for s in RUN_TERMINAL)
     return out
 
 
-def sweep_summary(session: Session, sweep: Sweep) -> dict[str, Any]:
-    """The one JSON shape of a sweep (API, CLI, exports)."""
+def sweep_summary(
+    session: Session, sweep: Sweep, progress_: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The one JSON shape of a sweep (API, CLI, exports); ``progress_`` if the caller
+    has counted the cells already."""
     return {
         "id": sweep.id,
         "name": sweep.name,
@@ -87,7 +95,7 @@ def sweep_summary(session: Session, sweep: Sweep) -> dict[str, Any]:
         "model_loads": sweep.model_loads,
         "created_at": sweep.created_at.isoformat() if sweep.created_at else None,
         "finished_at": sweep.finished_at.isoformat() if sweep.finished_at else None,
-        "progress": progress(session, sweep.id),
+        "progress": progress(session, sweep.id) if progress_ is None else progress_,
         "notes": _notes(sweep),
     }
 
@@ -117,6 +125,9 @@ _CELL_COLUMNS = (
     "e2el_ms",
     "decode_tps",
 )
+_CELL_KEYS = tuple(
+    "latency" if c == "latency_label" else "run_id" if c == "id" else c for c in _CELL_COLUMNS
+)
 
 
 def sweep_detail(session: Session, sweep_id: int) -> dict[str, Any]:
@@ -124,9 +135,9 @@ def sweep_detail(session: Session, sweep_id: int) -> dict[str, Any]:
     sweep = session.get(Sweep, sweep_id)
     if sweep is None:
         raise SweepNotFound(sweep_id)
-    data = sweep_summary(session, sweep)
     # The latest run of every cell as in latest_runs, but read as columns: the sweep
     # page shows this for up to 1,000 cells, and ORM objects cost most of its time.
+    # The progress counts come from the same rows (one read of the runs, not two).
     latest: dict[tuple[str, int], Any] = {}
     for row in session.execute(
         select(*(getattr(Run, c) for c in _CELL_COLUMNS))
@@ -134,13 +145,11 @@ def sweep_detail(session: Session, sweep_id: int) -> dict[str, Any]:
         .order_by(Run.id)
     ):
         latest[(row.fingerprint, row.repetition)] = row
-    data["cells"] = [
-        {
-            "latency" if c == "latency_label" else "run_id" if c == "id" else c: row._mapping[c]
-            for c in _CELL_COLUMNS
-        }
-        for row in latest.values()
-    ]
+    data = sweep_summary(
+        session, sweep, _progress(Counter(RunStatus(row.status) for row in latest.values()))
+    )
+    # Rows are tuples in _CELL_COLUMNS order (row._mapping builds a mapping per call).
+    data["cells"] = [dict(zip(_CELL_KEYS, row, strict=True)) for row in latest.values()]
     if sweep.spec.get("search"):
         from edgelab.sweeps import search
 

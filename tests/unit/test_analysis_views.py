@@ -207,3 +207,53 @@ def test_remembered_analysis_follows_the_runs(client: FlaskClient, settings_db: 
     assert json.loads(embedded.group(1))["counts"] == failed["counts"]
     analysis.clear_cache()
     assert client.get(f"/api/sweeps/{sweep_id}/analysis").get_json() == failed
+
+
+def _embedded(html: str, element_id: str) -> dict[str, object]:
+    found = re.search(rf'id="{element_id}">(.*?)</script>', html, re.S)
+    assert found is not None, element_id
+    data: dict[str, object] = json.loads(found.group(1))
+    return data
+
+
+def test_remembered_sweep_page_follows_runs_and_sweep(
+    client: FlaskClient, settings_db: Settings
+) -> None:
+    """The sweep page's serialised cells and analysis are remembered per process; a
+    change the analysis does not read (a run moving queued -> running) and a change
+    of the sweep's own row must still show on the next view."""
+    from edgelab.models import Sweep
+    from edgelab.service.web.sweeps import clear_page_cache
+
+    sweep_id = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
+    ids = run_ids(settings_db, sweep_id, 2, "0ms")
+    with session_scope(settings_db.database_url) as s:
+        for rid in ids[1:]:
+            run = s.get(Run, rid)
+            assert run is not None
+            run.status, run.finished_at = "queued", None
+    first = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    cells = _embedded(first, "sweep-data")["cells"]
+    assert isinstance(cells, list)
+    assert [c["status"] for c in cells] == ["succeeded", "queued", "queued"]
+    assert client.get(f"/sweeps/{sweep_id}").get_data(as_text=True) == first  # remembered
+    with session_scope(settings_db.database_url) as s:
+        run = s.get(Run, ids[1])
+        assert run is not None
+        run.status = "running"  # no metric, no finished_at: invisible to the analysis memo
+    second = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    cells = _embedded(second, "sweep-data")["cells"]
+    assert isinstance(cells, list)
+    assert [c["status"] for c in cells] == ["succeeded", "running", "queued"]
+    assert 'data-count="running">1<' in second
+    with session_scope(settings_db.database_url) as s:
+        row = s.get(Sweep, sweep_id)
+        assert row is not None
+        row.status, row.model_loads = "cancelled", 7
+    third = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    assert _embedded(third, "sweep-data")["status"] == "cancelled"
+    assert '<span id="model-loads">7</span>' in third
+    # The same bytes as a page built from nothing.
+    clear_page_cache()
+    assert client.get(f"/sweeps/{sweep_id}").get_data(as_text=True) == third
+    assert client.get("/sweeps/999").status_code == 404
