@@ -17,9 +17,18 @@ side by side, round-robin so that load on the host hits every target alike:
   (the cheapest thing one can do with every run of the sweep);
 
 and, as a user sees it, the whole ``edgelab report SWEEP -o r.html`` command in a
-fresh process (Python start-up and imports included).
+fresh process (Python start-up and imports included), beside a fresh process that
+only imports what the command imports (the CLI, SQLAlchemy models, the report's
+content and render modules with numpy and matplotlib, and what the analysis imports
+on its first t quantile) and exits.
+
+``--baseline-src DIR`` also runs both fresh-process steps against another checkout
+of edgelab (``git worktree add DIR main``, or ``git archive REV | tar -x -C DIR``),
+first on ``PYTHONPATH``, alternating with this one: before/after measured side by
+side on the same load.
 
     .venv/bin/python bench/report_bench.py [--repetitions 50] [--rounds 7] [--cli-rounds 3]
+        [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +58,12 @@ from edgelab.runs.executor import create_run  # noqa: E402
 from edgelab.service import create_app  # noqa: E402
 from edgelab.settings import Settings  # noqa: E402
 
+# What a new `edgelab report` process imports before it does any work: the command's
+# own imports, then what the analysis imports on its first t quantile (scipy).
+JUST_IMPORTS = (
+    "import edgelab.cli, edgelab.reports.cli, edgelab.models.db, edgelab.reports.content,"
+    " edgelab.reports.render, edgelab.analysis.stats as s; s.t_quantile(3)"
+)
 NODES = (1, 2, 3, 4)
 DELAYS_MS = (0, 5, 10, 20, 40)
 
@@ -149,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=50, help="runs per cell (50 -> 1000)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--cli-rounds", type=int, default=3)
+    parser.add_argument("--baseline-src", type=Path, default=None)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,23 +218,26 @@ def main() -> None:
         env.update(
             EDGELAB_DATA_DIR=str(settings.data_dir), EDGELAB_DATABASE_URL=settings.database_url
         )
-        cli: list[float] = []
-        imports: list[float] = []
-        # What a new process pays before any work: Python, SQLAlchemy, numpy/scipy
-        # (analysis), matplotlib and Jinja (reports).
-        just_imports = "import edgelab.cli, edgelab.reports, edgelab.reports.cli, edgelab.models.db"
+        sources: dict[str, dict[str, str]] = {"this checkout": env}
+        if args.baseline_src is not None:
+            base = args.baseline_src.resolve()
+            sources = {f"baseline {base}": env | {"PYTHONPATH": str(base)}, **sources}
+        cli: dict[str, list[float]] = {k: [] for k in sources}
+        imports: dict[str, list[float]] = {k: [] for k in sources}
+        out = f"{tmp}/r.html"
         for _ in range(args.cli_rounds):
-            t0 = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "edgelab", "report", str(sweep_id), "-o", f"{tmp}/r.html"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            cli.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", just_imports], env=env, check=True)
-            imports.append(time.perf_counter() - t0)
+            for label, source_env in sources.items():
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "edgelab", "report", str(sweep_id), "-o", out],
+                    env=source_env,
+                    check=True,
+                    capture_output=True,
+                )
+                cli[label].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", JUST_IMPORTS], env=source_env, check=True)
+                imports[label].append(time.perf_counter() - t0)
 
     export_median = statistics.median(times["export json"])
     print(f"sweep of {runs} runs, {len(data.analysis.groups)} configurations, ", end="")
@@ -231,14 +250,17 @@ def main() -> None:
             f"| {name} | {1000 * statistics.median(values):,.0f} | {1000 * max(values):,.0f} "
             f"| {statistics.median(values) / export_median:.1f} | {out} |"
         )
-    print(
-        f"| `edgelab report` (new process) | {1000 * statistics.median(cli):,.0f} "
-        f"| {1000 * max(cli):,.0f} | {statistics.median(cli) / export_median:.1f} | html |"
-    )
-    print(
-        f"| of which start-up and imports | {1000 * statistics.median(imports):,.0f} "
-        f"| {1000 * max(imports):,.0f} | {statistics.median(imports) / export_median:.1f} | |"
-    )
+    for label in cli:
+        suffix = f" ({label})" if len(cli) > 1 else ""
+        for name, values, out in (
+            ("`edgelab report` (new process)", cli[label], "html"),
+            ("of which start-up and imports", imports[label], ""),
+        ):
+            print(
+                f"| {name}{suffix} | {1000 * statistics.median(values):,.0f} "
+                f"| {1000 * max(values):,.0f} | {statistics.median(values) / export_median:.1f} "
+                f"| {out} |"
+            )
 
 
 if __name__ == "__main__":
