@@ -241,7 +241,22 @@ def latest_cells(session: Session, sweep_id: int) -> dict[tuple[str, int], tuple
 
 
 def cell_counts(session: Session, sweep_id: int) -> Counter[RunStatus]:
-    return Counter(status for _rid, status in latest_cells(session, sweep_id).values())
+    """How many cells' latest runs are in each status (the cells of :func:`latest_cells`).
+
+    Counted by the database, not by loading every run: every status move of a
+    sweep's run refreshes the sweep with this (three per executed run), and a
+    row per run through the ORM made each move of a 1,000-run sweep ~6 ms slower.
+    """
+    latest = (
+        select(func.max(Run.id).label("id"))
+        .where(Run.sweep_id == sweep_id, Run.warmup.is_(False))
+        .group_by(Run.fingerprint, Run.repetition)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Run.status, func.count()).join(latest, Run.id == latest.c.id).group_by(Run.status)
+    )
+    return Counter({RunStatus(status): int(n) for status, n in rows})
 
 
 def group_by_topology(session: Session, run_ids: Iterable[int]) -> list[list[int]]:

@@ -6,6 +6,7 @@ run or a sweep may do has to be a deliberate edit in two places.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +34,7 @@ from edgelab.store.status import (
     run_may,
     sweep_may,
 )
-from edgelab.store.store import Store
+from edgelab.store.store import Store, cell_counts, latest_cells
 
 R = RunStatus
 S = SweepStatus
@@ -323,6 +324,21 @@ def test_sweep_follows_its_cells_and_cancel_of_a_finished_sweep_is_refused(
     assert store.get_sweep(sweep_id).status == S.SUCCEEDED
     with pytest.raises(SweepNotFound):
         store.cancel_sweep(999)
+
+
+def test_cell_counts_count_each_cells_latest_run_and_no_warmups(store: Store) -> None:
+    sweep_id, ids = _sweep(store, 3)
+    _force(store, ids[0], R.FAILED)
+    _force(store, ids[1], R.SUCCEEDED)
+    again = store.create_run(replace(CONFIG, repetition=0), sweep_id).id  # cell 0 re-run
+    warmup = store.create_run(replace(CONFIG, repetition=1), sweep_id).id
+    with session_scope(store.database_url) as s:
+        s.execute(update(Run).where(Run.id == warmup).values(warmup=True))
+        assert cell_counts(s, sweep_id) == {R.QUEUED: 2, R.SUCCEEDED: 1}
+        assert cell_counts(s, sweep_id) == Counter(
+            status for _rid, status in latest_cells(s, sweep_id).values()
+        )
+        assert latest_cells(s, sweep_id)[(store.get_run(again).fingerprint, 0)][0] == again
 
 
 def test_a_cancelled_sweep_stays_cancelled_while_its_last_run_stops(store: Store) -> None:
