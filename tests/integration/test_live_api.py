@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,6 +266,44 @@ def test_idle_streams_are_closed_by_the_server(fuzz_live: LiveApp) -> None:
         while stream.sock.recv(4096):
             pass  # pings until the idle timeout (3 s here) ends the stream
     assert 2.5 < time.monotonic() - started < 20
+
+
+def _status_of_request_line(live: LiveApp, length: int) -> bytes:
+    """The status line answering a GET whose request line is exactly ``length`` bytes.
+
+    The server may reset the connection once it has answered (it never reads the
+    rest of a line that is too long); the answer has arrived by then.
+    """
+    host, port = live.settings.bind.rsplit(":", 1)
+    prefix, suffix = "GET /api/openapi.json?pad=", " HTTP/1.1"
+    line = prefix + "a" * (length - len(prefix) - len(suffix)) + suffix
+    assert len(line) == length
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: {live.settings.bind}\r\nConnection: close\r\n\r\n".encode())
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_a_request_line_over_the_documented_limit_is_a_414(live: LiveApp) -> None:
+    """The limit the OpenAPI document states is the one ``edgelab serve`` enforces."""
+    code, doc = _get(live.base + "/api/openapi.json")
+    assert code == 200
+    paths: Any = doc["paths"]
+    described = {
+        op["responses"]["414"]["description"] for ops in paths.values() for op in ops.values()
+    }
+    assert described == {"Request line longer than the server accepts (4094 bytes)"}
+    assert _status_of_request_line(live, 4094) == b"HTTP/1.1 200 OK"
+    assert _status_of_request_line(live, 4095) == b"HTTP/1.1 414 URI Too Long"
+    assert _status_of_request_line(live, 64 * 1024) == b"HTTP/1.1 414 URI Too Long"
+    # The server is fine afterwards.
+    assert _get(live.base + "/api/runs?per_page=1")[0] == 200
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_live: LiveApp) -> None:
