@@ -8,6 +8,7 @@ export is fetched; bad input must give a 400 with messages, never a 500.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -734,19 +735,76 @@ def test_sweep_cancel_and_resume_buttons(
 # --- CSRF and access --------------------------------------------------------------
 
 
+def csrf_token_of(page: str) -> str:
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token is not None
+    return token.group(1)
+
+
+def form_error(page: str) -> str:
+    found = re.search(
+        r'<div class="flash flash-error" role="alert" id="form-error">([^<]*)</div>', page
+    )
+    assert found is not None, page
+    return html.unescape(found.group(1))
+
+
 def test_forms_need_a_csrf_token(web_settings: Settings) -> None:
     app = create_app(web_settings, {"TESTING": True})
     client = app.test_client()
     resp = client.post("/runs/new", data=GOOD_RUN)
     assert resp.status_code == 400
-    assert "form expired" in text(resp)
     assert "Name three planets." in text(resp)
     assert client.post("/runs/1/cancel").status_code == 400
-    page = text(client.get("/runs/new"))
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-    assert token is not None
-    resp = client.post("/runs/new", data=GOOD_RUN | {"csrf_token": token.group(1)})
+    token = csrf_token_of(text(client.get("/runs/new")))
+    resp = client.post("/runs/new", data=GOOD_RUN | {"csrf_token": token})
     assert resp.status_code == 503  # past CSRF and validation; no broker in unit tests
+
+
+KEPT = (
+    "Your input is kept below and the form has a fresh token: check it and submit again "
+    "(allow cookies for this site if they are blocked)."
+)
+
+
+def test_a_refused_form_token_says_what_happened_and_what_to_do(web_settings: Settings) -> None:
+    """Not just "form expired": why the token was refused, that nothing was submitted,
+    that the input is still there, and that submitting the re-rendered form works."""
+    app = create_app(web_settings, {"TESTING": True})
+    client = app.test_client()
+    resp = client.post("/runs/new", data=GOOD_RUN)
+    assert resp.status_code == 400
+    assert form_error(text(resp)) == (
+        "Nothing was submitted: the form arrived without its security token, so it was "
+        "not sent by this page. " + KEPT
+    )
+    assert "Name three planets." in text(resp)
+    # The page it answers with is the fix: its fresh token gets the same input through.
+    again = client.post("/runs/new", data=GOOD_RUN | {"csrf_token": csrf_token_of(text(resp))})
+    assert again.status_code == 503  # past CSRF and validation; no broker in unit tests
+
+    # A token of a session this browser no longer has (here: another browser's).
+    other = app.test_client()
+    foreign = csrf_token_of(text(other.get("/runs/new")))
+    resp = client.post("/runs/new", data=GOOD_RUN | {"csrf_token": foreign})
+    assert form_error(text(resp)) == (
+        "Nothing was submitted: the page was loaded in a session your browser no longer "
+        "has (a login since then, cleared cookies, or cookies blocked for this site). " + KEPT
+    )
+    # The same on the sweep form, from a browser without any session cookie.
+    resp = app.test_client().post("/sweeps/new", data={"prompts": "Kept?", "csrf_token": foreign})
+    assert resp.status_code == 400
+    assert form_error(text(resp)).startswith(
+        "Nothing was submitted: the page was loaded in a session your browser no longer has"
+    )
+    assert "Kept?" in text(resp)
+    # An action button has no input to keep: reload and press again.
+    resp = client.post("/runs/1/cancel")
+    assert resp.status_code == 400
+    assert (
+        "Nothing was changed: the form arrived without its security token, so it was not "
+        "sent by this page. Reload the page (it gets a fresh token) and press the button again."
+    ) in html.unescape(text(resp))
 
 
 def test_token_protects_pages_and_data(web_settings: Settings) -> None:

@@ -97,6 +97,54 @@ class ActionForm(FlaskForm):  # type: ignore[misc]
     """A button that changes something (cancel, resume, re-run): CSRF only."""
 
 
+_SESSION_GONE = (
+    "the page was loaded in a session your browser no longer has (a login since then, "
+    "cleared cookies, or cookies blocked for this site)"
+)
+#: Why Flask-WTF refused a form's CSRF token (its messages), in the user's terms. The
+#: token is tied to the browser's session cookie and does not expire by time
+#: (``WTF_CSRF_TIME_LIMIT`` is off), so "expired" is rarely what happened. (Building a
+#: form starts a session when there is none, so a lost cookie reads as a mismatch.)
+CSRF_WHY = {
+    "The CSRF token is missing.": "the form arrived without its security token, "
+    "so it was not sent by this page",
+    "The CSRF session token is missing.": _SESSION_GONE,
+    "The CSRF tokens do not match.": _SESSION_GONE,
+    "The CSRF token is invalid.": "its security token is not one this server issued "
+    "(the server's secret changed since the page was loaded, or the token was altered)",
+    "The CSRF token has expired.": "its security token has expired",
+}
+
+
+def csrf_problem(form: FlaskForm) -> str | None:
+    """What went wrong with ``form``'s CSRF token after ``validate()``, or None if nothing."""
+    errors = form.errors.get("csrf_token")
+    if not errors:
+        return None
+    return CSRF_WHY.get(str(errors[0]), "its security token was not accepted")
+
+
+def form_refused(why: str) -> str:
+    """The message above an input form (run, sweep) that failed its CSRF check.
+
+    The page is rendered again from what was posted, with a fresh token, so the
+    user's input is not lost: saying so tells them that submitting again is safe.
+    """
+    return (
+        f"Nothing was submitted: {why}. Your input is kept below and the form has a "
+        "fresh token: check it and submit again (allow cookies for this site if they "
+        "are blocked)."
+    )
+
+
+def button_refused(why: str) -> str:
+    """The error page of an action button (cancel, re-run, resume) that failed its CSRF check."""
+    return (
+        f"Nothing was changed: {why}. Reload the page (it gets a fresh token) and press "
+        "the button again."
+    )
+
+
 class RunForm(FlaskForm):  # type: ignore[misc]
     prompt = TextAreaField("Prompt")
     model = SelectField("Model", validate_choice=False)

@@ -45,9 +45,12 @@ from edgelab.service.web.forms import (
     LINKS_HELP,
     ActionForm,
     RunForm,
+    button_refused,
+    csrf_problem,
     default_model,
     engine_help,
     engines_for,
+    form_refused,
     latency_error_field,
     run_input,
 )
@@ -66,10 +69,16 @@ from edgelab.topology.spec import Topology
 from edgelab.validation.fields import ID
 from edgelab.validation.values import FieldError
 
-FORM_EXPIRED = "the form expired or was not sent by this page; submit it again"
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
 COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS, "topology")
+
+
+def check_button() -> None:
+    """Abort with a 400 that says what happened when an action button's CSRF check fails."""
+    form = ActionForm()
+    if not form.validate():
+        abort(400, button_refused(csrf_problem(form) or "the request was not accepted"))
 
 
 def refused(exc: StoreError) -> tuple[dict[str, str], int]:
@@ -168,7 +177,9 @@ def new_run() -> Any:
             _prefill(form, run)
     else:
         if not form.validate():
-            errors = {"form": FORM_EXPIRED}
+            why = csrf_problem(form)
+            if why is not None:
+                errors = {"form": form_refused(why)}
             errors.update({k: "; ".join(v) for k, v in form.errors.items() if k != "csrf_token"})
             status = 400
         else:
@@ -242,8 +253,7 @@ def run_events(run_id: int) -> Any:
 
 @web.post("/runs/<int:run_id>/cancel")
 def cancel_run(run_id: int) -> Any:
-    if not ActionForm().validate():
-        abort(400, "missing or expired form token; reload the page")
+    check_button()
     try:
         result = current_actions().cancel_run(run_id)
     except NotFound as exc:
@@ -262,8 +272,7 @@ def cancel_run(run_id: int) -> Any:
 @web.post("/runs/<int:run_id>/rerun")
 def rerun(run_id: int) -> Any:
     """A new run with the same configuration (the old one is kept as it was)."""
-    if not ActionForm().validate():
-        abort(400, "missing or expired form token; reload the page")
+    check_button()
     try:
         new = current_actions().rerun(run_id)
     except NotFound as exc:

@@ -38,13 +38,15 @@ from edgelab.service.web.forms import (
     SWEEP_LINKS_HELP,
     ActionForm,
     SweepForm,
+    csrf_problem,
     engine_help,
+    form_refused,
     sweep_input,
 )
 from edgelab.service.web.forms import (
     default_model as pick_default,
 )
-from edgelab.service.web.pages import FORM_EXPIRED, catalog_models, refused
+from edgelab.service.web.pages import catalog_models, check_button, refused
 from edgelab.store import SWEEP_TERMINAL, NotFound, RunStatus, StoreError, SweepStatus
 from edgelab.sweeps import SpecError, control, expand, parse_spec
 from edgelab.validation.fields import PAGE
@@ -112,7 +114,9 @@ def new_sweep() -> Any:
         form.model.data = form.model.data or default_model
         form.backend.data = form.backend.data or settings.backend
     elif not form.validate():
-        errors = {"form": FORM_EXPIRED}
+        why = csrf_problem(form)
+        errors = {"form": form_refused(why)} if why is not None else {}
+        errors.update({k: "; ".join(v) for k, v in form.errors.items() if k != "csrf_token"})
         status = 400
     else:
         spec_data, errors = sweep_input(form, default_model)
@@ -312,8 +316,7 @@ def sweep_breakdown_data(sweep_id: int) -> Any:
 
 
 def _sweep_action(sweep_id: int, verb: str) -> Any:
-    if not ActionForm().validate():
-        abort(400, "missing or expired form token; reload the page")
+    check_button()
     settings = current_settings()
     actions = current_actions()
     try:
