@@ -10,6 +10,9 @@ retransmissions on that link only. Docker needs the engine, the images, root and
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -23,7 +26,7 @@ from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run, execute_run
 from edgelab.runs.views import run_detail
 from edgelab.settings import Settings
-from edgelab.topology.netns import netns_problem, owned_namespaces
+from edgelab.topology.netns import netns_problem, owned_namespaces, reap_namespaces
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_nodes", "smollm2")]
 
@@ -78,3 +81,56 @@ def test_local_loss_runs_each_worker_in_its_own_namespace(settings: Settings) ->
     for worker in ("worker1", "worker2"):
         assert limits[worker]["netns"]["name"].startswith(f"edgelab-{os.getpid()}-")
     assert owned_namespaces(os.getpid()) == []  # gone with the cluster
+
+
+def test_namespaces_of_a_killed_run_are_reaped(settings: Settings) -> None:
+    """A ``kill -9``-ed edgelab cannot delete its nodes' namespaces (its nodes, running
+    inside them, die with it: PR_SET_PDEATHSIG); the reaper removes them, and the veths
+    go with them. ``no_leftover_nodes`` checks that the nodes are gone."""
+    problem = netns_problem()
+    if problem is not None:
+        pytest.skip(f"local packet loss needs a namespace per node: {problem}")
+    env = {
+        **os.environ,
+        "EDGELAB_DATA_DIR": str(settings.data_dir),
+        "EDGELAB_MODELS_DIR": str(settings.models_dir),
+    }
+    argv = [
+        sys.executable, "-m", "edgelab", "run", "--prompt", "Name three planets.",
+        "--backend", "local", "--nodes", "3", "--threads", "1", "--latency", "10ms",
+        "--link", "worker1=loss:2%", "--max-tokens", "200",
+    ]  # fmt: skip
+    cli = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # Until both workers run inside their namespaces (``ip netns pids``).
+        deadline = time.monotonic() + 60
+        while not _workers_inside(cli.pid):
+            assert cli.poll() is None, cli.stderr.read() if cli.stderr else ""
+            assert time.monotonic() < deadline, "no workers in namespaces within 60 s"
+            time.sleep(0.1)
+    finally:
+        cli.kill()
+        cli.wait()
+    left = owned_namespaces(cli.pid)
+    assert len(left) == 2  # nothing deleted them
+    removed = reap_namespaces()
+    assert set(left) <= set(removed)
+    assert owned_namespaces(cli.pid) == []
+    # The host ends of the veths go with the namespaces, once the kernel's (asynchronous)
+    # namespace clean-up has run: a moment after the delete.
+    cluster = left[0].split("-")[2]  # edgelab-<owner>-<cluster>-<node>
+    deadline = time.monotonic() + 10
+    while True:
+        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True)
+        if f"el{cluster}" not in links.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert f"el{cluster}" not in links.stdout
+
+
+def _workers_inside(owner: int) -> bool:
+    spaces = owned_namespaces(owner)
+    return len(spaces) == 2 and all(
+        subprocess.run(["ip", "netns", "pids", n], capture_output=True, text=True).stdout.strip()
+        for n in spaces
+    )
