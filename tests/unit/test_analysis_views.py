@@ -257,3 +257,50 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     clear_page_cache()
     assert client.get(f"/sweeps/{sweep_id}").get_data(as_text=True) == third
     assert client.get("/sweeps/999").status_code == 404
+
+
+def test_history_flags_contended_oversubscribed_and_warmup(
+    client: FlaskClient, settings_db: Settings
+) -> None:
+    """The history list shows a run's hygiene flags as badges, with the run page's words
+    as their titles; a clean run has none."""
+    sweep_id = sweep(settings_db, nodes=(3,), latencies_ms=(0.0,), repetitions=4, noise=0.0)
+    ids = run_ids(settings_db, sweep_id, 3, "0ms")
+    reason = "processes outside the cluster used 1.20 cores on average (threshold 0.5)"
+    with session_scope(settings_db.database_url) as s:
+        runs = [s.get(Run, rid) for rid in ids]
+        assert all(runs)
+        clean, contended, over, warm = runs  # type: ignore[misc]
+        contended.contended = True
+        contended.host_contention = {"reasons": [reason]}
+        over.oversubscribed, over.host_cores = True, 2
+        warm.warmup = True
+        clean.contended = clean.oversubscribed = False
+    html = client.get(f"/runs?sweep={sweep_id}&per_page=25").get_data(as_text=True)
+    assert '<th title="measurement hygiene:' in html
+
+    def row(rid: int) -> str:
+        found = re.search(rf'<tr data-run-id="{rid}">(.*?)</tr>', html, re.S)
+        assert found is not None, rid
+        return unescape(found.group(1))
+
+    flags = {rid: re.findall(r'class="flag flag-(\w+)" title="([^"]*)"', row(rid)) for rid in ids}
+    assert flags[ids[0]] == []
+    assert flags[ids[1]] == [("contended", f"contended: {reason}")]
+    assert flags[ids[2]] == [
+        (
+            "oversubscribed",
+            "oversubscribed: 3 nodes × 1 threads on 2 cores: a speedup from more nodes "
+            "cannot be measured on this host",
+        )
+    ]
+    assert flags[ids[3]] == [
+        ("warmup", "a sweep's warm-up run: stored, never counted in statistics")
+    ]
+    # The run page says the same words.
+    run_page = unescape(client.get(f"/runs/{ids[2]}").get_data(as_text=True))
+    assert (
+        "3 nodes × 1 threads on 2 cores: a speedup from more nodes cannot be measured on "
+        "this host" in " ".join(run_page.split())
+    )
+    assert reason in unescape(client.get(f"/runs/{ids[1]}").get_data(as_text=True))
