@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from html import unescape
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -17,7 +16,7 @@ from flask.testing import FlaskClient
 
 from edgelab.analysis.synthetic import TrueModel, insert_synthetic_sweep
 from edgelab.models import Run
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.service import create_app
 from edgelab.settings import Settings
 
@@ -25,20 +24,8 @@ TRUTH = TrueModel(base_ms=8.0, compute_ms=20.0, per_worker_ms=1.0, delay_factor=
 
 
 @pytest.fixture
-def settings_db(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    upgrade(s.database_url)
-    return s
-
-
-@pytest.fixture
-def app(settings_db: Settings) -> Flask:
-    return create_app(settings_db, {"TESTING": True, "WTF_CSRF_ENABLED": False})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def app(db_settings: Settings) -> Flask:
+    return create_app(db_settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
 
 
 def sweep(settings: Settings, **kw: object) -> int:
@@ -54,8 +41,8 @@ def run_ids(settings: Settings, sweep_id: int, nodes: int, latency: str) -> list
         ]
 
 
-def test_sweep_analysis_api(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, noise=0.002)
+def test_sweep_analysis_api(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, noise=0.002)
     resp = client.get(f"/api/sweeps/{sweep_id}/analysis")
     assert resp.status_code == 200
     data = resp.get_json()
@@ -77,8 +64,8 @@ def test_sweep_analysis_api(client: FlaskClient, settings_db: Settings) -> None:
     assert client.get("/api/sweeps/999/analysis").status_code == 404
 
 
-def test_predict_api(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, noise=0.002)
+def test_predict_api(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, noise=0.002)
     resp = client.get(f"/api/sweeps/{sweep_id}/predict?nodes=8&delay_ms=1&bandwidth=")
     assert resp.status_code == 200
     (pred,) = resp.get_json()["predictions"]
@@ -91,10 +78,10 @@ def test_predict_api(client: FlaskClient, settings_db: Settings) -> None:
     assert client.get("/api/sweeps/999/predict?nodes=2").status_code == 404
 
 
-def test_compare_api_verdicts(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, latencies_ms=(0.0, 5.0), repetitions=5, noise=0.01)
-    fast = run_ids(settings_db, sweep_id, 3, "0ms")
-    slow = run_ids(settings_db, sweep_id, 3, "5ms")
+def test_compare_api_verdicts(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, latencies_ms=(0.0, 5.0), repetitions=5, noise=0.01)
+    fast = run_ids(db_settings, sweep_id, 3, "0ms")
+    slow = run_ids(db_settings, sweep_id, 3, "5ms")
     resp = client.get("/api/compare?ids=" + ",".join(map(str, fast + slow)))
     assert resp.status_code == 200
     data = resp.get_json()
@@ -116,9 +103,9 @@ def test_compare_api_verdicts(client: FlaskClient, settings_db: Settings) -> Non
     assert missing.get_json()["error"] == "no run with id 99999"
 
 
-def test_compare_page_groups_and_verdicts(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, latencies_ms=(0.0, 5.0), repetitions=3, noise=0.01)
-    ids = run_ids(settings_db, sweep_id, 3, "0ms") + run_ids(settings_db, sweep_id, 3, "5ms")
+def test_compare_page_groups_and_verdicts(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, latencies_ms=(0.0, 5.0), repetitions=3, noise=0.01)
+    ids = run_ids(db_settings, sweep_id, 3, "0ms") + run_ids(db_settings, sweep_id, 3, "5ms")
     html = client.get("/compare?ids=" + ",".join(map(str, ids))).get_data(as_text=True)
     diff = set(re.findall(r'<tr class="diff" data-field="(\w+)"', html))
     assert diff == {"latency"}  # not repetition, not the metrics
@@ -129,8 +116,8 @@ def test_compare_page_groups_and_verdicts(client: FlaskClient, settings_db: Sett
     assert "differing in <b>latency</b>" in unescape(html)
 
 
-def test_sweep_page_embeds_the_analysis(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, noise=0.002)
+def test_sweep_page_embeds_the_analysis(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, noise=0.002)
     html = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
     for part in ("results-table", "chart-speedup", "chart-efficiency", "chart-tps-latency"):
         assert f'id="{part}"' in html
@@ -145,8 +132,8 @@ def test_sweep_page_embeds_the_analysis(client: FlaskClient, settings_db: Settin
     assert client.get("/sweeps/999/analysis").status_code == 404
 
 
-def test_breakdown_api_and_run_page(client: FlaskClient, settings_db: Settings) -> None:
-    sweep_id = sweep(settings_db, nodes=(1, 3), latencies_ms=(0.0, 20.0), breakdown=True)
+def test_breakdown_api_and_run_page(client: FlaskClient, db_settings: Settings) -> None:
+    sweep_id = sweep(db_settings, nodes=(1, 3), latencies_ms=(0.0, 20.0), breakdown=True)
     data = client.get(f"/api/sweeps/{sweep_id}/breakdown").get_json()
     by_label = {b["label"]: b for b in data["breakdowns"]}
     three = by_label["3 nodes × 1 thread · 20ms"]
@@ -163,7 +150,7 @@ def test_breakdown_api_and_run_page(client: FlaskClient, settings_db: Settings) 
     fit = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()["fits"][0]
     assert fit["round_trips_measured"] is True
     assert fit["round_trips_per_unit"] == pytest.approx(1.0)
-    run_id = run_ids(settings_db, sweep_id, 3, "20ms")[0]
+    run_id = run_ids(db_settings, sweep_id, 3, "20ms")[0]
     html = client.get(f"/runs/{run_id}").get_data(as_text=True)
     assert 'id="breakdown-bar"' in html
     assert re.search(
@@ -171,22 +158,22 @@ def test_breakdown_api_and_run_page(client: FlaskClient, settings_db: Settings) 
         r'<td class="num">80.00</td>',
         html,
     )
-    plain = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=1)
-    other = run_ids(settings_db, plain, 2, "0ms")[0]
+    plain = sweep(db_settings, nodes=(2,), latencies_ms=(0.0,), repetitions=1)
+    other = run_ids(db_settings, plain, 2, "0ms")[0]
     assert 'id="no-breakdown"' in client.get(f"/runs/{other}").get_data(as_text=True)
     assert client.get(f"/api/sweeps/{plain}/breakdown").get_json()["breakdowns"] == []
 
 
-def test_remembered_analysis_follows_the_runs(client: FlaskClient, settings_db: Settings) -> None:
+def test_remembered_analysis_follows_the_runs(client: FlaskClient, db_settings: Settings) -> None:
     """The per-process memo of a sweep's analysis is refreshed by any change to its runs."""
     from edgelab import analysis
 
-    sweep_id = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
+    sweep_id = sweep(db_settings, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
     first = client.get(f"/api/sweeps/{sweep_id}/analysis").get_json()
     assert first["groups"][0]["n"] == 3
     assert client.get(f"/api/sweeps/{sweep_id}/analysis").get_json() == first  # remembered
-    ids = run_ids(settings_db, sweep_id, 2, "0ms")
-    with session_scope(settings_db.database_url) as s:
+    ids = run_ids(db_settings, sweep_id, 2, "0ms")
+    with session_scope(db_settings.database_url) as s:
         run = s.get(Run, ids[0])
         assert run is not None
         run.tpot_ms = (run.tpot_ms or 0) + 30.0  # an edited metric
@@ -194,7 +181,7 @@ def test_remembered_analysis_follows_the_runs(client: FlaskClient, settings_db: 
     assert edited["groups"][0]["stats"]["tpot_ms"]["mean"] == pytest.approx(
         first["groups"][0]["stats"]["tpot_ms"]["mean"] + 10.0
     )
-    with session_scope(settings_db.database_url) as s:
+    with session_scope(db_settings.database_url) as s:
         run = s.get(Run, ids[1])
         assert run is not None
         run.status = "failed"  # a run executed again and failing
@@ -217,7 +204,7 @@ def _embedded(html: str, element_id: str) -> dict[str, object]:
 
 
 def test_remembered_sweep_page_follows_runs_and_sweep(
-    client: FlaskClient, settings_db: Settings
+    client: FlaskClient, db_settings: Settings
 ) -> None:
     """The sweep page's serialised cells and analysis are remembered per process; a
     change the analysis does not read (a run moving queued -> running) and a change
@@ -225,9 +212,9 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     from edgelab.models import Sweep
     from edgelab.service.web.sweeps import clear_page_cache
 
-    sweep_id = sweep(settings_db, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
-    ids = run_ids(settings_db, sweep_id, 2, "0ms")
-    with session_scope(settings_db.database_url) as s:
+    sweep_id = sweep(db_settings, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
+    ids = run_ids(db_settings, sweep_id, 2, "0ms")
+    with session_scope(db_settings.database_url) as s:
         for rid in ids[1:]:
             run = s.get(Run, rid)
             assert run is not None
@@ -237,7 +224,7 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     assert isinstance(cells, list)
     assert [c["status"] for c in cells] == ["succeeded", "queued", "queued"]
     assert client.get(f"/sweeps/{sweep_id}").get_data(as_text=True) == first  # remembered
-    with session_scope(settings_db.database_url) as s:
+    with session_scope(db_settings.database_url) as s:
         run = s.get(Run, ids[1])
         assert run is not None
         run.status = "running"  # no metric, no finished_at: invisible to the analysis memo
@@ -246,7 +233,7 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     assert isinstance(cells, list)
     assert [c["status"] for c in cells] == ["succeeded", "running", "queued"]
     assert 'data-count="running">1<' in second
-    with session_scope(settings_db.database_url) as s:
+    with session_scope(db_settings.database_url) as s:
         row = s.get(Sweep, sweep_id)
         assert row is not None
         row.status, row.model_loads = "cancelled", 7

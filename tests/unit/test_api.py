@@ -7,7 +7,6 @@ work, the OpenAPI document, and that submitting without a broker is a clean 503.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from edgelab.catalog import Catalog, ModelInfo
+from edgelab.catalog import Catalog
 from edgelab.models import Run
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run
 from edgelab.service import create_app
@@ -25,33 +24,9 @@ from edgelab.settings import Settings
 
 
 @pytest.fixture
-def api_settings(tmp_path: Path) -> Settings:
+def app(tiny_settings: Settings) -> Flask:
     """SQLite, no broker, and a catalog entry that needs no model file."""
-    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    settings.models_dir.mkdir(parents=True)
-    Catalog(settings).register(
-        ModelInfo(
-            name="tiny",
-            path=settings.models_dir.resolve() / "tiny.gguf",
-            size_bytes=1,
-            sha256="0" * 64,
-            architecture="llama",
-            n_layers=4,
-            quantization="Q4_1",
-        )
-    )
-    upgrade(settings.database_url)
-    return settings
-
-
-@pytest.fixture
-def app(api_settings: Settings) -> Flask:
-    return create_app(api_settings, {"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return create_app(tiny_settings, {"TESTING": True})
 
 
 def _add_run(settings: Settings, **fields: Any) -> int:
@@ -96,7 +71,7 @@ def test_body_that_is_not_an_object_is_400(client: FlaskClient, data: str) -> No
 
 
 def test_valid_run_without_a_broker_is_503_and_stores_nothing(
-    client: FlaskClient, api_settings: Settings
+    client: FlaskClient, tiny_settings: Settings
 ) -> None:
     resp = client.post("/api/runs", json={"prompt": "x", "model": "tiny"})
     assert resp.status_code == 503
@@ -128,10 +103,10 @@ def test_wrong_method_is_json_405(client: FlaskClient) -> None:
     assert "error" in resp.get_json()
 
 
-def test_history_filters_sorts_and_pages(client: FlaskClient, api_settings: Settings) -> None:
-    a = _add_run(api_settings, nodes=1, status="succeeded")
-    b = _add_run(api_settings, nodes=2, status="failed")
-    c = _add_run(api_settings, nodes=2, status="succeeded")
+def test_history_filters_sorts_and_pages(client: FlaskClient, tiny_settings: Settings) -> None:
+    a = _add_run(tiny_settings, nodes=1, status="succeeded")
+    b = _add_run(tiny_settings, nodes=2, status="failed")
+    c = _add_run(tiny_settings, nodes=2, status="succeeded")
     data = client.get("/api/runs").get_json()
     assert [r["id"] for r in data["runs"]] == [c, b, a]  # newest first by default
     assert data["total"] == 3
@@ -171,8 +146,8 @@ def test_bad_history_query_is_400(client: FlaskClient, query: str, field: str) -
     assert field in resp.get_json()["errors"]
 
 
-def test_cancel_a_queued_run_then_it_is_409(client: FlaskClient, api_settings: Settings) -> None:
-    rid = _add_run(api_settings)
+def test_cancel_a_queued_run_then_it_is_409(client: FlaskClient, tiny_settings: Settings) -> None:
+    rid = _add_run(tiny_settings)
     resp = client.post(f"/api/runs/{rid}/cancel")
     assert resp.status_code == 202
     assert client.get(f"/api/runs/{rid}").get_json()["status"] == "cancelled"
@@ -180,7 +155,7 @@ def test_cancel_a_queued_run_then_it_is_409(client: FlaskClient, api_settings: S
     assert again.status_code == 409
 
 
-def test_sweep_validation_and_limit(client: FlaskClient, api_settings: Settings) -> None:
+def test_sweep_validation_and_limit(client: FlaskClient, tiny_settings: Settings) -> None:
     resp = client.post("/api/sweeps", json={"model": "tiny", "nodes": [1, 0], "prompts": ["x"]})
     assert resp.status_code == 400
     assert "nodes" in resp.get_json()["errors"]
@@ -227,8 +202,8 @@ def test_openapi_describes_exactly_the_api_routes(app: Flask, client: FlaskClien
     assert described == routed
 
 
-def test_api_token_is_required_when_set(api_settings: Settings) -> None:
-    app = create_app(api_settings.with_overrides(api_token="s3cret"), {"TESTING": True})
+def test_api_token_is_required_when_set(tiny_settings: Settings) -> None:
+    app = create_app(tiny_settings.with_overrides(api_token="s3cret"), {"TESTING": True})
     client = app.test_client()
     assert client.get("/api/runs").status_code == 401
     assert client.get("/api/runs", headers={"X-Edgelab-Token": "wrong"}).status_code == 401
@@ -237,8 +212,8 @@ def test_api_token_is_required_when_set(api_settings: Settings) -> None:
     assert ok.status_code == 200
 
 
-def test_cross_site_writes_are_refused(client: FlaskClient, api_settings: Settings) -> None:
-    rid = _add_run(api_settings)
+def test_cross_site_writes_are_refused(client: FlaskClient, tiny_settings: Settings) -> None:
+    rid = _add_run(tiny_settings)
     # What a form on another site can send: text/plain, with that site's Origin.
     body = '{"prompt": "hi", "model": "tiny", "nodes": 1}'
     plain = client.post("/api/runs", data=body, content_type="text/plain")
@@ -251,10 +226,10 @@ def test_cross_site_writes_are_refused(client: FlaskClient, api_settings: Settin
     assert same.status_code == 202
 
 
-def test_until_date_includes_that_whole_day(client: FlaskClient, api_settings: Settings) -> None:
+def test_until_date_includes_that_whole_day(client: FlaskClient, tiny_settings: Settings) -> None:
     from datetime import UTC, datetime, timedelta
 
-    rid = _add_run(api_settings)
+    rid = _add_run(tiny_settings)
     today = datetime.now(UTC).date()
     ids = [r["id"] for r in client.get(f"/api/runs?until={today}").get_json()["runs"]]
     assert rid in ids
@@ -263,18 +238,18 @@ def test_until_date_includes_that_whole_day(client: FlaskClient, api_settings: S
 
 
 def test_cancel_of_a_finished_sweep_is_409_and_it_stays_as_it_ended(
-    client: FlaskClient, api_settings: Settings
+    client: FlaskClient, tiny_settings: Settings
 ) -> None:
     from edgelab.models import Sweep
 
-    with session_scope(api_settings.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         sweep = Sweep(name="done", spec={}, status="succeeded", total_cells=2)
         s.add(sweep)
         s.flush()
         sweep_id = sweep.id
     for _ in range(2):
-        _add_run(api_settings, status="succeeded")
-    with session_scope(api_settings.database_url) as s:
+        _add_run(tiny_settings, status="succeeded")
+    with session_scope(tiny_settings.database_url) as s:
         s.execute(update(Run).values(sweep_id=sweep_id))
     resp = client.post(f"/api/sweeps/{sweep_id}/cancel")
     assert resp.status_code == 409
@@ -284,10 +259,10 @@ def test_cancel_of_a_finished_sweep_is_409_and_it_stays_as_it_ended(
 
 
 def test_a_configured_broker_that_does_not_answer_is_503_broker_unreachable(
-    api_settings: Settings,
+    tiny_settings: Settings,
 ) -> None:
     # Port 1 on loopback: nothing listens, the connection is refused (a real outage).
-    settings = api_settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
+    settings = tiny_settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
     client = create_app(settings, {"TESTING": True}).test_client()
     body = {"prompt": "x", "model": "tiny", "nodes": 1, "latency": "0ms"}
     resp = client.post("/api/runs", json=body)
@@ -308,7 +283,7 @@ def test_no_broker_configured_is_503_saying_so(client: FlaskClient) -> None:
 
 
 def test_a_message_that_cannot_be_sent_fails_its_runs_instead_of_leaving_them_queued(
-    client: FlaskClient, api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient, tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker answers the check, then goes away before the send (a stub: the
     window is milliseconds wide and cannot be hit reliably with a real server)."""
@@ -343,7 +318,7 @@ def test_a_message_that_cannot_be_sent_fails_its_runs_instead_of_leaving_them_qu
     unsent = resp.get_json()["ids"]
     assert len(sent) == 1
     assert len(sent[0]) == len(unsent) == 2  # one topology sent, the other not
-    with session_scope(api_settings.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         statuses = {r.id: r.status for r in s.query(Run).filter(Run.sweep_id.is_not(None))}
     assert {statuses[i] for i in sent[0]} == {"queued"}  # its message is on the queue
     assert {statuses[i] for i in unsent} == {"failed"}

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from edgelab.cli import main
 from edgelab.models import LinkStat, NodeSample, Sweep
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import RunConfig
 from edgelab.runs.executor import create_run
@@ -26,13 +26,6 @@ from edgelab.service import create_app
 from edgelab.settings import Settings
 
 MODEL = "tiny-test"
-
-
-@pytest.fixture
-def db_settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    upgrade(s.database_url)
-    return s
 
 
 def add_run(

@@ -9,16 +9,15 @@ sends exactly those headers. CSRF stays enabled here, as in production.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from edgelab.catalog import Catalog, ModelInfo
+from edgelab.catalog import Catalog
 from edgelab.models import Run
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run
 from edgelab.service import create_app
@@ -31,32 +30,14 @@ RUN = {"prompt": "hi", "model": "tiny", "nodes": 1}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    s.models_dir.mkdir(parents=True)
-    Catalog(s).register(
-        ModelInfo(
-            name="tiny",
-            path=s.models_dir.resolve() / "tiny.gguf",
-            size_bytes=1,
-            sha256="0" * 64,
-            architecture="llama",
-            n_layers=4,
-            quantization="Q4_1",
-        )
-    )
-    upgrade(s.database_url)
-    return s
+def settings(tiny_settings: Settings) -> Settings:
+    return tiny_settings
 
 
 @pytest.fixture
 def app(settings: Settings) -> Flask:
+    """CSRF on, as in production."""
     return create_app(settings, {"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def _runs(settings: Settings) -> int:

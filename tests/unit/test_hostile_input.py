@@ -8,7 +8,6 @@ cluster; each test also checks that no run or sweep row was created.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from edgelab.catalog import Catalog, ModelInfo
 from edgelab.models import Run, Sweep
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.service import create_app
 from edgelab.settings import Settings
 from edgelab.sweeps import SpecError, load_spec_text
@@ -29,22 +27,8 @@ GOOD = {"prompt": "hi", "model": "tiny", "nodes": 1}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    s.models_dir.mkdir(parents=True)
-    Catalog(s).register(
-        ModelInfo(
-            name="tiny",
-            path=s.models_dir.resolve() / "tiny.gguf",
-            size_bytes=1,
-            sha256="0" * 64,
-            architecture="llama",
-            n_layers=4,
-            quantization="Q4_1",
-        )
-    )
-    upgrade(s.database_url)
-    return s
+def settings(tiny_settings: Settings) -> Settings:
+    return tiny_settings
 
 
 @pytest.fixture

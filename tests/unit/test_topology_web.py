@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pytest
 from flask.testing import FlaskClient
 
 from edgelab.catalog import Catalog
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run
-from edgelab.service import create_app
 from edgelab.settings import Settings
 
 MODEL = "tiny-test"
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    s.models_dir.mkdir(parents=True)
-    (s.models_dir / "tiny.gguf").write_bytes(b"GGUF")
-    entry = {
-        "name": MODEL,
-        "path": str(s.models_dir / "tiny.gguf"),
-        "size_bytes": 4,
-        "sha256": "0" * 64,
-        "architecture": "llama",
-        "n_layers": 8,
-        "quantization": "Q4_1",
-    }
-    (s.models_dir / "catalog.json").write_text(json.dumps({"version": 1, "models": [entry]}))
-    upgrade(s.database_url)
-    return s
-
-
-@pytest.fixture
-def client(settings: Settings) -> FlaskClient:
-    app = create_app(settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
-    return app.test_client()
 
 
 def _store(settings: Settings, **fields: object) -> int:
@@ -51,10 +21,10 @@ def _store(settings: Settings, **fields: object) -> int:
 
 
 def test_run_page_history_and_api_know_the_topology(
-    client: FlaskClient, settings: Settings
+    client: FlaskClient, web_settings: Settings
 ) -> None:
-    uniform = _store(settings)
-    slow = _store(settings, devices={"worker2": "threads:2"}, links={"worker2": "30ms"})
+    uniform = _store(web_settings)
+    slow = _store(web_settings, devices={"worker2": "threads:2"}, links={"worker2": "30ms"})
     page = client.get(f"/runs/{slow}").get_data(as_text=True)
     assert 'id="cluster-svg"' in page
     assert page.count('class="link"') == 2

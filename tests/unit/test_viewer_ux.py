@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,21 +21,21 @@ from test_web import MODEL, add_run, add_sweep
 
 from edgelab.models import Run
 from edgelab.models.base import utcnow
-from edgelab.models.db import session_scope, upgrade
-from edgelab.service import create_app
+from edgelab.models.db import session_scope
 from edgelab.settings import Settings
 
 DLLAMA_FIRST = "dl"
 
 
-def _catalog(models_dir: Path) -> None:
+@pytest.fixture
+def web_catalog(db_settings: Settings) -> list[dict[str, Any]]:
     """A dllama model registered before the GGUF one (the order the user met)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
+    models_dir = db_settings.models_dir
     (models_dir / "tiny.gguf").write_bytes(b"GGUF")
     (models_dir / "dl.m").write_bytes(b"M")
     (models_dir / "dl.t").write_bytes(b"T")
     common = {"size_bytes": 4, "sha256": "0" * 64, "architecture": "llama", "n_layers": 8}
-    entries = [
+    return [
         {
             "name": DLLAMA_FIRST,
             "path": str(models_dir / "dl.m"),
@@ -47,25 +46,6 @@ def _catalog(models_dir: Path) -> None:
         },
         {"name": MODEL, "path": str(models_dir / "tiny.gguf"), "quantization": "Q4_1", **common},
     ]
-    (models_dir / "catalog.json").write_text(json.dumps({"version": 1, "models": entries}))
-
-
-@pytest.fixture
-def web_settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    _catalog(s.models_dir)
-    upgrade(s.database_url)
-    return s
-
-
-@pytest.fixture
-def app(web_settings: Settings) -> Flask:
-    return create_app(web_settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def text(resp: Any) -> str:

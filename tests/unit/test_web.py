@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from edgelab.models import LinkStat, NodeSample, Run, Sweep, TokenEvent
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.netem.profile import LatencyProfile
 from edgelab.runs.config import RunConfig
 from edgelab.runs.executor import create_run
@@ -32,40 +31,6 @@ from edgelab.service import create_app
 from edgelab.settings import Settings
 
 MODEL = "tiny-test"
-
-
-def _catalog(models_dir: Path) -> None:
-    """A catalog with one made-up model: validation needs its name and layer count only."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    (models_dir / "tiny.gguf").write_bytes(b"GGUF")
-    entry = {
-        "name": MODEL,
-        "path": str(models_dir / "tiny.gguf"),
-        "size_bytes": 4,
-        "sha256": "0" * 64,
-        "architecture": "llama",
-        "n_layers": 8,
-        "quantization": "Q4_1",
-    }
-    (models_dir / "catalog.json").write_text(json.dumps({"version": 1, "models": [entry]}))
-
-
-@pytest.fixture
-def web_settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
-    _catalog(s.models_dir)
-    upgrade(s.database_url)
-    return s
-
-
-@pytest.fixture
-def app(web_settings: Settings) -> Flask:
-    return create_app(web_settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def add_run(
