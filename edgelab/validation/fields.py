@@ -412,7 +412,9 @@ RUN_RULES: dict[str, Rule] = {
             "json",
             "Per worker: 'PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE' text or an "
             "object with latency, bandwidth, loss, trace, queue; a missing profile is the "
-            "run's latency. loss, trace and queue are refused (not supported yet)",
+            "run's latency. loss (0-50 %) is real packet loss and needs edgelab as root "
+            "with nftables (local backend: iproute2 too; each worker then gets a network "
+            "namespace); it is refused, saying why, where it cannot be applied",
             default=None,
             nullable=True,
             max_chars=20_000,
