@@ -52,7 +52,8 @@ class HoldOut:
     latency: str
     delay_ms: float  # one-way
     residuals: tuple[Residual, ...]
-    r2: float | None  # of the refit
+    r2_means: float | None  # of the refit, over its configuration means (the headline R²)
+    r2: float | None  # of the refit, over its runs (repetitions' noise included)
 
     @property
     def max_relative(self) -> float | None:
@@ -214,6 +215,7 @@ def holdouts_of(
                 latency=", ".join(sorted({str(g.key.latency) for g in held})),
                 delay_ms=rtt / 2,
                 residuals=tuple(group_residuals(refit, held)),
+                r2_means=refit.r2_means,
                 r2=refit.r2,
             )
         )
