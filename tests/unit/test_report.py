@@ -253,7 +253,8 @@ def test_report_html_is_self_contained_and_has_every_section(db_settings: Settin
         assert abs(float(row[6].split()[0])) < 3.0, row
     # Its R² column says which R² is which: over the refit's configuration means, then runs.
     (refit,) = data.holdouts[0]
-    assert refit.r2_means is not None and refit.r2 is not None
+    assert refit.r2_means is not None
+    assert refit.r2 is not None
     assert holdout[0][1] == f"{refit.r2_means:.3f} · {refit.r2:.3f}"
     assert "refit R² means · runs" in html
     # Hygiene: nothing flagged on clean synthetic data.
