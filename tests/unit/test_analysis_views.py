@@ -247,14 +247,14 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
 
 
 def test_history_flags_contended_oversubscribed_and_warmup(
-    client: FlaskClient, settings_db: Settings
+    client: FlaskClient, db_settings: Settings
 ) -> None:
     """The history list shows a run's hygiene flags as badges, with the run page's words
     as their titles; a clean run has none."""
-    sweep_id = sweep(settings_db, nodes=(3,), latencies_ms=(0.0,), repetitions=4, noise=0.0)
-    ids = run_ids(settings_db, sweep_id, 3, "0ms")
+    sweep_id = sweep(db_settings, nodes=(3,), latencies_ms=(0.0,), repetitions=4, noise=0.0)
+    ids = run_ids(db_settings, sweep_id, 3, "0ms")
     reason = "processes outside the cluster used 1.20 cores on average (threshold 0.5)"
-    with session_scope(settings_db.database_url) as s:
+    with session_scope(db_settings.database_url) as s:
         runs = [s.get(Run, rid) for rid in ids]
         assert all(runs)
         clean, contended, over, warm = runs  # type: ignore[misc]
