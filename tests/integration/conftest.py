@@ -61,6 +61,51 @@ def test_redis() -> Iterator[Any]:
     r.close()
 
 
+@pytest.fixture
+def docker_images() -> tuple[str, ...]:
+    """The images ``docker_api`` needs (the backend's defaults; a module may override)."""
+    from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
+
+    return (ROOT_IMAGE, WORKER_IMAGE)
+
+
+def docker_leftovers(api: Any) -> list[str]:
+    """Labelled containers and networks this test process owns (by name)."""
+    from edgelab.cluster.dockerapi import LABEL_CLUSTER, LABEL_OWNER, owner_labels
+
+    owner = owner_labels()[LABEL_OWNER]
+    containers, networks = api.labelled(LABEL_CLUSTER)
+    return [r["name"] for r in containers + networks if r["labels"].get(LABEL_OWNER) == owner]
+
+
+@pytest.fixture
+def docker_api(docker_images: tuple[str, ...]) -> Iterator[Any]:
+    """A live engine with ``docker_images``, or a skip saying what is missing.
+
+    After the test nothing labelled as this process's may be left: no container, no
+    network. (Only ours: the engine is shared, other clusters on it are not ours.)
+    """
+    from edgelab.cluster.dockerapi import DockerAPI, DockerUnavailable
+
+    try:
+        api = DockerAPI.connect(timeout_s=10)
+    except DockerUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    missing = [image for image in docker_images if api.image_id(image) is None]
+    if missing:
+        api.close()
+        pytest.skip(
+            f"Docker images {', '.join(missing)} missing; build them with .ci/docker-setup.sh "
+            "or `edgelab images build`"
+        )
+    try:
+        yield api
+        left = docker_leftovers(api)
+        assert not left, f"labelled Docker resources left: {left}"
+    finally:
+        api.close()
+
+
 ThrowawayPostgres = Callable[[str], contextlib.AbstractContextManager[str]]
 
 

@@ -27,7 +27,6 @@ from edgelab.cluster.dockerapi import (
     LABEL_OWNER_START,
     LABEL_RUN,
     DockerAPI,
-    DockerUnavailable,
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
@@ -45,33 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 PROMPT = "Name three planets."
 LONG_PROMPT = "Write a long story about a dragon who learns to bake bread."
-
-
-@pytest.fixture(scope="module")
-def docker_api() -> Iterator[DockerAPI]:
-    """A live engine with both images, or a skip that says what is missing.
-
-    On teardown (after every test of this module) nothing labelled by edgelab
-    may be left: no container, no network.
-    """
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-    missing = [image for image in (ROOT_IMAGE, WORKER_IMAGE) if api.image_id(image) is None]
-    if missing:
-        api.close()
-        pytest.skip(
-            f"Docker images {', '.join(missing)} missing; build them with .ci/docker-setup.sh "
-            "or `edgelab images build`"
-        )
-    try:
-        yield api
-        containers, networks = api.labelled(LABEL_CLUSTER)
-        assert not containers, f"labelled containers left: {[c['name'] for c in containers]}"
-        assert not networks, f"labelled networks left: {[n['name'] for n in networks]}"
-    finally:
-        api.close()
 
 
 def _mine(api: DockerAPI) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

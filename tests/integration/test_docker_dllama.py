@@ -19,7 +19,7 @@ use by someone else).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,11 +27,7 @@ import pytest
 from edgelab.catalog import Catalog
 from edgelab.catalog.dllama import describe_dllama
 from edgelab.cluster.dockerapi import (
-    LABEL_CLUSTER,
-    LABEL_OWNER,
     DockerAPI,
-    DockerUnavailable,
-    owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.engines.dllama import CONTAINER_API_BINARY, CONTAINER_BINARY
@@ -50,31 +46,9 @@ IMAGES = {
 }
 
 
-def _mine(api: DockerAPI) -> list[str]:
-    """Names of labelled containers and networks this test process owns."""
-    owner = owner_labels()[LABEL_OWNER]
-    containers, networks = api.labelled(LABEL_CLUSTER)
-    return [r["name"] for r in containers + networks if r["labels"].get(LABEL_OWNER) == owner]
-
-
 @pytest.fixture
-def docker_api() -> Iterator[DockerAPI]:
-    """A live engine with the images, or a skip saying what is missing; nothing of ours left."""
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-    missing = [image for image in IMAGES.values() if api.image_id(image) is None]
-    if missing:
-        api.close()
-        pytest.skip(
-            f"Docker images {', '.join(missing)} missing; build them with .ci/docker-setup.sh"
-        )
-    try:
-        yield api
-        assert _mine(api) == []
-    finally:
-        api.close()
+def docker_images() -> tuple[str, ...]:
+    return tuple(IMAGES.values())
 
 
 @pytest.fixture

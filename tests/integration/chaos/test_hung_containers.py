@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -23,13 +23,8 @@ import pytest
 
 from edgelab.catalog import Catalog
 from edgelab.cluster.dockerapi import (
-    LABEL_CLUSTER,
-    LABEL_OWNER,
     DockerAPI,
-    DockerUnavailable,
-    owner_labels,
 )
-from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.models import Run
 from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
@@ -40,29 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 
 RecordTiming = Callable[..., None]
 STALL_S = 5.0
-
-
-@pytest.fixture
-def docker_api() -> Iterator[DockerAPI]:
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-    missing = [image for image in (ROOT_IMAGE, WORKER_IMAGE) if api.image_id(image) is None]
-    if missing:
-        api.close()
-        pytest.skip(
-            f"Docker images {', '.join(missing)} missing; build them with .ci/docker-setup.sh"
-        )
-    try:
-        yield api
-        owner = owner_labels()[LABEL_OWNER]
-        containers, networks = api.labelled(LABEL_CLUSTER)
-        left = [c["name"] for c in containers if c["labels"].get(LABEL_OWNER) == owner]
-        left += [n["name"] for n in networks if n["labels"].get(LABEL_OWNER) == owner]
-        assert not left, f"labelled Docker resources left: {left}"
-    finally:
-        api.close()
 
 
 def _freeze(how: str, container: str) -> None:
