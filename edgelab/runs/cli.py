@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgelab.cli import load_settings
+from edgelab.runs import DEFAULT_PROMPT
 from edgelab.settings import Settings
 from edgelab.store.status import RunStatus
 from edgelab.topology.spec import TopologyError
@@ -28,7 +29,12 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
 
 
 @click.command("run")
-@click.option("--prompt", required=True, help="The prompt to send.")
+@click.option(
+    "--prompt",
+    default=DEFAULT_PROMPT,
+    show_default=True,
+    help="The prompt to send.",
+)
 @click.option("--model", default="smollm2-135m", show_default=True, help="Catalog model name.")
 # Numbers are taken as text and parsed by the run fields' own rules (ASCII digits,
 # bounds), so the CLI refuses exactly what the API and the forms refuse.

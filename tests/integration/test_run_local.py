@@ -18,6 +18,7 @@ from edgelab.catalog import Catalog, ModelInfo
 from edgelab.cluster.local import LocalCluster
 from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.db import session_scope
+from edgelab.runs import DEFAULT_PROMPT
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import cluster_for, config_of, create_run, execute_run, failure_text
 from edgelab.runs.views import run_detail
@@ -200,6 +201,26 @@ def test_cli_run_json_and_restart_survival(settings: Settings, tmp_path: Path) -
             )
             == 2
         )
+
+
+@pytest.mark.usefixtures("smollm2")
+def test_cli_run_without_a_prompt_sends_the_default_one(settings: Settings) -> None:
+    """The issue's acceptance commands give no ``--prompt``: the documented default is sent."""
+    env = dict(os.environ)
+    env.update(
+        {"EDGELAB_DATA_DIR": str(settings.data_dir), "EDGELAB_MODELS_DIR": str(settings.models_dir)}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgelab", "run", "--nodes", "1", "--max-tokens", "4", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["status"] == "succeeded"
+    assert data["config"]["prompt"] == DEFAULT_PROMPT
 
 
 def test_bad_input_is_refused_before_anything_starts(settings: Settings) -> None:
