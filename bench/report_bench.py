@@ -225,18 +225,33 @@ def main() -> None:
         cli: dict[str, list[float]] = {k: [] for k in sources}
         imports: dict[str, list[float]] = {k: [] for k in sources}
         out = f"{tmp}/r.html"
+        for label, source_env in sources.items():
+            # From the temp dir: `python -m`/`-c` put the working directory first on
+            # sys.path, which from the repo root would shadow PYTHONPATH's checkout.
+            where = subprocess.run(
+                [sys.executable, "-c", "import edgelab; print(edgelab.__file__)"],
+                env=source_env,
+                cwd=tmp,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            print(f"{label}: imports {where}", file=sys.stderr)
         for _ in range(args.cli_rounds):
             for label, source_env in sources.items():
                 t0 = time.perf_counter()
                 subprocess.run(
                     [sys.executable, "-m", "edgelab", "report", str(sweep_id), "-o", out],
                     env=source_env,
+                    cwd=tmp,
                     check=True,
                     capture_output=True,
                 )
                 cli[label].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-c", JUST_IMPORTS], env=source_env, check=True)
+                subprocess.run(
+                    [sys.executable, "-c", JUST_IMPORTS], env=source_env, cwd=tmp, check=True
+                )
                 imports[label].append(time.perf_counter() - t0)
 
     export_median = statistics.median(times["export json"])
