@@ -27,7 +27,11 @@ TTFT with 95 % CI, CV, the contended/oversubscribed flags; per pair the verdict,
 Welch p-value, Hedges' g and the bootstrap CI of the difference.
 
     .venv/bin/python bench/significance_bench.py [--runs 5] [--max-tokens 32]
-        [--delay 5ms] [--seed 1] [--models-dir DIR]
+        [--delay 5ms] [--seed 1] [--repeats 1] [--models-dir DIR]
+
+``--repeats K`` runs the whole experiment K times (fresh sweeps, order seeds seed ..
+seed+K-1, a cluster start each) and counts how often each pair came out
+significant: "usually no significant difference" as a number.
 
 3 nodes x 1 thread on a 2-core host is oversubscribed (flagged): the nodes take
 turns on the cores, which adds noise but is the same for every batch.
@@ -50,7 +54,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from edgelab.analysis import CompareAnalysis, Group, compare_runs  # noqa: E402
+from edgelab.analysis import CompareAnalysis, Group, compare_groups, compare_runs  # noqa: E402
 from edgelab.catalog import Catalog  # noqa: E402
 from edgelab.embedded import EmbeddedRedis  # noqa: E402
 from edgelab.models import Run  # noqa: E402
@@ -144,12 +148,102 @@ def report(result: CompareAnalysis, names: dict[tuple[str | None, int | None], s
             )
 
 
+def one_round(
+    settings: Settings, catalog: Catalog, r: redis.Redis, args: argparse.Namespace, seed: int
+) -> dict[str, str]:
+    """Two sweeps, executed in one blocked order on one warm cluster, then compared;
+    returns the TPOT verdict per pair ("delay" and "batches")."""
+    base: dict[str, Any] = {
+        "model": MODEL,
+        "nodes": 3,
+        "threads": 1,
+        "max_tokens": args.max_tokens,
+        "prompts": [PROMPT],
+        "repetitions": args.runs,
+    }
+    sweep_a = create_sweep(
+        settings,
+        catalog,
+        {**base, "name": "significance A", "latency": ["0ms", args.delay], "warmup": 1},
+    )
+    sweep_b = create_sweep(settings, catalog, {**base, "name": "significance B", "latency": "0ms"})
+    runs_a, runs_b = sweep_runs(settings, sweep_a), sweep_runs(settings, sweep_b)
+    warmups = [rid for rid, _label, warm in runs_a if warm]
+    batches = {
+        "A 0ms": [rid for rid, label, warm in runs_a if label == "0ms" and not warm],
+        f"A {args.delay}": [rid for rid, label, warm in runs_a if label != "0ms" and not warm],
+        "B 0ms": [rid for rid, _label, warm in runs_b if not warm],
+    }
+    order, labels = blocked_order(batches, seed)
+    labels.update({rid: "warm-up" for rid in warmups})
+    order = warmups + order
+    print(
+        f"\n3 nodes x 1 thread, {MODEL}, {args.max_tokens} tokens, {args.runs} runs per "
+        f"batch; sweeps A #{sweep_a} (0ms, {args.delay}) and B #{sweep_b} (0ms); one warm "
+        f"cluster, run_group path; order seed {seed}; load {loadavg()}"
+    )
+    print("order: " + ", ".join(labels[rid] for rid in order))
+    t0 = time.monotonic()
+    result = run_group(settings, r, order, sweep_id=sweep_a, catalog=catalog)
+    wall = time.monotonic() - t0
+    with session_scope(settings.database_url) as s:
+        done = {
+            rid: (status, tpot, contended)
+            for rid, status, tpot, contended in s.execute(
+                select(Run.id, Run.status, Run.tpot_ms, Run.contended).where(Run.id.in_(order))
+            )
+        }
+    print(
+        f"{sum(1 for v in done.values() if v[0] == 'succeeded')}/{len(order)} succeeded in "
+        f"{wall:.0f} s, model loads {result.model_loads}; load after {loadavg()}"
+    )
+    print(
+        "TPOT ms in execution order: "
+        + ", ".join(
+            f"{labels[rid]} {fmt(done[rid][1])}{'*' if done[rid][2] else ''}" for rid in order
+        )
+        + "  (* contended)"
+    )
+    for rid in order:
+        if done[rid][0] != "succeeded":
+            print(f"  run {rid} ({labels[rid]}): {done[rid][0]}")
+    compared = [rid for ids in batches.values() for rid in ids]
+    with session_scope(settings.database_url) as s:
+        analysis = compare_runs(s, compared)
+    names: dict[tuple[str | None, int | None], str] = {
+        ("0ms", sweep_a): "A 0ms (batch 1)",
+        (args.delay, sweep_a): f"A {args.delay}",
+        ("0ms", sweep_b): "B 0ms (batch 2)",
+    }
+    report(analysis, names)
+    by_batch = {(g.key.latency, g.batch): g for g in analysis.groups}
+    verdicts: dict[str, str] = {}
+    for pair, (a, b) in {
+        "delay": (("0ms", sweep_a), (args.delay, sweep_a)),
+        "batches": (("0ms", sweep_a), ("0ms", sweep_b)),
+    }.items():
+        if a in by_batch and b in by_batch:
+            verdicts[pair] = compare_groups(by_batch[a], by_batch[b]).verdict
+    return verdicts
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions per batch")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--delay", default="5ms", help="one-way delay of the second config")
     parser.add_argument("--seed", type=int, default=1, help="seeds the run order")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="the whole experiment this many times (order seeds seed, seed+1, ...): how "
+        "often each verdict comes out",
+    )
     parser.add_argument("--models-dir", type=Path, default=default_models_dir())
     args = parser.parse_args()
 
@@ -165,79 +259,23 @@ def main() -> int:
         shared = Catalog(path=shared_dir / "catalog.json", models_dir=shared_dir)
         catalog = Catalog(settings)  # a catalog of its own: the shared file, registered
         catalog.register(shared.fetch(MODEL))
-        base: dict[str, Any] = {
-            "model": MODEL,
-            "nodes": 3,
-            "threads": 1,
-            "max_tokens": args.max_tokens,
-            "prompts": [PROMPT],
-            "repetitions": args.runs,
-        }
-        sweep_a = create_sweep(
-            settings,
-            catalog,
-            {**base, "name": "significance A", "latency": ["0ms", args.delay], "warmup": 1},
-        )
-        sweep_b = create_sweep(
-            settings, catalog, {**base, "name": "significance B", "latency": "0ms"}
-        )
-        runs_a, runs_b = sweep_runs(settings, sweep_a), sweep_runs(settings, sweep_b)
-        warmups = [rid for rid, _label, warm in runs_a if warm]
-        batches = {
-            "A 0ms": [rid for rid, label, warm in runs_a if label == "0ms" and not warm],
-            f"A {args.delay}": [rid for rid, label, warm in runs_a if label != "0ms" and not warm],
-            "B 0ms": [rid for rid, _label, warm in runs_b if not warm],
-        }
-        order, labels = blocked_order(batches, args.seed)
-        labels.update({rid: "warm-up" for rid in warmups})
-        order = warmups + order
-        print(
-            f"3 nodes x 1 thread, {MODEL}, {args.max_tokens} tokens, {args.runs} runs per "
-            f"batch; sweeps A #{sweep_a} (0ms, {args.delay}) and B #{sweep_b} (0ms); one warm "
-            f"cluster, run_group path; order seed {args.seed}; load "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-        )
-        print("order: " + ", ".join(labels[rid] for rid in order))
         r = redis.Redis.from_url(embedded.url)
-        t0 = time.monotonic()
-        result = run_group(settings, r, order, sweep_id=sweep_a, catalog=catalog)
-        wall = time.monotonic() - t0
-        with session_scope(settings.database_url) as s:
-            done = {
-                rid: (status, tpot, contended)
-                for rid, status, tpot, contended in s.execute(
-                    select(Run.id, Run.status, Run.tpot_ms, Run.contended).where(Run.id.in_(order))
-                )
-            }
-        print(
-            f"{sum(1 for v in done.values() if v[0] == 'succeeded')}/{len(order)} succeeded in "
-            f"{wall:.0f} s, model loads {result.model_loads}; load after "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-        )
-        print(
-            "TPOT ms in execution order: "
-            + ", ".join(
-                f"{labels[rid]} {fmt(done[rid][1])}{'*' if done[rid][2] else ''}" for rid in order
-            )
-            + "  (* contended)"
-        )
-        for rid in order:
-            if done[rid][0] != "succeeded":
-                print(f"  run {rid} ({labels[rid]}): {done[rid][0]}")
-        compared = [rid for ids in batches.values() for rid in ids]
-        with session_scope(settings.database_url) as s:
-            analysis = compare_runs(s, compared)
-        names = {
-            ("0ms", sweep_a): "A 0ms (batch 1)",
-            (args.delay, sweep_a): f"A {args.delay}",
-            ("0ms", sweep_b): "B 0ms (batch 2)",
-        }
-        report(analysis, names)
+        rounds = [one_round(settings, catalog, r, args, args.seed + i) for i in range(args.repeats)]
         print(
             f"\nacceptance: A {args.delay} vs A 0ms should be significant (slower); "
             "B 0ms vs A 0ms (two batches of one configuration) usually no significant "
-            "difference. p-values are uncorrected for the three pairs."
+            "difference (alpha 0.05: about 1 round in 20 says 'significant' by chance). "
+            "p-values are uncorrected for the three pairs."
         )
+        for pair, title in (
+            ("delay", f"A {args.delay} vs A 0ms"),
+            ("batches", "B 0ms vs A 0ms (two batches)"),
+        ):
+            found = [v[pair] for v in rounds if pair in v]
+            significant = sum(1 for v in found if v in ("faster", "slower"))
+            print(
+                f"{title}: significant in {significant}/{len(found)} round(s) ({', '.join(found)})"
+            )
         return 0
     finally:
         embedded.stop()
