@@ -52,13 +52,12 @@ from typing import Any
 from edgelab.engines.base import EngineError
 from edgelab.engines.dllama.binary import binary_version, resolve_api_binary
 from edgelab.engines.dllama.child import spawn_on_pty, stop_child
-from edgelab.engines.dllama.files import DllamaModelFiles, worker_flags
+from edgelab.engines.dllama.files import DEFAULT_CTX, DllamaRoot, worker_flags
 from edgelab.engines.dllama.prompt import EncodeError
-from edgelab.engines.rootapi import GenerateRequest, Generation, Generator, RequestError
+from edgelab.engines.rootapi import GenerateRequest, Generation, RequestError
 
 ENGINE_NAME = "dllama"
 MODE = "api"
-DEFAULT_CTX = 2048
 #: The template passed with --chat-template when the tokenizer carries none
 #: (dllama-api refuses to start without one). Any of llama2|llama3|deepSeek3 works
 #: for the text; llama3 is what most converted models use.
@@ -245,7 +244,7 @@ def exit_on_lost(reason: str) -> None:
     os._exit(1)
 
 
-class ApiGenerator(Generator):
+class ApiGenerator(DllamaRoot):
     """Serve generations through one long-lived ``dllama-api`` child."""
 
     def __init__(
@@ -261,39 +260,23 @@ class ApiGenerator(Generator):
         dllama_binary: Path | None = None,
         on_lost: Callable[[str], None] = exit_on_lost,
     ) -> None:
+        """``api_binary`` (else found from ``dllama_binary``); the rest as :class:`DllamaRoot`.
+
+        ``on_lost`` is called when dllama-api dies or loses its workers after serving.
+        """
+        super().__init__(model_path, workers, threads, tokenizer_path, net_turbo, ctx, warmup)
         self.api_binary = api_binary
         self.dllama_binary = dllama_binary
-        self.model_path = model_path
-        self.tokenizer_path = tokenizer_path
-        self.workers = workers
-        self.threads = threads
-        self.net_turbo = net_turbo
-        self.ctx = ctx
-        self.warmup = warmup
         self.on_lost = on_lost
-        self.files: DllamaModelFiles | None = None
-        self.chat_kind: str | None = None
         self.chat_template_flag: str | None = None
         self.port: int | None = None
         self.host_flag = True
         self.process: ApiProcess | None = None
         self.weights_ms: float | None = None
-        self.warmup_detail: dict[str, Any] | None = None
-
-    @property
-    def nodes(self) -> int:
-        return 1 + len(self.workers)
-
-    @property
-    def seq_len(self) -> int:
-        assert self.files is not None
-        return self.files.seq_len(self.ctx)
 
     def load(self) -> None:
         self.api_binary = resolve_api_binary(self.api_binary, self.dllama_binary)
-        self.files = DllamaModelFiles.load(self.model_path, self.tokenizer_path, self.nodes)
-        self.tokenizer_path = self.files.tokenizer_path
-        template = self.files.tokenizer.chat_template
+        template = self.load_files().tokenizer.chat_template
         self.chat_kind = dllama_chat_kind(template)
         if self.chat_kind is None:
             if template:
@@ -331,11 +314,10 @@ class ApiGenerator(Generator):
             self.warmup_detail = {"tokens": 1}
 
     def argv(self) -> list[str]:
-        assert self.files is not None
         assert self.port is not None
         return [
             str(self.api_binary),
-            *self.files.flags(self.threads, self.ctx, self.net_turbo),
+            *self.model_flags(),
             *(["--host", "127.0.0.1"] if self.host_flag else []),
             "--port",
             str(self.port),
@@ -379,12 +361,11 @@ class ApiGenerator(Generator):
         return count
 
     def info(self) -> dict[str, Any]:
-        assert self.files is not None
         return {
             "engine": ENGINE_NAME,
             "engine_version": binary_version(Path(str(self.api_binary)), "dllama-api"),
             "mode": MODE,
-            **self.files.info(self.workers, self.threads, self.ctx, self.net_turbo),
+            **self.model_info(),
             "chat_template": self.chat_kind,
             "chat_template_flag": self.chat_template_flag,
             "bound_to": "127.0.0.1" if self.host_flag else "all interfaces (no --host)",

@@ -25,6 +25,10 @@ from edgelab.catalog.dllama import (
 from edgelab.engines.base import EngineError
 from edgelab.engines.dllama.prompt import PromptEncoder
 from edgelab.engines.dllama.topology import validate_topology
+from edgelab.engines.rootapi import Generator
+
+#: The context a root runs with unless told otherwise (at most the model's own).
+DEFAULT_CTX = 2048
 
 
 def tensor_split(nodes: int, workers: list[str], n_layers: int) -> list[dict[str, Any]]:
@@ -123,4 +127,58 @@ class DllamaModelFiles:
         }
 
 
-__all__ = ["DllamaModelFiles", "tensor_split", "worker_flags"]
+class DllamaRoot(Generator):
+    """What both roots are: a model on a cluster of ``1 + len(workers)`` nodes.
+
+    ``workers`` are the cluster's proxy addresses. The subclass's ``load`` calls
+    :meth:`load_files` and then starts its own dllama child.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        workers: list[str],
+        threads: int,
+        tokenizer_path: Path | None = None,
+        net_turbo: bool = False,
+        ctx: int = DEFAULT_CTX,
+        warmup: bool = True,
+    ) -> None:
+        self.model_path = model_path
+        self.tokenizer_path = tokenizer_path
+        self.workers = workers
+        self.threads = threads
+        self.net_turbo = net_turbo
+        self.ctx = ctx
+        self.warmup = warmup
+        self.files: DllamaModelFiles | None = None
+        self.chat_kind: str | None = None
+        self.warmup_detail: dict[str, Any] | None = None
+
+    @property
+    def nodes(self) -> int:
+        return 1 + len(self.workers)
+
+    @property
+    def seq_len(self) -> int:
+        assert self.files is not None
+        return self.files.seq_len(self.ctx)
+
+    def load_files(self) -> DllamaModelFiles:
+        """Read and check the model files (``EngineError`` names a problem)."""
+        self.files = DllamaModelFiles.load(self.model_path, self.tokenizer_path, self.nodes)
+        self.tokenizer_path = self.files.tokenizer_path
+        return self.files
+
+    def model_flags(self) -> list[str]:
+        """The model, thread, context and net-turbo flags of the dllama command line."""
+        assert self.files is not None
+        return self.files.flags(self.threads, self.ctx, self.net_turbo)
+
+    def model_info(self) -> dict[str, Any]:
+        """The model and cluster part of ``/info``."""
+        assert self.files is not None
+        return self.files.info(self.workers, self.threads, self.ctx, self.net_turbo)
+
+
+__all__ = ["DEFAULT_CTX", "DllamaModelFiles", "DllamaRoot", "tensor_split", "worker_flags"]

@@ -42,7 +42,7 @@ from edgelab.engines.base import EngineError
 from edgelab.engines.dllama.api import ApiGenerator
 from edgelab.engines.dllama.binary import binary_version, resolve_binary
 from edgelab.engines.dllama.child import spawn_on_pty, stop_child
-from edgelab.engines.dllama.files import DllamaModelFiles, worker_flags
+from edgelab.engines.dllama.files import DEFAULT_CTX, DllamaRoot, worker_flags
 from edgelab.engines.dllama.output import (
     ErrorLine,
     Event,
@@ -54,10 +54,9 @@ from edgelab.engines.dllama.output import (
     WeightsLoaded,
 )
 from edgelab.engines.dllama.prompt import EncodeError, apply_chat, chat_template_kind
-from edgelab.engines.rootapi import GenerateRequest, Generation, Generator, RequestError, run_root
+from edgelab.engines.rootapi import GenerateRequest, Generation, RequestError, run_root
 
 ENGINE_NAME = "dllama"
-DEFAULT_CTX = 2048
 # Extra positions beyond the counted prompt + max_tokens, so a prompt count that
 # is off by one or two never yields fewer tokens than asked; the surplus tokens
 # are discarded and dllama still ends cleanly (workers get its stop packet).
@@ -184,7 +183,7 @@ class Inference:
         self._reader.join(timeout=5.0)
 
 
-class DllamaGenerator(Generator):
+class DllamaGenerator(DllamaRoot):
     """Serve generations by running ``dllama inference`` once per request."""
 
     def __init__(
@@ -198,34 +197,16 @@ class DllamaGenerator(Generator):
         ctx: int = DEFAULT_CTX,
         warmup: bool = True,
     ) -> None:
+        """``binary`` is dllama; the rest as :class:`DllamaRoot` takes them."""
+        super().__init__(model_path, workers, threads, tokenizer_path, net_turbo, ctx, warmup)
         self.binary = binary
-        self.model_path = model_path
-        self.tokenizer_path = tokenizer_path
-        self.workers = workers
-        self.threads = threads
-        self.net_turbo = net_turbo
-        self.ctx = ctx
-        self.warmup = warmup
-        self.files: DllamaModelFiles | None = None
-        self.chat_kind: str | None = None
-        self.warmup_detail: dict[str, Any] | None = None
         self.last_run: dict[str, Any] | None = None
         self._previous: Inference | None = None
 
-    @property
-    def nodes(self) -> int:
-        return 1 + len(self.workers)
-
-    @property
-    def seq_len(self) -> int:
-        assert self.files is not None
-        return self.files.seq_len(self.ctx)
-
     def load(self) -> None:
         self.binary = resolve_binary(self.binary)
-        self.files = DllamaModelFiles.load(self.model_path, self.tokenizer_path, self.nodes)
-        self.tokenizer_path = self.files.tokenizer_path
-        self.chat_kind = chat_template_kind(self.files.tokenizer.chat_template)
+        files = self.load_files()
+        self.chat_kind = chat_template_kind(files.tokenizer.chat_template)
         if self.warmup:
             # One tiny inference proves the binary, the workers and every proxy
             # path work before the cluster reports healthy, and measures the
@@ -236,11 +217,10 @@ class DllamaGenerator(Generator):
             self.warmup_detail = dict(self.last_run or {})
 
     def argv(self, prompt: str, steps: int, request: GenerateRequest) -> list[str]:
-        assert self.files is not None
         return [
             str(self.binary),
             "inference",
-            *self.files.flags(self.threads, self.ctx, self.net_turbo),
+            *self.model_flags(),
             "--prompt",
             prompt,
             "--steps",
@@ -253,12 +233,11 @@ class DllamaGenerator(Generator):
         ]
 
     def info(self) -> dict[str, Any]:
-        assert self.files is not None
         return {
             "engine": ENGINE_NAME,
             "engine_version": binary_version(Path(self.binary)),
             "mode": "inference",
-            **self.files.info(self.workers, self.threads, self.ctx, self.net_turbo),
+            **self.model_info(),
             "chat_template": self.chat_kind,
             "stops_at_eos": False,
             "weights_streamed_per_inference": True,
@@ -419,30 +398,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"root: {exc}", file=sys.stderr, flush=True)
         return 2
     workers = [w.strip() for w in args.workers.split(",") if w.strip()]
-    generator: Generator
+    common: dict[str, Any] = {
+        "tokenizer_path": args.tokenizer,
+        "net_turbo": bool(args.net_turbo),
+        "ctx": args.ctx,
+        "warmup": not args.no_warmup,
+    }
+    generator: DllamaRoot
     if args.mode == "api":
+        api_binary = Path(args.dllama_api_bin) if args.dllama_api_bin else None
         generator = ApiGenerator(
-            Path(args.dllama_api_bin) if args.dllama_api_bin else None,
-            args.model,
-            workers,
-            args.threads,
-            tokenizer_path=args.tokenizer,
-            net_turbo=bool(args.net_turbo),
-            ctx=args.ctx,
-            warmup=not args.no_warmup,
-            dllama_binary=binary,
+            api_binary, args.model, workers, args.threads, dllama_binary=binary, **common
         )
-        return run_root(generator, args.host, args.port)
-    generator = DllamaGenerator(
-        binary,
-        args.model,
-        workers,
-        args.threads,
-        tokenizer_path=args.tokenizer,
-        net_turbo=bool(args.net_turbo),
-        ctx=args.ctx,
-        warmup=not args.no_warmup,
-    )
+    else:
+        generator = DllamaGenerator(binary, args.model, workers, args.threads, **common)
     return run_root(generator, args.host, args.port)
 
 
