@@ -155,7 +155,8 @@ class Cluster(ABC):
         """Change the profile of every link without dropping connections.
 
         ``profile`` is the cluster-wide latency; ``topology`` (same devices and link
-        features, see ``ClusterSpec.topology_key``) gives links their own profiles.
+        features, see ``ClusterSpec.topology_key``) gives links their own profiles, and
+        their packet loss where the backend can change it on a warm cluster.
         """
 
     @abstractmethod

@@ -433,18 +433,23 @@ class DockerCluster(Cluster):
             pid = state.pid if state is not None else 0
         node.pid = pid
         loss = self.spec.link(index).loss_pct
-        if not loss:
-            return
+        if loss:
+            self._set_loss(node, loss)
+            say(f"{node.name}: {loss:g} % packet loss each way on its link (nftables)")
+
+    def _set_loss(self, node: _Container, loss: float) -> None:
+        """Replace the loss rules in ``node``'s namespace (0: remove them)."""
         problem = loss_problem() or (
-            None if pid else "edgelab runs in a container and cannot enter the worker's namespace"
+            None
+            if node.pid
+            else "edgelab runs in a container and cannot enter the worker's namespace"
         )
         if problem is not None:
             raise ClusterError(f"{node.name}: {problem}")
         try:
-            apply_loss(pid, loss, PROXY_PORT)
+            apply_loss(node.pid, loss, PROXY_PORT)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             raise ClusterError(f"{node.name}: cannot apply packet loss: {exc}") from exc
-        say(f"{node.name}: {loss:g} % packet loss each way on its link (nftables)")
 
     def _describe(self, node: str) -> str:
         cpus, mem = self.limits[node]
@@ -528,6 +533,11 @@ class DockerCluster(Cluster):
         return infos
 
     def set_latency(self, profile: LatencyProfile, topology: Topology | None = None) -> None:
+        """New link profiles through each worker's control, and a link whose packet loss
+        changed gets its nftables rules replaced in the worker's namespace: every Docker
+        worker has its own from the start, so loss never needs a cluster of its own
+        (``WARM_LOSS_BACKENDS``) and a sweep over loss loads its model once."""
+        before = [self.spec.link(i).loss_pct for i in range(1, self.spec.nodes)]
         self.spec = replace(
             self.spec,
             latency=profile,
@@ -539,6 +549,10 @@ class DockerCluster(Cluster):
             except ControlError as exc:
                 self.check_alive()
                 raise ClusterError(str(exc)) from exc
+        for i, (node, old) in enumerate(zip(self._workers, before, strict=True), start=1):
+            loss = self.spec.link(i).loss_pct
+            if loss != old:
+                self._set_loss(node, loss)
 
     def link_stats(self) -> dict[str, LinkStats]:
         if self.broken is not None:

@@ -438,6 +438,11 @@ class LocalCluster(Cluster):
         return {n.name: n.proc.pid for n in self._all_nodes() if n.proc is not None}
 
     def set_latency(self, profile: LatencyProfile, topology: Topology | None = None) -> None:
+        """New profiles for the proxies; a worker in a namespace of its own whose link's
+        loss changed gets its nftables rules replaced there (0 %: removed). A cluster
+        started without loss has no namespaces, which is why whether it drops packets at
+        all is part of a local cluster's key (``ClusterSpec.topology_key``)."""
+        before = [self.spec.link(i).loss_pct for i in range(1, self.spec.nodes)]
         self.spec = replace(
             self.spec,
             latency=profile,
@@ -445,6 +450,20 @@ class LocalCluster(Cluster):
         )
         for i, proxy in enumerate(self._proxies.values(), start=1):
             proxy.set_profile(self.spec.link_profile(i))
+        for i, (node, old) in enumerate(zip(self._workers, before, strict=True), start=1):
+            loss = self.spec.link(i).loss_pct
+            netns = self._netns.get(node.name)
+            if loss == old:
+                continue
+            if netns is None:
+                raise ClusterError(
+                    f"{node.name}: cannot change its loss to {loss:g} %: the cluster started "
+                    "without a network namespace per worker"
+                )
+            try:
+                netns.apply_loss(loss, int(node.address.rsplit(":", 1)[1]))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                raise ClusterError(f"{node.name}: cannot apply packet loss: {exc}") from exc
 
     def link_stats(self) -> dict[str, LinkStats]:
         stats = {name: proxy.stats() for name, proxy in self._proxies.items()}

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgelab.netem.profile import LatencyProfile
 from edgelab.topology.spec import LinkSpec, NodeDevice, Topology
+from edgelab.topology.support import WARM_LOSS_BACKENDS
 
 
 def link_profile(profile: LatencyProfile, index: int) -> LatencyProfile:
@@ -46,7 +47,10 @@ class ClusterSpec:
         return self.nodes - 1
 
     def topology_key(self) -> str:
-        """Equal for specs that can share one loaded cluster (link delays may differ)."""
+        """Equal for specs that can share one loaded cluster: link delays may differ, and
+        so may packet loss (a worker's nftables rules are replaced between runs, see
+        ``set_latency`` of each backend), except between lossless and lossy clusters on
+        a backend outside ``WARM_LOSS_BACKENDS``."""
         key: dict[str, Any] = {
             "engine": self.engine,
             "backend": self.backend,
@@ -58,8 +62,14 @@ class ClusterSpec:
         shape = self.topology.cluster_key()
         if shape["devices"] or shape["links"]:
             # Only then: a uniform cluster keeps its key, and clusters that differ only in
-            # link delays share one started cluster.
+            # link delays or loss share one started cluster.
             key["topology"] = shape
+        if self.backend not in WARM_LOSS_BACKENDS and any(
+            self.link(i).loss_pct for i in range(1, self.nodes)
+        ):
+            # This backend makes what loss needs when a cluster starts (a local node's
+            # namespace): a lossy cluster changes its loss, a lossless one cannot gain one.
+            key["lossy"] = True
         return json.dumps(key, sort_keys=True)
 
     def device(self, node: str) -> NodeDevice:

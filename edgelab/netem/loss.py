@@ -37,9 +37,18 @@ def loss_problem() -> str | None:
 
 
 def ruleset(loss_pct: float, port: int) -> str:
-    """The nftables table dropping ``loss_pct`` % of the link's packets each way."""
+    """The nftables table dropping ``loss_pct`` % of the link's packets each way.
+
+    It replaces whatever loss rules the namespace had, in one transaction (declaring
+    the table first makes deleting it valid when it does not exist yet), so a warm
+    cluster changes a link's loss between runs atomically; at 0 % only the removal
+    is left.
+    """
     n = round(loss_pct / 100 * SCALE)
-    return (
+    replace = f"table inet {TABLE}\ndelete table inet {TABLE}\n"
+    if n == 0:
+        return replace
+    return replace + (
         f"table inet {TABLE} {{\n"
         f"  chain out {{ type filter hook output priority 0; policy accept;\n"
         f"    tcp sport {port} numgen random mod {SCALE} < {n} drop\n  }}\n"
@@ -58,7 +67,8 @@ def _enter(namespace: int | str) -> list[str]:
 
 
 def apply_loss(namespace: int | str, loss_pct: float, port: int) -> None:
-    """Install the loss rules in ``namespace`` (a host pid or a namespace path).
+    """Install (or replace; at 0 % remove) the loss rules in ``namespace`` (a host pid
+    or a namespace path).
 
     ``RuntimeError`` with nft's own message when it refuses.
     """

@@ -47,6 +47,13 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     help="Per-link one-way delay: 20ms, 10ms..50ms (uniform), 20ms~5ms (normal).",
 )
 @click.option("--bandwidth", default=None, help="Per-link cap, e.g. 100mbit.")
+@click.option(
+    "--loss",
+    default="0%",
+    show_default=True,
+    help="Packet loss on every link, each way, 0-50 % (e.g. 1% or 0.5); a --link's own "
+    "loss:P% wins. Docker, or local nodes as root.",
+)
 @click.option("--max-tokens", default="64", show_default=True, help="1-1024.")
 @click.option("--seed", default="0", show_default=True, help="Seed for sampling and delays.")
 @click.option("--temperature", default="0", show_default=True, help="0 = greedy, at most 2.")
@@ -100,6 +107,7 @@ def run_command(
     threads: str,
     latency: str,
     bandwidth: str | None,
+    loss: str,
     max_tokens: str,
     seed: str,
     temperature: str,
@@ -158,6 +166,7 @@ def run_command(
         "threads": threads,
         "latency": latency,
         "bandwidth": bandwidth,
+        "loss": loss,
         "max_tokens": max_tokens,
         "seed": seed,
         "temperature": temperature,

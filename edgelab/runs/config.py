@@ -22,6 +22,7 @@ from edgelab.validation.fields import (
     MAX_TOKENS_LIMIT,
     RUN_RULES,
     check_profile,
+    loss_percent,
     unknown_fields,
 )
 from edgelab.validation.values import FieldError, InvalidInput, quote
@@ -57,7 +58,8 @@ class RunConfig:
     backend: str = "local"
     repetition: int = 0
     options: dict[str, Any] = field(default_factory=dict)
-    #: Devices and links that differ from the cluster-wide values (empty: uniform).
+    #: Devices and links that differ from the cluster-wide values, and the cluster-wide
+    #: packet loss (``topology.loss_pct``, the run's ``loss``); empty: uniform.
     topology: Topology = field(default_factory=Topology)
 
     @property
@@ -164,10 +166,13 @@ def parse_config(
 
     topology = Topology()
     devices_raw, links_raw = values.get("devices"), values.get("links")
+    # The cluster-wide loss is the loss of every link that does not set its own: the
+    # topology resolves it like the cluster-wide latency (already checked text: "1%").
+    loss = loss_percent(values["loss"]) if "loss" in values else 0.0
     if (
-        (devices_raw or links_raw)
+        (devices_raw or links_raw or loss)
         and latency is not None
-        and not {"nodes", "threads", "latency", "devices", "links"} & set(errors)
+        and not {"nodes", "threads", "latency", "devices", "links", "loss"} & set(errors)
     ):
         # Devices and links are checked by the topology module (presets, per-node keys).
         try:
@@ -184,6 +189,7 @@ def parse_config(
                 latency=latency,
                 presets=book.presets,
                 topologies=book.topologies,
+                loss=loss,
             )
         except TopologyError as exc:
             errors.update({k: str(v)[:300] for k, v in exc.errors.items()})
@@ -200,6 +206,7 @@ def parse_config(
                         latency=latency,
                         presets=book.presets,
                         topologies=book.topologies,
+                        loss=loss,
                     )
                 except TopologyError:
                     continue

@@ -29,7 +29,7 @@ from edgelab.runs.views import (
 
 TOP_FIELDS = ("id", "sweep_id", "status", "error", "fingerprint")
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
-CONFIG_COLUMNS = (*SUMMARY_CONFIG_FIELDS, "latency_profile", "options", "topology")
+CONFIG_COLUMNS = (*SUMMARY_CONFIG_FIELDS, "latency_profile", "loss", "options", "topology")
 CSV_COLUMNS = (
     *TOP_FIELDS,
     *TIME_FIELDS,

@@ -14,6 +14,7 @@ from edgelab.models import LinkStat, NodeSample, Run, TokenEvent
 from edgelab.models.db import session_scope
 from edgelab.netem.profile import LatencyProfile
 from edgelab.topology.spec import Topology, cluster_view
+from edgelab.validation.fields import format_loss
 
 CONFIG_FIELDS = (
     "engine",
@@ -118,6 +119,8 @@ def run_summary(run: Run) -> dict[str, Any]:
     config["latency_profile"] = run.latency
     config["options"] = run.options
     config["topology"] = run_topology(run)
+    # The cluster-wide loss as the run's input field has it (its links: config.topology).
+    config["loss"] = format_loss(config["topology"]["loss_pct"])
     return {
         "id": run.id,
         "sweep_id": run.sweep_id,

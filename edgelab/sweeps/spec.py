@@ -23,13 +23,18 @@ profiles, prompts, ...) applies to all engines alike::
     engine: [llamacpp, dllama]
     model: {llamacpp: smollm2-135m, dllama: tiny}
 
-``backend``, ``devices`` and ``links`` are axes as well (see ``edgelab.topology``):
-``devices`` takes named topologies or per-node maps, ``links`` per-worker maps::
+``backend``, ``devices``, ``links`` and ``loss`` are axes as well (see
+``edgelab.topology``): ``devices`` takes named topologies or per-node maps, ``links``
+per-worker maps, ``loss`` the packet loss of every link that does not set its own::
 
     devices: [uniform, one-slow-worker]
     links: [null, {worker2: 30ms}]
+    loss: [0%, 1%, 2%]
 
-Cells that differ only in link delays share a warm cluster; devices do not.
+Cells that differ only in link delays share a warm cluster; devices do not. Cells that
+differ only in loss share one too (a worker's nftables rules are replaced between runs,
+as link delays are), on Docker always; local nodes get their namespaces only when
+their cluster starts lossy, so there the 0 % cells start a cluster of their own.
 
 Cells of different engines never share a cluster (the engine is part of the
 topology key), so each engine's cells form their own topology groups.
@@ -430,12 +435,12 @@ def _expand_grid(spec: SweepSpec, catalog: Catalog, *, default_backend: str) -> 
 def notes(spec: SweepSpec) -> list[str]:
     """What the sweep does differently from the literal grid, for its detail page."""
     found: list[str] = []
-    profiles = len(spec.axes.get("latency", [])) * len(spec.axes.get("bandwidth", []))
+    profiles = math.prod(len(spec.axes.get(a, [None])) for a in ("latency", "bandwidth", "loss"))
     if spec.search is None and 1 in spec.axes.get("nodes", []) and profiles > 1:
         found.append(
-            f"1-node cells cannot differ in latency or bandwidth (one node has no links): "
-            f"its {profiles} latency/bandwidth profiles are one configuration, run once per "
-            "repetition with no delay"
+            f"1-node cells cannot differ in latency, bandwidth or loss (one node has no "
+            f"links): its {profiles} latency/bandwidth/loss profiles are one configuration, "
+            "run once per repetition with no delay"
         )
     if spec.warmup:
         found.append(

@@ -9,7 +9,9 @@ empty :class:`Topology`; a heterogeneous one names only what differs:
   memory limit or the Docker ``options``);
 * ``links``: worker name -> :class:`LinkSpec` for the link root<->that worker
   (its own :class:`~edgelab.netem.profile.LatencyProfile`, packet loss, a delay
-  trace, a queue bound).
+  trace, a queue bound);
+* ``loss_pct``: the cluster-wide packet loss (the run's ``loss``), the loss of every
+  link that does not set its own, as ``latency`` is every link's profile.
 
 This is the one structure the CLI, the API, the forms and the sweeps build
 (:func:`resolve_topology` is the one parser of their input) and the backends read.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelab.netem.profile import LatencyProfile, ProfileError, format_bandwidth
+from edgelab.validation import fields
 
 #: ``root`` or ``worker<N>`` (N from 1); anything else is not a node name.
 NODE_NAME = re.compile(r"root|worker([1-9][0-9]{0,2})")
@@ -36,7 +39,7 @@ DEVICE_KEYS = ("threads", "cpus", "mem")
 #: Keys of a link, as typed after ``--link NODE=`` and in JSON. ``latency`` is the
 #: profile (the bare first item on the command line).
 LINK_KEYS = ("latency", "bandwidth", "loss", "trace", "queue")
-MAX_LOSS_PCT = 50.0
+MAX_LOSS_PCT = fields.MAX_LOSS_PCT
 MAX_QUEUE_BYTES = 1 << 30
 #: The bounds of the cluster-wide latency field, for a link's own profile.
 MAX_LINK_DELAY_MS = 10_000.0
@@ -183,22 +186,25 @@ class Topology:
     """Devices and links that differ from the cluster-wide defaults (see the module doc).
 
     ``name`` is a named topology's name (``one-slow-worker``), for display only.
+    ``loss_pct`` is the loss of every link not in ``links`` (0 in a cluster of one node,
+    which has no links).
     """
 
     devices: Mapping[str, NodeDevice] = field(default_factory=dict)
     links: Mapping[str, LinkSpec] = field(default_factory=dict)
     name: str | None = field(default=None, compare=False)
+    loss_pct: float = 0.0
 
     @property
     def is_uniform(self) -> bool:
-        return not self.devices and not self.links
+        return not self.devices and not self.links and not self.loss_pct
 
     def device(self, node: str) -> NodeDevice:
         return self.devices.get(node, NodeDevice())
 
     def link(self, worker: str, latency: LatencyProfile) -> LinkSpec:
-        """The link to ``worker``: its own spec, else the cluster-wide ``latency``."""
-        return self.links.get(worker) or LinkSpec(profile=latency)
+        """The link to ``worker``: its own spec, else the cluster-wide ``latency`` and loss."""
+        return self.links.get(worker) or LinkSpec(profile=latency, loss_pct=self.loss_pct)
 
     def threads_of(self, node: str, default: int) -> int:
         threads = self.device(node).threads
@@ -208,27 +214,35 @@ class Topology:
         out: dict[str, Any] = {
             "devices": {n: d.to_dict() for n, d in self.devices.items()},
             "links": {n: link.to_dict() for n, link in self.links.items()},
+            "loss_pct": self.loss_pct,
         }
         if self.name is not None:
             out["name"] = self.name
         return out
 
     def fingerprint_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "devices": {n: d.values() for n, d in self.devices.items()},
             "links": {n: link.fingerprint_dict() for n, link in self.links.items()},
         }
+        if self.loss_pct:
+            # Only then: a topology without cluster-wide loss keeps its fingerprint.
+            out["loss_pct"] = self.loss_pct
+        return out
 
     def cluster_key(self) -> dict[str, Any]:
         """What decides whether two runs can share one started cluster: the devices
-        and each link's non-delay features (delays change between runs of a warm
-        cluster, as the cluster-wide latency does)."""
+        and each link's trace and queue bound. Delays and packet loss change between
+        runs of a warm cluster (the proxies take a new profile, the loss rules in a
+        worker's namespace are replaced), so they are not part of it; a backend that
+        cannot start dropping packets on a warm cluster adds the loss itself
+        (:meth:`edgelab.cluster.spec.ClusterSpec.topology_key`)."""
         return {
             "devices": {n: d.values() for n, d in self.devices.items()},
             "links": {
-                n: {k: v for k, v in link.fingerprint_dict().items() if k != "profile"}
+                n: {"trace": link.trace, "queue_bytes": link.queue_bytes}
                 for n, link in self.links.items()
-                if link.loss_pct or link.trace or link.queue_bytes is not None
+                if link.trace or link.queue_bytes is not None
             },
         }
 
@@ -244,7 +258,7 @@ class Topology:
         links = []
         for n, link in self.links.items():
             parts = [link.profile.label]
-            if link.loss_pct:
+            if link.loss_pct != self.loss_pct:  # else it is the cluster-wide --loss
                 parts.append(f"loss:{link.loss_pct:g}%")
             if link.trace:
                 parts.append(f"trace:{link.trace}")
@@ -261,6 +275,7 @@ class Topology:
             devices={n: NodeDevice.from_dict(d) for n, d in (data.get("devices") or {}).items()},
             links={n: LinkSpec.from_dict(v) for n, v in (data.get("links") or {}).items()},
             name=data.get("name"),
+            loss_pct=float(data.get("loss_pct") or 0.0),
         )
 
     @property
@@ -268,7 +283,13 @@ class Topology:
         if self.is_uniform:
             return self.name or "uniform"
         parts = [f"{n}: {d.label}" for n, d in self.devices.items()]
-        parts += [f"{n} link: {link.label}" for n, link in self.links.items()]
+        if self.loss_pct:
+            parts.append(f"loss {self.loss_pct:g}% on every link")
+        for n, link in self.links.items():
+            text = link.label
+            if self.loss_pct and not link.loss_pct:
+                text += ", no loss"  # its own 0 % beside the cluster-wide loss
+            parts.append(f"{n} link: {text}")
         text = "; ".join(parts)
         return f"{self.name} ({text})" if self.name else text
 
@@ -459,12 +480,12 @@ def _check_bounds(profile: LatencyProfile) -> None:
 
 
 def parse_loss(value: Any) -> float:
-    """Percent from ``"2%"``, ``"2"`` or ``2``; 0-50."""
-    text = value.strip().rstrip("%").strip() if isinstance(value, str) else value
-    pct = _number(text, "loss")
-    if not 0.0 <= pct <= MAX_LOSS_PCT:
-        raise ValueError(f"loss must be between 0 and {MAX_LOSS_PCT:g} %, got {pct:g} %")
-    return pct
+    """Percent from ``"2%"``, ``"2"`` or ``2``: the loss rule of
+    :func:`edgelab.validation.fields.loss_percent` (0-50 %), its message prefixed ``loss``."""
+    try:
+        return fields.loss_percent(value)
+    except ValueError as exc:
+        raise ValueError(f"loss {exc}") from None
 
 
 def parse_size(value: Any) -> int:
@@ -495,11 +516,14 @@ def _rate_text(profile: LatencyProfile) -> str | None:
     )
 
 
-def _link(raw: Any, cluster: LatencyProfile, base_dir: Path | None) -> LinkSpec:
+def _link(
+    raw: Any, cluster: LatencyProfile, base_dir: Path | None, cluster_loss: float = 0.0
+) -> LinkSpec:
     """One link from ``PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE`` or an object.
 
     A missing profile is the cluster-wide one (``cluster``); a profile without a rate
-    keeps the cluster-wide rate (``--bandwidth``) unless the link gives ``bandwidth``.
+    keeps the cluster-wide rate (``--bandwidth``) unless the link gives ``bandwidth``;
+    a missing loss is the cluster-wide ``cluster_loss`` (``loss:0%`` turns it off).
     """
     values: dict[str, Any]
     if isinstance(raw, str):
@@ -545,7 +569,7 @@ def _link(raw: Any, cluster: LatencyProfile, base_dir: Path | None) -> LinkSpec:
     except ProfileError as exc:
         raise ValueError(str(exc)[:300]) from None
     _check_bounds(profile)
-    loss = parse_loss(values["loss"]) if values.get("loss") not in (None, "") else 0.0
+    loss = parse_loss(values["loss"]) if values.get("loss") not in (None, "") else cluster_loss
     trace = values.get("trace")
     trace_path: str | None = None
     if trace not in (None, ""):
@@ -570,15 +594,18 @@ def resolve_topology(
     presets: Mapping[str, Mapping[str, Any]] | None = None,
     topologies: Mapping[str, Mapping[str, Any]] | None = None,
     base_dir: Path | None = None,
+    loss: float = 0.0,
 ) -> Topology:
     """The canonical :class:`Topology` of a run's input, or ``TopologyError``.
 
     ``devices`` is ``{node: preset | "key:value,..." | {key: value}}`` or the name of
     a named topology (``topologies``: name -> such a map); ``links`` is
     ``{worker: "PROFILE,key:value,..." | {key: value}}``. ``latency`` is the
-    cluster-wide profile with the run's seed (a link without a profile gets it).
-    Every problem is reported, per field.
+    cluster-wide profile with the run's seed (a link without a profile gets it), and
+    ``loss`` the cluster-wide loss in per cent (a link without its own gets it; a
+    one-node cluster has no links, so no loss). Every problem is reported, per field.
     """
+    loss = loss if nodes > 1 else 0.0
     presets = presets or {}
     errors: dict[str, list[str]] = {}
     name: str | None = None
@@ -627,11 +654,11 @@ def resolve_topology(
                 errors.setdefault("links", []).append(problem)
                 continue
             try:
-                link = _link(raw, latency, base_dir)
+                link = _link(raw, latency, base_dir, loss)
             except ValueError as exc:
                 errors.setdefault("links", []).append(f"{node}: {exc}")
                 continue
-            if link != LinkSpec(profile=latency):
+            if link != LinkSpec(profile=latency, loss_pct=loss):
                 out_links[node] = link
     if errors:
         raise TopologyError({k: "; ".join(v) for k, v in errors.items()})
@@ -640,6 +667,7 @@ def resolve_topology(
         devices=dict(sorted(out_devices.items(), key=lambda kv: order[kv[0]])),
         links=dict(sorted(out_links.items(), key=lambda kv: order[kv[0]])),
         name=name,
+        loss_pct=loss,
     )
 
 
@@ -683,6 +711,7 @@ def cluster_view(
         "name": topology.name,
         "uniform": topology.is_uniform,
         "label": topology.label,
+        "loss_pct": topology.loss_pct,
         "nodes": node_list,
         "links": link_list,
     }

@@ -17,9 +17,16 @@ from edgelab.topology.spec import Topology
 #: Link features no backend applies yet, with the words for the refusal.
 NOT_YET: dict[str, str] = {}
 
+#: Backends that can start dropping packets on a warm cluster that had none (every Docker
+#: worker has a namespace of its own from the start). On the others (local: namespaces
+#: only for a cluster that starts lossy) whether a cluster drops packets at all is part
+#: of its key (:meth:`edgelab.cluster.spec.ClusterSpec.topology_key`); how much, never.
+WARM_LOSS_BACKENDS = ("docker",)
+
 
 def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
-    """Per field (``devices``, ``links``), what ``backend`` cannot apply of ``topology``."""
+    """Per field (``devices``, ``links``, ``loss``), what ``backend`` cannot apply of
+    ``topology``."""
     problems: dict[str, list[str]] = {}
     for worker, link in topology.links.items():
         for attr, words in NOT_YET.items():
@@ -30,12 +37,15 @@ def topology_problems(topology: Topology, backend: str) -> dict[str, str]:
                     "remove it to run)"
                 )
     lossy = [w for w, link in topology.links.items() if link.loss_pct]
-    if lossy:
+    if lossy or topology.loss_pct:
         problem = loss_problem() if backend == "docker" else _local_loss_problem()
         if problem is not None:
-            problems.setdefault("links", []).append(
-                f"{', '.join(lossy)}: packet loss cannot be applied: {problem}"
-            )
+            if lossy:
+                problems.setdefault("links", []).append(
+                    f"{', '.join(lossy)}: packet loss cannot be applied: {problem}"
+                )
+            if topology.loss_pct:  # the cluster-wide loss field
+                problems["loss"] = [f"packet loss cannot be applied: {problem}"]
     if backend == "local":
         for attr, words, problem_of in (
             ("cpus", "cpus needs a CPU quota", cpu_quota_problem),

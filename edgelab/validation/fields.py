@@ -18,6 +18,7 @@ comes from these registries, so a field that is not registered here cannot be se
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -38,7 +39,9 @@ from edgelab.validation.values import (
     whole_number,
 )
 
-Kind = Literal["integer", "number", "string", "enum", "latency", "bandwidth", "object", "json"]
+Kind = Literal[
+    "integer", "number", "string", "enum", "latency", "bandwidth", "loss", "object", "json"
+]
 Bound = int | float | Callable[[], int | float]
 
 # --- documented limits ---------------------------------------------------------------
@@ -56,6 +59,9 @@ MAX_DELAY_MS = 10_000.0
 #: cluster starts, so 100 kbit/s already means minutes of loading for the small model.
 MIN_BANDWIDTH_BPS = 100_000
 MAX_BANDWIDTH_BPS = 100_000_000_000
+#: Packet loss of a link, per cent of its packets each way. Past half of them TCP
+#: hardly moves at all (and nftables drops in steps of 0.01 %).
+MAX_LOSS_PCT = 50.0
 MAX_PAGE = 1_000_000
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
@@ -122,6 +128,8 @@ class Rule:
             return value
         if self.kind == "object":
             return check_object(value, self.members)
+        if self.kind == "loss":
+            return format_loss(loss_percent(value))
         if self.kind == "json":
             # Structured input another module checks in full (a run's devices and links:
             # edgelab.topology); here only its shape and size.
@@ -161,6 +169,14 @@ class Rule:
             out = {"type": "string", "enum": list(self.choices)}
         elif self.kind == "json":
             out = {"type": ["string", "object"]}
+        elif self.kind == "loss":
+            # Minimum/maximum apply to a number, the pattern to text (JSON Schema).
+            out = {
+                "type": ["string", "number"],
+                "minimum": 0,
+                "maximum": MAX_LOSS_PCT,
+                "pattern": f"^{LOSS_TEXT.pattern}$",
+            }
         elif self.kind == "object":
             out = {
                 "type": "object",
@@ -210,6 +226,38 @@ def check_profile(profile: Any) -> None:
                 )
         if one.bandwidth_bps is not None:
             _check_rate(one.bandwidth_bps)
+
+
+#: Loss as text: a percentage with an optional ``%`` (``2%``, ``0.5 %``, ``1``).
+LOSS_TEXT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,2})?\s*%?")
+
+
+def loss_percent(value: Any) -> float:
+    """Per cent of packets lost from ``"2%"``, ``"0.5 %"``, ``"2"``, ``2`` or ``0.5``.
+
+    The one rule for loss, cluster-wide (``loss``) and per link (``links: {w: "loss:2%"}``):
+    0-50 %, at most two decimals (nftables drops N in 10,000). ``FieldError`` otherwise.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not LOSS_TEXT.fullmatch(text):
+            raise FieldError(
+                f"must be a percentage between 0 and {MAX_LOSS_PCT:g} such as 1% or 0.5%, "
+                f"got {quote(value)}"
+            )
+        pct = float(text.rstrip("%").strip())
+    else:
+        pct = number(value, -math.inf, math.inf)
+        if round(pct, 2) != pct:
+            raise FieldError(f"must have at most two decimals (0.01 % steps), got {pct!r}")
+    if not 0.0 <= pct <= MAX_LOSS_PCT:
+        raise FieldError(f"must be between 0 and {MAX_LOSS_PCT:g} %, got {pct:g} %")
+    return pct
+
+
+def format_loss(pct: float) -> str:
+    """The canonical text of a loss (``1%``, ``0.5%``): equal losses are equal values."""
+    return f"{pct:g}%"
 
 
 def check_bandwidth_text(text: str) -> None:
@@ -357,6 +405,15 @@ RUN_RULES: dict[str, Rule] = {
             nullable=True,
         ),
         Rule(
+            "loss",
+            "loss",
+            f"Packet loss on every link, per cent each way (0-{MAX_LOSS_PCT:g}, e.g. 1% or "
+            "0.5); a link's own loss in links wins. Real loss: nftables drops packets in each "
+            "worker's network namespace (Docker, or local nodes as root), TCP retransmits",
+            default="0%",
+            max_chars=16,
+        ),
+        Rule(
             "max_tokens",
             "integer",
             "Tokens to generate",
@@ -412,9 +469,10 @@ RUN_RULES: dict[str, Rule] = {
             "json",
             "Per worker: 'PROFILE,bandwidth:RATE,loss:P%,trace:FILE,queue:SIZE' text or an "
             "object with latency, bandwidth, loss, trace, queue; a missing profile is the "
-            "run's latency. loss (0-50 %) is real packet loss and needs edgelab as root "
-            "with nftables (local backend: iproute2 too; each worker then gets a network "
-            "namespace); it is refused, saying why, where it cannot be applied",
+            "run's latency, a missing loss the run's loss. loss (0-50 %) is real packet "
+            "loss and needs edgelab as root with nftables (local backend: iproute2 too; each "
+            "worker then gets a network namespace); it is refused, saying why, where it "
+            "cannot be applied",
             default=None,
             nullable=True,
             max_chars=20_000,
@@ -440,6 +498,7 @@ SWEEP_AXES: tuple[str, ...] = (
     "devices",
     "bandwidth",
     "latency",
+    "loss",
     "links",
     "max_tokens",
     "prompts",
@@ -534,6 +593,7 @@ __all__ = [
     "ID",
     "MAX_BANDWIDTH_BPS",
     "MAX_DELAY_MS",
+    "MAX_LOSS_PCT",
     "MAX_NODES",
     "MAX_PAGE",
     "MAX_PER_PAGE",
@@ -554,6 +614,8 @@ __all__ = [
     "axis_rule",
     "check_object",
     "check_profile",
+    "format_loss",
     "host_cores",
+    "loss_percent",
     "unknown_fields",
 ]

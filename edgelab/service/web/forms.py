@@ -32,6 +32,15 @@ SWEEP_LATENCY_HELP = (
     "'UP/DOWN' for different directions."
 )
 BANDWIDTH_HELP = "Per-link cap such as 100mbit, 1gbit or 500kbit (empty = unlimited)."
+LOSS_HELP = (
+    "Packet loss on every link, each way: 0-50 %, e.g. 1% or 0.5 (empty = none); a link's "
+    "own loss:P% below wins. Real drops (nftables), so Docker or local nodes as root."
+)
+SWEEP_LOSS_HELP = (
+    "One or more losses, comma-separated, each a cell of the loss axis on every link, "
+    "e.g. 0%, 1%, 2% (empty = none). Cells that differ only in loss share a warm cluster "
+    "(local: the lossless ones start their own)."
+)
 
 
 def engine_help() -> str:
@@ -154,6 +163,7 @@ class RunForm(FlaskForm):  # type: ignore[misc]
     latency_max = StringField("Latency max (ms)", default="")
     latency_profile = StringField("or latency profile", default="")
     bandwidth = StringField("Bandwidth", default="")
+    loss = StringField("Packet loss", default="")
     max_tokens = StringField(f"Max tokens (1-{MAX_TOKENS_LIMIT})", default="64")
     backend = SelectField("Backend", choices=list(BACKENDS), validate_choice=False)
     engine = SelectField("Engine", choices=list(ENGINES), validate_choice=False)
@@ -203,6 +213,7 @@ class SweepForm(FlaskForm):  # type: ignore[misc]
     threads = StringField("Threads per node", default="1")
     latency = StringField("Latency profiles", default="0ms, 20ms")
     bandwidth = StringField("Bandwidths", default="")
+    loss = StringField("Packet loss", default="")
     max_tokens = StringField("Max tokens", default="16")
     prompts = TextAreaField("Prompts (one per line)")
     repetitions = StringField("Repetitions", default="1")
@@ -263,6 +274,7 @@ def run_input(form: RunForm) -> tuple[dict[str, Any], dict[str, str]]:
         "threads": form.threads.data or "",
         "latency": latency,
         "bandwidth": (form.bandwidth.data or "").strip() or None,
+        "loss": (form.loss.data or "").strip() or "0%",
         "max_tokens": form.max_tokens.data or "",
         "backend": form.backend.data or "",
         "engine": form.engine.data or "",
@@ -312,6 +324,7 @@ def sweep_input(form: SweepForm, default_model: str) -> tuple[dict[str, Any], di
         "threads": [_maybe_int(v) for v in split_list(form.threads.data or "")] or [1],
         "latency": split_list(form.latency.data or "") or ["0ms"],
         "bandwidth": split_list(form.bandwidth.data or "") or [None],
+        "loss": split_list(form.loss.data or "") or ["0%"],
         "max_tokens": [_maybe_int(v) for v in split_list(form.max_tokens.data or "")],
         "prompts": prompts,
         "repetitions": repetitions,

@@ -43,6 +43,7 @@ from edgelab.service.web.forms import (
     DEVICES_HELP,
     LATENCY_HELP,
     LINKS_HELP,
+    LOSS_HELP,
     ActionForm,
     RunForm,
     button_refused,
@@ -66,7 +67,7 @@ from edgelab.store.actions import BrokerError
 from edgelab.store.store import Store
 from edgelab.tasks.celery_app import CONTROL_QUEUE, EXPERIMENT_QUEUE
 from edgelab.topology.spec import Topology
-from edgelab.validation.fields import ID
+from edgelab.validation.fields import ID, format_loss
 from edgelab.validation.values import FieldError
 
 COMPARE_MIN, COMPARE_MAX = 2, 10
@@ -154,7 +155,10 @@ def _prefill(form: RunForm, run: Run) -> None:
     form.backend.data = run.backend
     form.engine.data = run.engine
     form.seed.data = str(run.seed)
-    devices, links = Topology.from_dict(run.topology).as_flags()
+    topology = Topology.from_dict(run.topology)
+    if topology.loss_pct:
+        form.loss.data = format_loss(topology.loss_pct)
+    devices, links = topology.as_flags()
     form.devices.data = "\n".join(devices)
     form.links.data = "\n".join(links)
 
@@ -208,6 +212,7 @@ def new_run() -> Any:
         errors=errors,
         latency_help=LATENCY_HELP,
         bandwidth_help=BANDWIDTH_HELP,
+        loss_help=LOSS_HELP,
         engine_help=engine_help(),
         model_engines=runs_on,
         devices_help=DEVICES_HELP,

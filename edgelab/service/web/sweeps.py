@@ -36,6 +36,7 @@ from edgelab.service.web.forms import (
     SWEEP_DEVICES_HELP,
     SWEEP_LATENCY_HELP,
     SWEEP_LINKS_HELP,
+    SWEEP_LOSS_HELP,
     ActionForm,
     SweepForm,
     csrf_problem,
@@ -58,7 +59,7 @@ SWEEPS_PER_PAGE = 50
 #: Spec fields whose errors have their own place on the form; the rest go on top.
 FORM_FIELDS = frozenset(
     {"name", "model", "nodes", "threads", "latency", "bandwidth", "max_tokens", "prompts"}
-    | {"repetitions", "backend", "engine", "devices", "links"}
+    | {"repetitions", "backend", "engine", "devices", "links", "loss"}
 )
 
 
@@ -145,6 +146,7 @@ def new_sweep() -> Any:
         max_cells=settings.max_sweep_cells,
         devices_help=SWEEP_DEVICES_HELP,
         links_help=SWEEP_LINKS_HELP,
+        loss_help=SWEEP_LOSS_HELP,
     ), status
 
 
