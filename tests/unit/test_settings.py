@@ -124,21 +124,26 @@ def test_queue_budgets_host_and_docker_self_are_settings() -> None:
 
 def test_no_edgelab_variable_is_read_outside_settings() -> None:
     """The one place rule: reads of ``EDGELAB_*`` names from ``os.environ`` live in
-    edgelab/settings.py only (writing a child's environment is fine)."""
+    edgelab/settings.py only (writing a child's environment is fine). Every other
+    read must name its variable literally, and no such name may start with EDGELAB_."""
     root = Path(__file__).resolve().parents[2] / "edgelab"
-    reads = re.compile(
-        r"(environ\.get|getenv)\(\s*f?[\"']EDGELAB_"
-        r"|environ\[\s*f?[\"']EDGELAB_[A-Z_]*[\"']\](?!\s*=[^=])"
-    )
+    reads = re.compile(r"(?:environ\.get|getenv)\(\s*([^,)]+)|environ\[([^\]]+)\](?!\s*=[^=])")
+    allowed = re.compile(r"""["'](?!EDGELAB_)[A-Z][A-Z0-9_]*["']""")
     offenders = [
-        f"{path.relative_to(root)}:{number}"
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
         for path in sorted(root.rglob("*.py"))
         if path.name != "settings.py"
         for number, line in enumerate(path.read_text().splitlines(), start=1)
-        if reads.search(line)
+        for match in reads.finditer(line)
+        if not allowed.fullmatch((match.group(1) or match.group(2)).strip())
     ]
     assert offenders == []
     # The pattern finds what it is meant to find.
-    assert reads.search('x = os.environ.get("EDGELAB_HOST_ID")')
-    assert reads.search("os.environ['EDGELAB_X'] == 1")
-    assert not reads.search('os.environ["EDGELAB_DLLAMA_BIN"] = path')
+    for line in ('os.environ.get("EDGELAB_HOST_ID")', "os.environ.get(ENV_VAR, '')"):
+        found = reads.search(line)
+        assert found is not None
+        assert not allowed.fullmatch((found.group(1) or found.group(2)).strip())
+    assert reads.search('os.environ["EDGELAB_DLLAMA_BIN"] = path') is None
+    found = reads.search('os.environ.get("DOCKER_HOST", "unix://")')
+    assert found is not None
+    assert allowed.fullmatch(found.group(1).strip())

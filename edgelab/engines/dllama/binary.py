@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from edgelab.engines.base import EngineError
+from edgelab.settings import Settings
 
 ENV_VAR = "EDGELAB_DLLAMA_BIN"
 HOW_TO = (
@@ -31,7 +32,10 @@ def resolve_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
     A bare name (``dllama``) is looked up on ``PATH``. Raises ``EngineError`` when
     nothing is configured or the file is missing, not a file, or not executable.
     """
-    value = str(explicit) if explicit else os.environ.get(ENV_VAR, "").strip()
+    # Settings read at each call, not once: the viewer picks up a binary set for the
+    # service, and node processes find the one their environment was given
+    # (a container's ContainerFile variable, see engines/dllama/__init__.py).
+    value = str(explicit) if explicit else Settings.from_env().dllama_bin
     source = "--dllama-bin" if explicit else ENV_VAR
     if not value:
         raise EngineError(f"no dllama binary configured: {HOW_TO}")
@@ -71,7 +75,7 @@ def resolve_api_binary(
     :func:`resolve_binary` finds): ``make dllama dllama-api`` builds both in one
     directory, so a user who configured one has usually configured both.
     """
-    value = str(explicit) if explicit else os.environ.get(API_ENV_VAR, "").strip()
+    value = str(explicit) if explicit else Settings.from_env().dllama_api_bin
     if value:
         source = "--dllama-api-bin" if explicit else API_ENV_VAR
         path = Path(value).expanduser()
