@@ -32,6 +32,7 @@ from typing import Any
 
 from edgelab.netem.profile import LatencyProfile, ProfileError, format_bandwidth
 from edgelab.validation import fields
+from edgelab.validation.values import FieldError
 
 #: ``root`` or ``worker<N>`` (N from 1); anything else is not a node name.
 NODE_NAME = re.compile(r"root|worker([1-9][0-9]{0,2})")
@@ -44,7 +45,6 @@ MAX_QUEUE_BYTES = 1 << 30
 #: The bounds of the cluster-wide latency field, for a link's own profile.
 MAX_LINK_DELAY_MS = 10_000.0
 MIN_LINK_BANDWIDTH_BPS = 100_000
-_MEM = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
 _SIZE = re.compile(r"([0-9]{1,12})\s*([kKmMgG]?)[bB]?")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -75,11 +75,7 @@ def worker_index(name: str) -> int:
     return int(match.group(1) or 0)
 
 
-def mem_bytes(text: str) -> int:
-    """Bytes of a Docker-style size (``512m``, ``1g``, ``1048576``)."""
-    unit = text[-1].lower() if text[-1].isalpha() else ""
-    number = int(text[:-1] if unit else text)
-    return number * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+mem_bytes = fields.mem_bytes
 
 
 @dataclass(frozen=True)
@@ -430,8 +426,10 @@ def _device(
     mem = merged.get("mem")
     if mem is not None:
         mem = str(mem).strip()
-        if not _MEM.fullmatch(mem) or mem_bytes(mem) < 4 * 1024**2:
-            raise ValueError(f"mem must be a size such as 512m or 2g (at least 4m), got {mem!r}")
+        try:
+            fields.check_mem_text(mem)
+        except FieldError as exc:
+            raise ValueError(f"mem {exc}") from exc
     return NodeDevice(threads=threads, cpus=cpus, mem=mem, preset=preset)
 
 

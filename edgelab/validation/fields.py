@@ -40,7 +40,16 @@ from edgelab.validation.values import (
 )
 
 Kind = Literal[
-    "integer", "number", "string", "enum", "latency", "bandwidth", "loss", "object", "json"
+    "integer",
+    "number",
+    "string",
+    "enum",
+    "latency",
+    "bandwidth",
+    "loss",
+    "object",
+    "json",
+    "memory",
 ]
 Bound = int | float | Callable[[], int | float]
 
@@ -68,7 +77,12 @@ DEFAULT_PER_PAGE = 50
 ENGINES = ("llamacpp", "dllama")
 BACKENDS = ("local", "docker")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_MEM = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
+#: A memory limit as Docker writes it: bytes, or a number with b, k, m or g.
+MEM_TEXT = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
+#: The smallest memory limit Docker accepts ("Minimum memory limit allowed is 6MB");
+#: the same floor for a local node's cgroup, so a device means the same on both.
+MIN_MEM_BYTES = 6 * 1024**2
+MEM_HELP = "must be a size such as 512m, 2g or a number of bytes"
 #: distributed-llama's run modes (``edgelab.engines.dllama.MODES``; a test checks they agree).
 DLLAMA_MODE_OPTION = "dllama_mode"
 DLLAMA_MODES = ("api", "inference")
@@ -147,6 +161,8 @@ class Rule:
             check_latency_text(text)
         elif self.kind == "bandwidth":
             check_bandwidth_text(text)
+        elif self.kind == "memory":
+            check_mem_text(text)
         return text
 
     def from_text(self, text: str) -> Any:
@@ -201,6 +217,23 @@ class Rule:
         if self.kind in ("string", "latency", "bandwidth") and self.pattern is None:
             out["description"] += " (not blank; no control characters)"
         return out
+
+
+def mem_bytes(text: str) -> int:
+    """Bytes of a Docker-style size (``512m``, ``1g``, ``1048576``)."""
+    unit = text[-1].lower() if text[-1].isalpha() else ""
+    amount = int(text[:-1] if unit else text)
+    return amount * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def check_mem_text(text: str) -> None:
+    """A size (:data:`MEM_TEXT`) of at least :data:`MIN_MEM_BYTES`; else FieldError."""
+    if not MEM_TEXT.fullmatch(text):
+        raise FieldError(f"{MEM_HELP}, got {quote(text)}")
+    if mem_bytes(text) < MIN_MEM_BYTES:
+        raise FieldError(
+            f"must be at least 6m (the smallest memory limit Docker accepts), got {quote(text)}"
+        )
 
 
 def check_latency_text(text: str) -> None:
@@ -335,11 +368,11 @@ OPTION_RULES: dict[str, Rule] = {
         ),
         Rule(
             "mem",
-            "string",
-            "Docker: memory limit per node container, e.g. 512m or 2g",
+            "memory",
+            "Docker: memory limit per node container, e.g. 512m or 2g (at least 6m)",
             max_chars=16,
-            pattern=_MEM,
-            pattern_help="must be a size such as 512m, 2g or a number of bytes",
+            pattern=MEM_TEXT,
+            pattern_help=MEM_HELP,
         ),
         Rule(
             DLLAMA_MODE_OPTION,

@@ -180,3 +180,22 @@ def test_dllama_model_under_llamacpp_names_dllama(tmp_path: Path) -> None:
         "model": "synthetic is a distributed-llama (.m) model, which engine llamacpp "
         "cannot run; run it with engine dllama"
     }
+
+
+def test_a_memory_limit_below_what_docker_accepts_is_refused_naming_the_field(
+    catalog: Catalog,
+) -> None:
+    """Docker refuses a container under 6 MB ("Minimum memory limit allowed is 6MB");
+    validation says so before anything starts, for the option and for a device."""
+    floor = "must be at least 6m (the smallest memory limit Docker accepts)"
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "backend": "docker", "options": {"mem": "5m"}}, catalog)
+    assert info.value.errors == {"options": f"mem: {floor}, got '5m'"}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "devices": {"worker1": {"mem": "6291455"}}}, catalog)
+    assert info.value.errors["devices"] == f"worker1: mem {floor}, got '6291455'"
+    config, _ = parse_config(
+        {**GOOD, "options": {"mem": "6m"}, "devices": {"worker1": {"mem": "6291456"}}}, catalog
+    )
+    assert config.options["mem"] == "6m"
+    assert config.cluster_spec.device("worker1").mem == "6291456"
