@@ -82,6 +82,12 @@ def tiny_settings(db_settings: Settings) -> Settings:
 
 
 @pytest.fixture
+def tiny_catalog(tiny_settings: Settings) -> Catalog:
+    """The catalog of ``tiny_settings`` (specs are validated against it, never run)."""
+    return Catalog(tiny_settings)
+
+
+@pytest.fixture
 def app(web_settings: Settings) -> Flask:
     return create_app(web_settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
 

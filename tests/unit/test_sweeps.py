@@ -7,39 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from edgelab.catalog import Catalog, ModelInfo
+from edgelab.catalog import Catalog
 from edgelab.models import Run
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.settings import Settings
 from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.sweeps.spec import execution_order, group_by_topology, notes
-
-
-@pytest.fixture
-def fake_catalog(tmp_path: Path) -> Catalog:
-    """A catalog whose one entry needs no model file: specs are validated, not run."""
-    catalog = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
-    catalog.register(
-        ModelInfo(
-            name="tiny",
-            path=tmp_path / "tiny.gguf",
-            size_bytes=1,
-            sha256="0" * 64,
-            architecture="llama",
-            n_layers=4,
-            quantization="Q4_1",
-        )
-    )
-    return catalog
-
-
-@pytest.fixture
-def sweep_db(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path / "data", models_dir=tmp_path)
-    upgrade(settings.database_url)
-    return settings
-
 
 SPEC_YAML = """
 name: grid
@@ -64,9 +38,9 @@ def test_yaml_and_json_give_the_same_spec() -> None:
     assert from_yaml.total_cells == 2 * 3 * 2 * 2
 
 
-def test_full_grid_is_expanded_repetitions_outermost(fake_catalog: Catalog) -> None:
+def test_full_grid_is_expanded_repetitions_outermost(tiny_catalog: Catalog) -> None:
     spec = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
-    cells = expand(spec, fake_catalog)
+    cells = expand(spec, tiny_catalog)
     assert len(cells) == 24
     keys = {c.key for c in cells}
     assert len(keys) == 24  # every cell distinct: fingerprint + repetition
@@ -77,9 +51,9 @@ def test_full_grid_is_expanded_repetitions_outermost(fake_catalog: Catalog) -> N
     assert cells[0].config.fingerprint() == cells[12].config.fingerprint()
 
 
-def test_cells_group_by_topology_not_latency(fake_catalog: Catalog) -> None:
+def test_cells_group_by_topology_not_latency(tiny_catalog: Catalog) -> None:
     spec = parse_spec(load_spec_text(SPEC_YAML), max_cells=1000)
-    groups = group_by_topology(expand(spec, fake_catalog))
+    groups = group_by_topology(expand(spec, tiny_catalog))
     assert len(groups) == 2  # nodes 2 and 3; latency, prompts and bandwidth share a cluster
     assert sorted(len(g) for g in groups) == [12, 12]
     assert {c.config.nodes for c in groups[0]} == {2}
@@ -109,12 +83,12 @@ def test_too_many_cells_is_refused_with_the_count_and_the_limit() -> None:
     ],
 )
 def test_bad_values_are_reported_per_field(
-    fake_catalog: Catalog, data: dict[str, object], field: str
+    tiny_catalog: Catalog, data: dict[str, object], field: str
 ) -> None:
     # Values are checked by their field's rule when the spec is parsed; rules that join
     # fields (model and nodes) when the grid is expanded.
     with pytest.raises(SpecError) as info:
-        expand(parse_spec({"model": "tiny", **data}, max_cells=1000), fake_catalog)
+        expand(parse_spec({"model": "tiny", **data}, max_cells=1000), tiny_catalog)
     assert field in info.value.errors
 
 
@@ -164,35 +138,37 @@ def _set(settings: Settings, run_id: int, status: str) -> None:
         s.execute(update(Run).where(Run.id == run_id).values(status=status))
 
 
-def test_progress_and_status_follow_the_cells(sweep_db: Settings, fake_catalog: Catalog) -> None:
-    store = Store(sweep_db.database_url)
-    sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
-    with session_scope(sweep_db.database_url) as s:
+def test_progress_and_status_follow_the_cells(
+    tiny_settings: Settings, tiny_catalog: Catalog
+) -> None:
+    store = Store(tiny_settings.database_url)
+    sweep_id, ids = _make_sweep(tiny_settings, tiny_catalog)
+    with session_scope(tiny_settings.database_url) as s:
         assert control.progress(s, sweep_id)["queued"] == 4
     assert store.refresh_sweep(sweep_id) == "queued"
     assert len(store.queued_groups(sweep_id)) == 1  # one topology
-    _set(sweep_db, ids[0], "succeeded")
-    _set(sweep_db, ids[1], "running")
-    with session_scope(sweep_db.database_url) as s:
+    _set(tiny_settings, ids[0], "succeeded")
+    _set(tiny_settings, ids[1], "running")
+    with session_scope(tiny_settings.database_url) as s:
         p = control.progress(s, sweep_id)
         assert (p["succeeded"], p["running"], p["queued"], p["done"]) == (1, 1, 2, 1)
     assert store.refresh_sweep(sweep_id) == "running"
     for rid in ids[1:]:
-        _set(sweep_db, rid, "succeeded")
+        _set(tiny_settings, rid, "succeeded")
     assert store.refresh_sweep(sweep_id) == "succeeded"
     assert store.get_sweep(sweep_id).finished_at is not None
 
 
 def test_cancel_then_resume_requeues_only_missing_cells(
-    sweep_db: Settings, fake_catalog: Catalog
+    tiny_settings: Settings, tiny_catalog: Catalog
 ) -> None:
-    store = Store(sweep_db.database_url)
-    sweep_id, ids = _make_sweep(sweep_db, fake_catalog)
-    _set(sweep_db, ids[0], "succeeded")
-    _set(sweep_db, ids[1], "running")
+    store = Store(tiny_settings.database_url)
+    sweep_id, ids = _make_sweep(tiny_settings, tiny_catalog)
+    _set(tiny_settings, ids[0], "succeeded")
+    _set(tiny_settings, ids[1], "running")
     running = store.cancel_sweep(sweep_id)
     assert running == [ids[1]]  # the executing run is flagged, not flipped in the DB
-    with session_scope(sweep_db.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         statuses = dict(s.execute(select(Run.id, Run.status).where(Run.sweep_id == sweep_id)).all())
     assert statuses == {
         ids[0]: "succeeded",
@@ -203,22 +179,22 @@ def test_cancel_then_resume_requeues_only_missing_cells(
     assert store.get_sweep(sweep_id).status == "cancelled"
     assert store.end_cancelled(ids[1], "cancelled")  # what the executor does on the flag
     assert store.refresh_sweep(sweep_id) == "cancelled"
-    result = control.resume(store, sweep_id, fake_catalog, sweep_db)
+    result = control.resume(store, sweep_id, tiny_catalog, tiny_settings)
     assert len(result.created) == 3  # the succeeded cell is not run again
     assert sorted(result.requeue) == sorted(result.created)
-    with session_scope(sweep_db.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         p = control.progress(s, sweep_id)
         assert (p["total"], p["succeeded"], p["queued"], p["cancelled"]) == (4, 1, 3, 0)
     assert store.get_sweep(sweep_id).status == "running"
     # a second resume creates nothing new: the cells are queued already
-    again = control.resume(store, sweep_id, fake_catalog, sweep_db)
+    again = control.resume(store, sweep_id, tiny_catalog, tiny_settings)
     assert again.created == []
     assert sorted(again.requeue) == sorted(result.created)
 
 
-def test_model_loads_add_up(sweep_db: Settings, fake_catalog: Catalog) -> None:
-    store = Store(sweep_db.database_url)
-    sweep_id, _ids = _make_sweep(sweep_db, fake_catalog)
+def test_model_loads_add_up(tiny_settings: Settings, tiny_catalog: Catalog) -> None:
+    store = Store(tiny_settings.database_url)
+    sweep_id, _ids = _make_sweep(tiny_settings, tiny_catalog)
     store.count_model_load(sweep_id)
     store.count_model_load(sweep_id)
     assert store.get_sweep(sweep_id).model_loads == 2
@@ -226,7 +202,7 @@ def test_model_loads_add_up(sweep_db: Settings, fake_catalog: Catalog) -> None:
 
 @pytest.fixture
 def two_engine_catalog(
-    tmp_path: Path, fake_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> Catalog:
     """``tiny`` (GGUF) plus ``dl`` (a synthetic distributed-llama model), a fake dllama build."""
     from edgelab.engines.dllama.synthetic import write_synthetic_model
@@ -237,8 +213,8 @@ def two_engine_catalog(
     monkeypatch.setenv("EDGELAB_DLLAMA_BIN", str(tmp_path / "dllama"))
     monkeypatch.delenv("EDGELAB_DLLAMA_API_BIN", raising=False)
     model, _ = write_synthetic_model(tmp_path / "dl")
-    fake_catalog.add(model, name="dl")
-    return fake_catalog
+    tiny_catalog.add(model, name="dl")
+    return tiny_catalog
 
 
 ENGINES_SPEC = {
@@ -306,7 +282,7 @@ def test_engine_axis_refuses_mismatched_models_naming_engine_and_fix(
 
 
 def test_one_node_cells_that_differ_only_in_latency_or_bandwidth_run_once(
-    fake_catalog: Catalog,
+    tiny_catalog: Catalog,
 ) -> None:
     spec = parse_spec(
         {
@@ -320,7 +296,7 @@ def test_one_node_cells_that_differ_only_in_latency_or_bandwidth_run_once(
         max_cells=1000,
     )
 
-    cells = expand(spec, fake_catalog)
+    cells = expand(spec, tiny_catalog)
 
     one = [c for c in cells if c.config.nodes == 1]
     assert len(one) == 2  # one configuration per repetition, not 6
@@ -331,7 +307,7 @@ def test_one_node_cells_that_differ_only_in_latency_or_bandwidth_run_once(
 
 
 def test_cells_run_in_a_seeded_random_order_within_each_topology_and_repetition(
-    fake_catalog: Catalog,
+    tiny_catalog: Catalog,
 ) -> None:
     data = {
         "model": "tiny",
@@ -341,7 +317,7 @@ def test_cells_run_in_a_seeded_random_order_within_each_topology_and_repetition(
         "repetitions": 2,
     }
     spec = parse_spec(data, max_cells=1000)
-    cells = expand(spec, fake_catalog)
+    cells = expand(spec, tiny_catalog)
 
     order = execution_order(spec, cells)
 
@@ -361,7 +337,7 @@ def test_cells_run_in_a_seeded_random_order_within_each_topology_and_repetition(
 
 
 def test_warmup_runs_come_first_in_their_group_and_are_not_cells(
-    sweep_db: Settings, fake_catalog: Catalog
+    tiny_settings: Settings, tiny_catalog: Catalog
 ) -> None:
     spec = parse_spec(
         {
@@ -373,12 +349,12 @@ def test_warmup_runs_come_first_in_their_group_and_are_not_cells(
         },
         max_cells=1000,
     )
-    cells = expand(spec, fake_catalog)
-    with session_scope(sweep_db.database_url) as s:
+    cells = expand(spec, tiny_catalog)
+    with session_scope(tiny_settings.database_url) as s:
         sweep_id = control.create_sweep(s, spec, cells).id
-    store = Store(sweep_db.database_url)
+    store = Store(tiny_settings.database_url)
     groups = store.queued_groups(sweep_id)
-    with session_scope(sweep_db.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         warm = list(s.scalars(select(Run).where(Run.sweep_id == sweep_id, Run.warmup.is_(True))))
         p = control.progress(s, sweep_id)
         detail = control.sweep_detail(s, sweep_id)
@@ -391,8 +367,8 @@ def test_warmup_runs_come_first_in_their_group_and_are_not_cells(
     assert any("warm-up" in n for n in detail["notes"])
     # Resume after a cancel: new warm-ups for the topologies that run again.
     store.cancel_sweep(sweep_id)
-    result = control.resume(store, sweep_id, fake_catalog, sweep_db)
-    with session_scope(sweep_db.database_url) as s:
+    result = control.resume(store, sweep_id, tiny_catalog, tiny_settings)
+    with session_scope(tiny_settings.database_url) as s:
         warm_again = list(
             s.scalars(
                 select(Run).where(
