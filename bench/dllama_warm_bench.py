@@ -19,7 +19,9 @@ calls) with the host lock and leases on an embedded Redis; Celery's own queueing
 is left out for all three alike (bench/sweep_bench.py measures it).
 
 Printed per sweep: wall time (cluster start included), time inside generation
-(sum of E2E latencies) and its share of the wall, model loads, each run's
+(sum of E2E latencies) and its share of the wall, the per-run overhead next to it
+(wall - generation - cluster start, per run, and its stored phases: see
+bench/phases.py), model loads, each run's
 ``load_ms`` and weight bytes on the links, and the TTFT of the warm runs on
 100 Mbit links over the same repetition on unlimited links.
 
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from bench.phases import overhead_line  # noqa: E402
 from edgelab.catalog import Catalog  # noqa: E402
 from edgelab.embedded import EmbeddedRedis  # noqa: E402
 from edgelab.engines.dllama.synthetic import SyntheticShape, write_synthetic_model  # noqa: E402
@@ -114,6 +117,7 @@ def report(label: str, wall: float, loads: int, runs: list[Run], repetitions: in
         f"({other / max(1, len(runs)):.3f} s/run); share without the start "
         f"{gen / max(1e-9, wall - startup):.3f}"
     )
+    print(f"  {overhead_line(wall, gen, startup, runs)}")
     # Cells: repetition-major, bandwidth [unlimited, 100mbit] inside each repetition.
     print("  rep bandwidth  load_ms  load bytes  TTFT ms  E2E ms  tokens")
     for r in runs:

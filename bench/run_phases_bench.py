@@ -11,7 +11,8 @@ leases on a real Redis. The edgelab functions at the phase boundaries are wrappe
 * ``gen+``: from the request to the last token on edgelab's side, minus the root's
   own E2E latency (HTTP, the stream reader thread, handling each token);
 * ``after``: from the last token to ``execute_run`` returning (end of stream,
-  sampler/feed threads stopping, link counters, per-token link timing, storing);
+  sampler/feed threads stopping, link counters, per-token link timing, storing;
+  the wait for the stream's end event is printed on its own);
 * ``between``: from one ``execute_run`` returning to the next one being called
   (status, lease release, the next run's cancel check).
 
@@ -99,6 +100,8 @@ def _instrument(marks: Marks) -> None:
         for event in original_generate(self, *args, **kwargs):
             if event.get("type") == "token":
                 marks.last_token()
+            elif event.get("type") == "end":
+                marks.mark("end")
             yield event
 
     RootClient.generate = generate  # type: ignore[method-assign]
@@ -238,7 +241,11 @@ def measure(args: argparse.Namespace, tree: Path) -> dict[str, Any]:
     for i, (rid, m) in enumerate(zip(ids, marks.runs, strict=False)):
         status, e2el_ms, tokens = e2el[rid]
         row: dict[str, Any] = {"run": rid, "status": status, "tokens": tokens, "e2el": e2el_ms}
-        for phase, (a, b) in (("before", ("call", "request")), ("after", ("token", "return"))):
+        for phase, (a, b) in (
+            ("before", ("call", "request")),
+            ("after", ("token", "return")),
+            ("end", ("token", "end")),
+        ):
             row[phase] = [
                 (m[b][k] - m[a][k]) * 1000 if a in m and b in m else float("nan") for k in (0, 1)
             ]
@@ -297,11 +304,13 @@ def report(label: str, res: dict[str, Any]) -> dict[str, float]:
             print(f"    {name:34s} {w / k * 1000:7.1f} / {c / k * 1000:6.1f}  x{n / k:.1f}")
     medians = {p: _median([row[p][0] for row in rows]) for p in PHASES}
     cpu = {p: _median([row[p][1] for row in rows]) for p in PHASES}
+    end = _median([row["end"][0] for row in rows if "end" in row])
     print(
         "  median            | "
         + " | ".join(f"{medians[p]:9.1f} /{cpu[p]:6.1f}" for p in PHASES)
         + f"   (sum of medians {sum(medians.values()):.0f} ms)"
     )
+    print(f"  of 'after': last token -> the stream's end event, median {end:.1f} ms")
     return {**medians, "per_run": per_run, "share": gen / wall}
 
 

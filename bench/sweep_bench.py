@@ -8,7 +8,9 @@ SQLite in a temp dir) and measures, from submission to the sweep's final status:
 * generation time = the sum of every run's E2E latency (request start to last
   token, measured on the root),
 * cluster start-up (the one model load) and what is left (queueing, claiming,
-  storing tokens/samples/link stats, latency changes between runs).
+  storing tokens/samples/link stats, latency changes between runs), per run too,
+  split into the time inside a run that is not generation and the time between
+  runs (from the stored timestamps, see bench/phases.py).
 
 The worker is started and warmed up before the clock starts: a worker's own
 start-up is not part of a sweep.
@@ -32,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.phases import overhead_line  # noqa: E402
 from edgelab.catalog import Catalog  # noqa: E402
 from edgelab.embedded import EmbeddedRedis  # noqa: E402
 from edgelab.models import Run  # noqa: E402
@@ -125,6 +128,7 @@ def main() -> None:
         with session_scope(settings.database_url) as s:
             runs = list(s.scalars(select_runs(sweep_id)))
             rows = [(r.status, r.e2el_ms or 0.0, r.load_ms or 0.0, r.output_tokens) for r in runs]
+            s.expunge_all()
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
@@ -148,6 +152,7 @@ def main() -> None:
         f"everything else      {other:8.2f} s  ({other / wall_s:.3f}; "
         f"{other / len(rows):.3f} s/run)"
     )
+    print(overhead_line(wall_s, gen_s, load_s, runs))
 
 
 def select_runs(sweep_id: int) -> Any:

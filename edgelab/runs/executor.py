@@ -56,6 +56,10 @@ class RunLost(Exception):
     """The run left this executor's hands (another worker adopted it): stop, write nothing."""
 
 
+class _NotClaimed(Exception):
+    """The run could not be claimed (cancelled or gone since it was handed out): skip it."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: int
@@ -220,14 +224,16 @@ def execute_run(
 
     ``claimed``: the caller already moved the run to ``starting`` (the group runner
     does, so the lead run shows it is starting while the cluster comes up); otherwise the
-    run is claimed here. Either way it is claimed exactly once per execution.
+    run is claimed here. Either way it is claimed exactly once per execution. On a warm
+    cluster it is claimed when it starts generating, in the commit that marks it
+    running: there is nothing to start, so nothing to show as ``starting``.
     """
     emit = sink or (lambda _event: None)
     store = Store(settings.database_url)
-    if not claimed:
+    claim_with_start = not claimed and cluster is not None
+    if not claimed and not claim_with_start:
         if not store.claim_run(run_id):
-            status = store.run_status(run_id)
-            return RunResult(run_id, status or RunStatus.FAILED, None if status else "missing")
+            return _skipped(store, run_id)
         emit({"type": "status", "status": RunStatus.STARTING})
     config = store.run_config(run_id)
     catalog = catalog or Catalog(settings)
@@ -246,7 +252,11 @@ def execute_run(
             if cluster.spec.topology_key() != config.cluster_spec.topology_key():
                 raise EngineError("the warm cluster's topology does not match this run")
             cluster.set_latency(config.latency, config.topology)
-            _generate(settings, run_id, config, model, cluster, emit, should_cancel)
+            _generate(
+                settings, run_id, config, model, cluster, emit, should_cancel, claim_with_start
+            )
+    except _NotClaimed:
+        return _skipped(store, run_id)
     except RunLost as exc:
         # Not ours any more: whoever has it now writes its outcome.
         return RunResult(run_id, store.run_status(run_id) or RunStatus.FAILED, str(exc))
@@ -271,6 +281,12 @@ def execute_run(
     return RunResult(run_id, RunStatus.SUCCEEDED, None)
 
 
+def _skipped(store: Store, run_id: int) -> RunResult:
+    """The result for a run that could not be claimed: whatever state it is in now."""
+    status = store.run_status(run_id)
+    return RunResult(run_id, status or RunStatus.FAILED, None if status else "missing")
+
+
 def _generate(
     settings: Settings,
     run_id: int,
@@ -279,15 +295,16 @@ def _generate(
     cluster: Cluster,
     emit: EventSink,
     should_cancel: CancelCheck | None,
+    claim: bool = False,
 ) -> None:
+    """Generate on ``cluster`` and store the outcome; ``claim``: the run is still
+    queued, and is claimed in the commit that marks it running."""
     url = settings.database_url
     store = Store(url)
     info = cluster.root_info
     runs_before = cluster.runs_served
-    cluster.runs_served += 1
     measurement = measurement_of(info, cluster, runs_before)
-    running = store.mark_running(
-        run_id,
+    provenance = dict(
         measurement=measurement,
         engine_version=info.get("engine_version"),
         layer_split=info.get("layer_split"),
@@ -301,8 +318,13 @@ def _generate(
         image_ids=cluster.provenance(),
         node_limits=cluster.node_limits() or None,
     )
-    if not running:
+    if claim:
+        if not store.claim_run(run_id, running=provenance):
+            raise _NotClaimed()
+        emit({"type": "status", "status": RunStatus.STARTING})  # a fresh event log
+    elif not store.mark_running(run_id, **provenance):
         raise RunLost(f"run {run_id} is no longer this executor's ({store.run_status(run_id)})")
+    cluster.runs_served = runs_before + 1
     emit({"type": "status", "status": RunStatus.RUNNING})
 
     # The run's window on the shared monotonic clock: chunk traces are read from here.

@@ -219,6 +219,30 @@ def test_the_last_token_batch_is_stored_with_the_outcome(store: Store) -> None:
     assert _tokens(lost, store) == []
 
 
+def test_a_warm_run_is_claimed_and_started_in_one_commit(store: Store) -> None:
+    rid = store.create_run(CONFIG).id
+    assert store.claim_run(rid)
+    assert store.mark_running(rid)
+    assert store.keep_measurements(rid, {"output_text": "t0"}, tokens=[_token(0)])
+    _force(store, rid, R.QUEUED)  # left by a dead executor, handed out again
+    assert store.claim_run(rid, running={"engine_version": "v2"})
+    run = store.get_run(rid)
+    assert run.status == R.RUNNING
+    assert run.started_at is not None
+    with session_scope(store.database_url) as s:
+        assert s.get_one(Run, rid).engine_version == "v2"
+    assert _tokens(rid, store) == []  # the earlier execution's rows are gone
+    store.cancel_run(store.create_run(CONFIG).id)
+    cancelled = store.runs_in([R.CANCELLED])[0].id
+    assert not store.claim_run(cancelled, running={"engine_version": "v2"})
+    assert store.get_run(cancelled).status == R.CANCELLED
+    assert store.get_run(cancelled).started_at is None
+
+
+def _token(index: int) -> dict[str, object]:
+    return {"index": index, "offset_ms": 10.0 * index, "text": f"t{index}", "detail": None}
+
+
 def _link() -> dict[str, float]:
     return {
         "bytes_up": 1,
