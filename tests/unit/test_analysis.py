@@ -422,6 +422,9 @@ def test_analyze_to_dict_is_plain_json() -> None:
 
 
 def test_load_records_from_stored_runs(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from edgelab.analysis import record_from_run
     from edgelab.models import Run
     from edgelab.models.db import session_scope, upgrade
     from edgelab.settings import Settings
@@ -444,10 +447,18 @@ def test_load_records_from_stored_runs(tmp_path: Path) -> None:
                     fingerprint=f"f{nodes}",
                     tpot_ms=10.0 * (i + 1),
                     host_cores=2,
+                    options={"flash_attn": True} if i == 2 else {},
                 )
             )
     with session_scope(settings.database_url) as s:
         records = load_records(s, run_ids=[1, 2, 3])
+        # The JSON columns are read as text and decoded once per value: the same as
+        # the ORM's own decoding.
+        orm = [record_from_run(r) for r in s.scalars(select(Run).order_by(Run.id))]
+    assert [(r.rtt_delay_ms, r.options) for r in records] == [
+        (r.rtt_delay_ms, r.options) for r in orm
+    ]
+    assert records[2].options == {"flash_attn": True}
     assert [(r.nodes, r.status, r.rtt_delay_ms) for r in records] == [
         (1, "failed", 0.0),
         (3, "succeeded", 40.0),
