@@ -200,6 +200,15 @@ def test_api_form_and_json_carry_the_loss(settings: Settings) -> None:
     assert 'name="loss"' in form
     assert 'value="1%"' in form
     assert "worker2=10ms,loss:0%" in form
+    # Compare has the loss as a configuration row of its own, highlighted when it differs.
+    config_two, _ = parse_config({**raw, "backend": "docker", "loss": 2}, Catalog(settings))
+    with session_scope(settings.database_url) as s:
+        other = create_run(s, config_two).id
+    html = client.get(f"/compare?ids={run_id}&ids={other}").get_data(as_text=True)
+    row = html[html.index('data-field="loss"') - 30 :]
+    row = row[: row.index("</tr>")]
+    assert 'class="diff"' in row
+    assert "<td>1%</td><td>2%</td>" in row
     # The sweep form's loss axis, counted by the same parser a submit uses.
     count = client.get(
         "/sweeps/count",

@@ -72,7 +72,10 @@ from edgelab.validation.values import FieldError
 
 COMPARE_MIN, COMPARE_MAX = 2, 10
 #: Configuration rows of the compare page, in the API's field names.
-COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS, "topology")
+COMPARE_CONFIG = ("sweep_id", *SUMMARY_CONFIG_FIELDS, "loss", "topology")
+#: Compare rows that are no field of the analysis' configuration key: they differ
+#: when their values do (loss is also part of the topology, which the key has).
+_OWN_DIFF = frozenset({"loss"})
 
 
 def check_button() -> None:
@@ -346,7 +349,8 @@ def compare() -> Any:
             else r["config"][name]
             for r in runs
         ]
-        config_rows.append({"name": name, "values": values, "differs": name in differing})
+        differs = name in differing or (name in _OWN_DIFF and len(set(values)) > 1)
+        config_rows.append({"name": name, "values": values, "differs": differs})
     metric_rows = [
         {"name": name, "values": [r["metrics"][name] for r in runs]} for name in METRIC_FIELDS
     ]
