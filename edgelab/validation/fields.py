@@ -261,8 +261,9 @@ def check_profile(profile: Any) -> None:
             _check_rate(one.bandwidth_bps)
 
 
-#: Loss as text: a percentage with an optional ``%`` (``2%``, ``0.5 %``, ``1``).
-LOSS_TEXT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,2})?\s*%?")
+#: Loss as text: a percentage with an optional ``%`` (``2%``, ``0.5 %``, ``1``). Spaces
+#: only (not ``\s``): the OpenAPI pattern must refuse exactly what this refuses.
+LOSS_TEXT = re.compile(r" *[0-9]{1,2}(\.[0-9]{1,2})? *%? *")
 
 
 def loss_percent(value: Any) -> float:
@@ -272,8 +273,8 @@ def loss_percent(value: Any) -> float:
     0-50 %, at most two decimals (nftables drops N in 10,000). ``FieldError`` otherwise.
     """
     if isinstance(value, str):
-        text = value.strip()
-        if not LOSS_TEXT.fullmatch(text):
+        text = value.strip(" ")
+        if not LOSS_TEXT.fullmatch(value):
             raise FieldError(
                 f"must be a percentage between 0 and {MAX_LOSS_PCT:g} such as 1% or 0.5%, "
                 f"got {quote(value)}"

@@ -11,6 +11,7 @@ only when its cluster starts lossy).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,13 @@ def test_the_loss_rule_takes_text_and_numbers_and_names_what_is_wrong() -> None:
     assert [rule.check(v) for v in ("2%", "0.5 %", "1", 1, 0.25, 0)] == [
         "2%", "0.5%", "1%", "1%", "0.25%", "0%",
     ]  # fmt: skip
-    assert rule.from_text(" 1.5% ") == "1.5%"
+    assert rule.from_text(" 1.5 % ") == "1.5%"
     for bad, words in (
         ("60%", "must be between 0 and 50 %, got 60 %"),
         (50.5, "must be between 0 and 50 %, got 50.5 %"),
         ("-1%", "must be a percentage between 0 and 50"),
         ("lots", "must be a percentage between 0 and 50 such as 1% or 0.5%, got 'lots'"),
+        ("1%\x1c", "must be a percentage"),  # spaces only: what the OpenAPI pattern allows
         (0.001, "at most two decimals"),
         (True, "must be a number, got a boolean true"),
         (None, "must be a number, got"),
@@ -92,6 +94,7 @@ def test_the_loss_rule_takes_text_and_numbers_and_names_what_is_wrong() -> None:
         assert words in str(info.value), bad
     schema = rule.schema()
     assert schema["type"] == ["string", "number"]
+    assert re.fullmatch(schema["pattern"].strip("^$"), " 1.5 % ")
     assert (schema["minimum"], schema["maximum"], schema["default"]) == (0, 50.0, "0%")
 
 
