@@ -9,7 +9,8 @@ not only with runs:
 
 Timed through Flask's test client (the whole request in the server: routing,
 queries, analysis, template; no network), requests alternating so drift on the
-shared host hits all alike:
+shared host hits all alike, after the warm-up objects are frozen out of the cyclic
+GC as the served app's are (``freeze_startup_heap``, called by ``wsgi.py``):
 
 * ``/sweeps/<id>``: the sweep page, cell list and analysis embedded as JSON (what
   the target is about; nothing the page shows is fetched afterwards except the
@@ -44,7 +45,7 @@ from sqlalchemy import text  # noqa: E402
 from edgelab.analysis import clear_cache  # noqa: E402
 from edgelab.analysis.synthetic import insert_synthetic_sweep  # noqa: E402
 from edgelab.models.db import engine_for, session_scope, upgrade  # noqa: E402
-from edgelab.service import create_app  # noqa: E402
+from edgelab.service import create_app, freeze_startup_heap  # noqa: E402
 from edgelab.service.web.sweeps import clear_page_cache  # noqa: E402
 from edgelab.settings import Settings  # noqa: E402
 
@@ -89,6 +90,7 @@ def bench(url: str, requests: int) -> list[tuple[str, str, float, float, int]]:
     }
     for _sid, path in paths.values():  # warm-up: imports, template compilation, caches
         assert client.get(path).status_code == 200, path
+    freeze_startup_heap()  # as the served app does (edgelab/service/wsgi.py)
     times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
     sizes: dict[tuple[str, str], int] = {}
     for _ in range(requests):
