@@ -97,7 +97,7 @@ def run_as_dict(database_url: str, run_id: int) -> dict[str, Any]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="A YAML file with devices: {NODE: ...} and links: {NODE: ...} (and optionally "
-    "nodes); --device/--link override its entries.",
+    "nodes and loss); --device/--link override its entries, --nodes/--loss its values.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the stored run as JSON.")
 def run_command(
@@ -153,11 +153,16 @@ def run_command(
     except TopologyError as exc:
         lines = "\n".join(f"  --{k}: {v}" for k, v in exc.errors.items())
         raise click.ClickException(f"invalid run configuration:\n{lines}") from exc
-    if "nodes" in topology_input:
-        file_nodes = topology_input.pop("nodes")
-        source = click.get_current_context().get_parameter_source("nodes")
-        if source is not None and source.name == "DEFAULT":
-            nodes = file_nodes
+    # The file's nodes and loss stand unless the flag was given.
+    for key in ("nodes", "loss"):
+        if key in topology_input:
+            from_file = topology_input.pop(key)
+            source = click.get_current_context().get_parameter_source(key)
+            if source is not None and source.name == "DEFAULT":
+                if key == "nodes":
+                    nodes = from_file
+                else:
+                    loss = from_file
     text: dict[str, Any] = {
         **topology_input,
         "prompt": prompt,
@@ -250,7 +255,7 @@ def topology_options(
     devices: tuple[str, ...], links: tuple[str, ...], topology_file: Path | None
 ) -> dict[str, Any]:
     """``--topology FILE`` merged with ``--device``/``--link`` as run input
-    (``devices``, ``links`` and the file's ``nodes``); the flags win per node."""
+    (``devices``, ``links`` and the file's ``nodes`` and ``loss``); the flags win per node."""
     from edgelab.topology.spec import parse_assignments
 
     out: dict[str, Any] = {}
@@ -263,9 +268,12 @@ def topology_options(
             data = yaml.safe_load(topology_file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise TopologyError({"topology": f"{topology_file}: {exc}"}) from None
-        if not isinstance(data, dict) or set(data) - {"devices", "links", "nodes", "name"}:
+        if not isinstance(data, dict) or set(data) - {"devices", "links", "nodes", "name", "loss"}:
             raise TopologyError(
-                {"topology": f"{topology_file} must map devices:, links: (and nodes:, name:)"}
+                {
+                    "topology": f"{topology_file} must map devices:, links: (and nodes:, "
+                    "loss:, name:)"
+                }
             )
         if not isinstance(data.get("devices") or {}, dict) or not isinstance(
             data.get("links") or {}, dict
@@ -276,8 +284,9 @@ def topology_options(
         base = topology_file.resolve().parent
         for node, value in (data.get("links") or {}).items():
             lnk[node] = _trace_beside(value, base)
-        if "nodes" in data:
-            out["nodes"] = data["nodes"]
+        for key in ("nodes", "loss"):
+            if key in data:
+                out[key] = data[key]
     dev.update(parse_assignments(devices, "device"))
     lnk.update(parse_assignments(links, "link"))
     if dev:

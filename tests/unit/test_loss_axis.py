@@ -232,3 +232,23 @@ def test_api_form_and_json_carry_the_loss(settings: Settings) -> None:
     schemas = doc["components"]["schemas"]
     assert schemas["RunConfig"]["properties"]["loss"]["maximum"] == 50.0
     assert "loss" in schemas["SweepSpec"]["properties"]
+
+
+def test_a_topology_file_gives_the_loss_and_the_flag_wins(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edgelab.cli import main
+
+    monkeypatch.setenv("EDGELAB_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("EDGELAB_MODELS_DIR", str(settings.models_dir))
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("nodes: 3\nloss: 70%\nlinks: {worker2: 30ms}\n")
+    argv = ["run", "--model", MODEL, "--max-tokens", "4", "--topology", str(lab)]
+    # Refused before anything starts, so which loss was read shows in the message.
+    from_file = CliRunner().invoke(main, argv)
+    assert from_file.exit_code != 0
+    assert "--loss: must be between 0 and 50 %, got 70 %" in from_file.output
+    flag = CliRunner().invoke(main, [*argv, "--loss", "60"])
+    assert "--loss: must be between 0 and 50 %, got 60 %" in flag.output
