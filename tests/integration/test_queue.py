@@ -24,11 +24,11 @@ from typing import Any
 import psutil
 import pytest
 from flask.testing import FlaskClient
+from queue_api import api_client, free_port, run_json, sweep_json, wait_for
 from sqlalchemy import func, select
 
 from edgelab.models import Run, TokenEvent
 from edgelab.models.db import session_scope
-from edgelab.service import create_app
 from edgelab.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,34 +37,15 @@ NodesOf = Callable[[Path], list[psutil.Process]]
 StartWorker = Callable[..., Any]  # -> conftest.QueueWorker
 
 PROMPT = "Name three planets."
-FINAL = ("succeeded", "failed", "cancelled")
-
-
-def _client(settings: Settings) -> FlaskClient:
-    return create_app(settings, {"TESTING": True}).test_client()
 
 
 def _wait(
     fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout_s: float
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    data = fetch()
-    while not done(data):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {timeout_s:.0f} s; last state: {data}")
-        time.sleep(0.5)
-        data = fetch()
-    return data
+    return wait_for(fetch, done, timeout_s, poll_s=0.5)
 
 
-def _run(client: FlaskClient, run_id: int) -> dict[str, Any]:
-    data: dict[str, Any] = client.get(f"/api/runs/{run_id}").get_json()
-    return data
-
-
-def _sweep(client: FlaskClient, sweep_id: int) -> dict[str, Any]:
-    data: dict[str, Any] = client.get(f"/api/sweeps/{sweep_id}").get_json()
-    return data
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _sse_events(client: FlaskClient, run_id: int) -> list[dict[str, Any]]:
@@ -89,7 +70,7 @@ def test_post_run_reaches_succeeded_and_streams_live(
     queue_settings: Settings, queue_worker_factory: StartWorker
 ) -> None:
     queue_worker_factory(queue_settings)
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     health = client.get("/api/health").get_json()
     assert health["ok"], health
     assert health["workers"], health
@@ -111,7 +92,7 @@ def test_post_run_reaches_succeeded_and_streams_live(
     assert events[-1]["status"] == "succeeded"
     assert any(e["type"] == "metrics" for e in events)
 
-    run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, 60)
+    run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, 60)
     assert run["status"] == "succeeded", run["error"]
     assert run["metrics"]["output_tokens"] == len(tokens)
     assert 1 <= run["metrics"]["output_tokens"] <= 16
@@ -132,7 +113,7 @@ def test_sweep_2x2x2_on_postgres_loads_each_topology_once(
 ) -> None:
     settings = queue_settings_factory(queue_redis_url, queue_postgres_url)
     queue_worker_factory(settings)
-    client = _client(settings)
+    client = api_client(settings)
     spec = {
         "name": "acceptance",
         "nodes": [1, 2],
@@ -147,8 +128,8 @@ def test_sweep_2x2x2_on_postgres_loads_each_topology_once(
     # 2 x 2 x 2 minus the 1-node cells that differ only in latency: one per repetition.
     assert resp.get_json()["total_cells"] == 6
 
-    sweep = _wait(lambda: _sweep(client, sweep_id), lambda d: d["status"] in FINAL, 240)
-    errors = {c["run_id"]: _run(client, c["run_id"])["error"] for c in sweep["cells"]}
+    sweep = _wait(lambda: sweep_json(client, sweep_id), lambda d: d["status"] in FINAL, 240)
+    errors = {c["run_id"]: run_json(client, c["run_id"])["error"] for c in sweep["cells"]}
     assert sweep["status"] == "succeeded", errors
     assert sweep["progress"]["succeeded"] == 6
     assert len(sweep["cells"]) == 6
@@ -168,7 +149,7 @@ def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
     queue_settings: Settings, queue_worker_factory: StartWorker, queue_nodes_of: NodesOf
 ) -> None:
     worker = queue_worker_factory(queue_settings)
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     spec = {
         "name": "cancel-resume",
         "nodes": 2,
@@ -192,12 +173,12 @@ def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
                 )
             )
 
-    _wait(lambda: _sweep(client, sweep_id), first_done_and_one_generating, 180)
+    _wait(lambda: sweep_json(client, sweep_id), first_done_and_one_generating, 180)
     resp = client.post(f"/api/sweeps/{sweep_id}/cancel")
     assert resp.status_code == 202
 
     sweep = _wait(
-        lambda: _sweep(client, sweep_id),
+        lambda: sweep_json(client, sweep_id),
         lambda d: d["progress"]["running"] == 0 and d["progress"]["starting"] == 0,
         60,
     )
@@ -216,7 +197,7 @@ def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
     assert resp.status_code == 202
     assert len(resp.get_json()["created"]) == 6 - len(succeeded_before)
 
-    sweep = _wait(lambda: _sweep(client, sweep_id), lambda d: d["status"] in FINAL, 240)
+    sweep = _wait(lambda: sweep_json(client, sweep_id), lambda d: d["status"] in FINAL, 240)
     assert sweep["status"] == "succeeded", sweep
     assert sweep["progress"]["succeeded"] == 6
     # The cells that had succeeded kept their run: nothing was executed twice.
@@ -226,12 +207,6 @@ def test_cancel_stops_the_cluster_and_resume_completes_only_missing_cells(
         runs = list(s.scalars(select(Run).where(Run.sweep_id == sweep_id)))
     assert sum(r.status == "succeeded" for r in runs) == 6
     assert len(runs) == 6 + (6 - len(succeeded_before))  # cancelled runs stay as history
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -248,7 +223,7 @@ def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[in
 def test_edgelab_up_serves_the_api_and_runs_a_job_without_external_services(
     tmp_path: Path, models_dir: Path, smollm2: object
 ) -> None:
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "up"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGELAB_")}
     env.update(

@@ -27,7 +27,6 @@ import dataclasses
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -38,13 +37,12 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from flask.testing import FlaskClient
+from queue_api import api_client, free_port, sweep_json, wait_for
 from sqlalchemy import func, select
 
 from edgelab.catalog import Catalog
 from edgelab.models import LinkStat, Run, TokenEvent
 from edgelab.models.db import session_scope, upgrade
-from edgelab.service import create_app
 from edgelab.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,10 +54,10 @@ StartWorker = Callable[..., Any]  # -> conftest.QueueWorker
 RecordTiming = Callable[..., None]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _wait(
+    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout_s: float
+) -> dict[str, Any]:
+    return wait_for(fetch, done, timeout_s, poll_s=0.3)
 
 
 def _server_binary() -> str:
@@ -80,7 +78,7 @@ class OwnRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,23 +114,6 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.start()
     yield server
     server.kill()
-
-
-def _client(settings: Settings) -> FlaskClient:
-    return create_app(settings, {"TESTING": True}).test_client()
-
-
-def _wait(
-    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout_s: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    data = fetch()
-    while not done(data):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {timeout_s:.0f} s; last state: {data}")
-        time.sleep(0.3)
-        data = fetch()
-    return data
 
 
 def _claims(*workers: Any) -> Counter[int]:
@@ -178,11 +159,6 @@ def _stop_and_check_nothing_left(settings: Settings, *workers: Any) -> None:
     pytest.fail(f"processes left behind: {left}")
 
 
-def _sweep(client: FlaskClient, sweep_id: int) -> dict[str, Any]:
-    data: dict[str, Any] = client.get(f"/api/sweeps/{sweep_id}").get_json()
-    return data
-
-
 def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_twice(
     own_redis: OwnRedis,
     queue_settings_factory: Callable[[str, str], Settings],
@@ -191,7 +167,7 @@ def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_tw
 ) -> None:
     settings = queue_settings_factory(own_redis.url, "")
     worker = queue_worker_factory(settings, EDGELAB_RECONCILE_S="1")
-    client = _client(settings)
+    client = api_client(settings)
     spec = {
         "name": "broker-restart",
         "nodes": [2, 3],  # two topology groups: two messages (2 x 2 x 2 = 8 cells)
@@ -209,7 +185,7 @@ def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_tw
         states = [c["status"] for c in d["cells"]]
         return "succeeded" in states and "running" in states
 
-    sweep = _wait(lambda: _sweep(client, sweep_id), one_done_one_generating, 240)
+    sweep = _wait(lambda: sweep_json(client, sweep_id), one_done_one_generating, 240)
     executing = {c["nodes"] for c in sweep["cells"] if c["status"] == "running"}
     waiting = [
         c["run_id"]
@@ -227,7 +203,7 @@ def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_tw
     resumed: float | None = None
     deadline = back + 300
     while True:
-        sweep = _sweep(client, sweep_id)
+        sweep = sweep_json(client, sweep_id)
         states = {c["run_id"]: c["status"] for c in sweep["cells"]}
         if resumed is None and any(states[rid] != "queued" for rid in waiting):
             resumed = time.monotonic()
@@ -249,7 +225,7 @@ def test_broker_killed_and_restarted_mid_sweep_loses_nothing_and_runs_nothing_tw
     resp = client.post(f"/api/sweeps/{sweep_id}/cancel")
     assert resp.status_code == 409
     assert resp.get_json()["status"] == "succeeded"
-    assert _sweep(client, sweep_id)["status"] == "succeeded"
+    assert sweep_json(client, sweep_id)["status"] == "succeeded"
 
     _stop_and_check_nothing_left(settings, worker)
     chaos_timing(
@@ -268,7 +244,7 @@ def test_a_live_worker_adopts_the_run_of_a_killed_worker_at_the_default_lock_ttl
     # The default TTL of 30 s on purpose: the acceptance is "adopted within 60 s".
     env = {"EDGELAB_LOCK_TTL": "30", "EDGELAB_RECONCILE_S": "2"}
     workers = [queue_worker_factory(queue_settings, **env) for _ in range(2)]
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     resp = client.post(
         "/api/runs",
         json={"prompt": PROMPT, "nodes": 3, "latency": "40ms", "max_tokens": 24},
@@ -330,7 +306,7 @@ def test_a_non_cluster_error_at_cluster_start_leaves_every_run_of_the_group_fail
         EDGELAB_START_STALL_TIMEOUT="300",  # the watchdog must not win the race
     )
     # The sender sets a message's time limits, from its own settings.
-    client = _client(queue_settings.with_overrides(run_time_limit_s=5.0, cleanup_grace_s=30.0))
+    client = api_client(queue_settings.with_overrides(run_time_limit_s=5.0, cleanup_grace_s=30.0))
     spec = {
         "name": "start-fails",
         "nodes": 2,
@@ -343,7 +319,7 @@ def test_a_non_cluster_error_at_cluster_start_leaves_every_run_of_the_group_fail
     assert resp.status_code == 202, resp.get_json()
     sweep_id = resp.get_json()["id"]
     t0 = time.monotonic()
-    sweep = _wait(lambda: _sweep(client, sweep_id), lambda d: d["status"] in FINAL, 120)
+    sweep = _wait(lambda: sweep_json(client, sweep_id), lambda d: d["status"] in FINAL, 120)
     ended = time.monotonic()
     assert sweep["status"] == "failed"
     assert [c["status"] for c in sweep["cells"]] == ["failed", "failed"]
@@ -383,7 +359,7 @@ def test_500_queued_runs_end_in_500_terminal_rows_each_claimed_once(
     catalog.register(dataclasses.replace(smollm2, name="doomed"))
     settings = Settings(data_dir=tmp_path / "data", models_dir=models, redis_url=queue_redis_url)
     upgrade(settings.database_url)
-    client = _client(settings)
+    client = api_client(settings)
     spec = {
         "name": "twenty",
         "nodes": 1,
@@ -423,7 +399,7 @@ def test_500_queued_runs_end_in_500_terminal_rows_each_claimed_once(
     assert statuses == Counter({("succeeded", sweep_id): 20, ("failed", None): 480})
     assert all("no model named 'doomed'" in e for st, _, e in rows.values() if st == "failed")
     assert _claims(*workers) == Counter(dict.fromkeys(rows, 1))  # none executed twice
-    assert _sweep(client, sweep_id)["model_loads"] == 1
+    assert sweep_json(client, sweep_id)["model_loads"] == 1
     _stop_and_check_nothing_left(settings, *workers)
     chaos_timing(
         "500 queued runs (480 single messages + a 20-cell sweep, 2 workers)",

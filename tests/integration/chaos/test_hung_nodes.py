@@ -21,11 +21,11 @@ from typing import Any
 import psutil
 import pytest
 from flask.testing import FlaskClient
+from queue_api import api_client, run_json, wait_for
 from sqlalchemy import func, select
 
 from edgelab.models import LinkStat
 from edgelab.models.db import session_scope
-from edgelab.service import create_app
 from edgelab.settings import Settings
 
 pytestmark = [
@@ -48,13 +48,10 @@ NEVER = "10000ms"
 STALL_S = 5.0
 
 
-def _client(settings: Settings) -> FlaskClient:
-    return create_app(settings, {"TESTING": True}).test_client()
-
-
-def _run(client: FlaskClient, run_id: int) -> dict[str, Any]:
-    data: dict[str, Any] = client.get(f"/api/runs/{run_id}").get_json()
-    return data
+def _wait(
+    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout_s: float
+) -> dict[str, Any]:
+    return wait_for(fetch, done, timeout_s, poll_s=0.1)
 
 
 def _submit(client: FlaskClient, **fields: Any) -> int:
@@ -63,19 +60,6 @@ def _submit(client: FlaskClient, **fields: Any) -> int:
     resp = client.post("/api/runs", json=body)
     assert resp.status_code == 202, resp.get_json()
     return int(resp.get_json()["id"])
-
-
-def _wait(
-    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout_s: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    data = fetch()
-    while not done(data):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {timeout_s:.0f} s; last state: {data}")
-        time.sleep(0.1)
-        data = fetch()
-    return data
 
 
 def _generating(d: dict[str, Any]) -> bool:
@@ -124,12 +108,12 @@ def test_sigstop_of_a_worker_node_mid_generation_fails_naming_it_and_frees_the_w
     chaos_timing: RecordTiming,
 ) -> None:
     queue_worker_factory(queue_settings, EDGELAB_STALL_TIMEOUT=f"{STALL_S:g}")
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client)
-    run = _wait(lambda: _run(client, run_id), _generating, 120)
+    run = _wait(lambda: run_json(client, run_id), _generating, 120)
 
     with _stopped(_node_pid(run, "worker1")) as t_fault:
-        run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, STALL_S + 30)
+        run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, STALL_S + 30)
         detect_s = time.monotonic() - t_fault
         gone_s = _wait_no_nodes(queue_nodes_of, queue_settings.data_dir)
     assert run["status"] == "failed", run
@@ -145,7 +129,7 @@ def test_sigstop_of_a_worker_node_mid_generation_fails_naming_it_and_frees_the_w
 
     # The Celery worker is free again at once (not held until the task time limit).
     next_id = _submit(client, latency="0ms", max_tokens=4)
-    after = _wait(lambda: _run(client, next_id), lambda d: d["status"] in FINAL, 120)
+    after = _wait(lambda: run_json(client, next_id), lambda d: d["status"] in FINAL, 120)
     assert after["status"] == "succeeded", after["error"]
     # The run is `succeeded` a moment before its cluster is closed and its dir removed.
     _wait_dirs(queue_settings.data_dir, [kept])
@@ -166,15 +150,15 @@ def test_cancel_during_a_stall_ends_cancelled_within_5_s(
 ) -> None:
     # A stall timeout far away: only the cancel can end this run quickly.
     queue_worker_factory(queue_settings, EDGELAB_STALL_TIMEOUT="300")
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client)
-    run = _wait(lambda: _run(client, run_id), _generating, 120)
+    run = _wait(lambda: run_json(client, run_id), _generating, 120)
     with _stopped(_node_pid(run, "worker2")):
         time.sleep(2.0)  # well into the stall: the root waits for worker2
-        assert _run(client, run_id)["status"] == "running"
+        assert run_json(client, run_id)["status"] == "running"
         t_cancel = time.monotonic()
         assert client.post(f"/api/runs/{run_id}/cancel").status_code == 202
-        run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, 30)
+        run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, 30)
         cancel_s = time.monotonic() - t_cancel
         gone_s = _wait_no_nodes(queue_nodes_of, queue_settings.data_dir)
     assert run["status"] == "cancelled", run
@@ -203,15 +187,15 @@ def test_cancel_while_the_cluster_starts_ends_cancelled_within_5_s(
     chaos_timing: RecordTiming,
 ) -> None:
     queue_worker_factory(queue_settings, EDGELAB_START_STALL_TIMEOUT="300")
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client, latency=NEVER)
     _wait_root_started(queue_nodes_of, queue_settings.data_dir, 3, 120)
     time.sleep(1.0)  # the root is now waiting for its first RPC answer
-    assert _run(client, run_id)["status"] == "starting"
+    assert run_json(client, run_id)["status"] == "starting"
 
     t_cancel = time.monotonic()
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 202
-    run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, 30)
+    run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, 30)
     cancel_s = time.monotonic() - t_cancel
     gone_s = _wait_no_nodes(queue_nodes_of, queue_settings.data_dir)
     assert run["status"] == "cancelled", run
@@ -255,13 +239,13 @@ def test_a_stalled_cluster_start_fails_naming_the_node_within_the_start_stall_ti
     chaos_timing: RecordTiming,
 ) -> None:
     queue_worker_factory(queue_settings, EDGELAB_START_STALL_TIMEOUT=f"{STALL_S:g}")
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client, latency=NEVER)
     _wait_root_started(queue_nodes_of, queue_settings.data_dir, 3, 120)
     # The stall begins when the root, done importing and opening the model, sits
     # waiting for worker1's first answer: from then on no node uses CPU.
     t_quiet = _wait_idle(queue_nodes_of(queue_settings.data_dir))
-    run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, STALL_S + 30)
+    run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, STALL_S + 30)
     detect_s = time.monotonic() - t_quiet
     gone_s = _wait_no_nodes(queue_nodes_of, queue_settings.data_dir)
     assert run["status"] == "failed", run
@@ -284,12 +268,12 @@ def test_kill9_of_a_node_mid_generation_fails_naming_it(
     chaos_timing: RecordTiming,
 ) -> None:
     queue_worker_factory(queue_settings)
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client)
-    run = _wait(lambda: _run(client, run_id), _generating, 120)
+    run = _wait(lambda: run_json(client, run_id), _generating, 120)
     os.kill(_node_pid(run, "worker2"), signal.SIGKILL)
     t_fault = time.monotonic()
-    run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, 30)
+    run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, 30)
     detect_s = time.monotonic() - t_fault
     gone_s = _wait_no_nodes(queue_nodes_of, queue_settings.data_dir)
     assert run["status"] == "failed", run
@@ -308,9 +292,9 @@ def test_kill9_of_the_celery_worker_mid_run_completes_exactly_once_after_restart
     chaos_timing: RecordTiming,
 ) -> None:
     first = queue_worker_factory(queue_settings)
-    client = _client(queue_settings)
+    client = api_client(queue_settings)
     run_id = _submit(client, max_tokens=16)
-    _wait(lambda: _run(client, run_id), _generating, 120)
+    _wait(lambda: run_json(client, run_id), _generating, 120)
     nodes = queue_nodes_of(queue_settings.data_dir)
     assert len(nodes) == 3
     first.kill9()
@@ -321,11 +305,11 @@ def test_kill9_of_the_celery_worker_mid_run_completes_exactly_once_after_restart
     while any(p.is_running() and p.status() != "zombie" for p in nodes):
         assert time.monotonic() < deadline, "node processes outlived the killed worker"
         time.sleep(0.2)
-    assert _run(client, run_id)["status"] == "running"  # left behind, not finished
+    assert run_json(client, run_id)["status"] == "running"  # left behind, not finished
 
     queue_worker_factory(queue_settings)
     t_restart = time.monotonic()
-    run = _wait(lambda: _run(client, run_id), lambda d: d["status"] in FINAL, 180)
+    run = _wait(lambda: run_json(client, run_id), lambda d: d["status"] in FINAL, 180)
     recover_s = time.monotonic() - t_restart
     assert run["status"] == "succeeded", run["error"]
     finished_at = run["finished_at"]
@@ -333,7 +317,7 @@ def test_kill9_of_the_celery_worker_mid_run_completes_exactly_once_after_restart
     # Exactly once: one set of tokens, one link stat per link, and no second
     # execution later (the redelivered message finds the run finished).
     time.sleep(8)
-    run = _run(client, run_id)
+    run = run_json(client, run_id)
     assert run["finished_at"] == finished_at
     assert [t["index"] for t in run["tokens"]] == list(range(run["metrics"]["output_tokens"]))
     with session_scope(queue_settings.database_url) as s:
