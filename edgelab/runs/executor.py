@@ -26,8 +26,6 @@ from edgelab.engines import get_engine
 from edgelab.engines.base import EngineError
 from edgelab.metrics import host, linktiming, timeline
 from edgelab.metrics.sampler import NodeSampler
-from edgelab.models import TokenEvent
-from edgelab.models.db import session_scope
 from edgelab.netem.proxy import LinkStats
 from edgelab.runs.config import RunConfig
 from edgelab.settings import Settings
@@ -120,7 +118,7 @@ class _TokenWriter:
     """
 
     def __init__(self, database_url: str, run_id: int) -> None:
-        self.database_url = database_url
+        self.store = Store(database_url)
         self.run_id = run_id
         self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
@@ -137,8 +135,7 @@ class _TokenWriter:
 
     def flush(self) -> None:
         if self.pending:
-            with session_scope(self.database_url) as s:
-                s.add_all(TokenEvent(run_id=self.run_id, **row) for row in self.pending)
+            self.store.add_token_events(self.run_id, self.pending)
             self.pending = []
         self.last_flush = time.monotonic()
 

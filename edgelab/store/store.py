@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgelab.models import LinkStat, NodeSample, Run, Sweep, TokenEvent
@@ -283,6 +283,20 @@ def _search_open(session: Session, sweep: Sweep) -> bool:
     return not search.state_of(session, sweep.id, spec).done
 
 
+def _insert_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table with one executemany per set of keys.
+
+    Not through ORM objects: a run's outcome carries tens of samples, token events
+    and link rows, and building, flushing and expiring an object for each cost
+    more CPU than the rest of the commit, after every run.
+    """
+    by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_keys.setdefault(frozenset(row), []).append(row)
+    for same in by_keys.values():
+        session.execute(insert(model), same)
+
+
 def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -503,6 +517,13 @@ class Store:
             self._add_measurements(s, run_id, samples, links, tokens)
             return True
 
+    def add_token_events(self, run_id: int, tokens: Iterable[Mapping[str, Any]]) -> None:
+        """Append a batch of a generating run's token events (live viewers replay them)."""
+        rows = [{**token, "run_id": run_id} for token in tokens]
+        if rows:
+            with self._session() as s:
+                _insert_rows(s, TokenEvent, rows)
+
     @staticmethod
     def _add_measurements(
         s: Session,
@@ -511,10 +532,12 @@ class Store:
         links: Mapping[str, Mapping[str, Any]] | None,
         tokens: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        s.add_all(TokenEvent(run_id=run_id, **dict(token)) for token in tokens)
-        s.add_all(NodeSample(run_id=run_id, **dict(sample)) for sample in samples)
-        s.add_all(
-            LinkStat(run_id=run_id, link=name, **dict(row)) for name, row in (links or {}).items()
+        _insert_rows(s, TokenEvent, [{**token, "run_id": run_id} for token in tokens])
+        _insert_rows(s, NodeSample, [{**sample, "run_id": run_id} for sample in samples])
+        _insert_rows(
+            s,
+            LinkStat,
+            [{**row, "run_id": run_id, "link": name} for name, row in (links or {}).items()],
         )
 
     def fail_run(self, run_id: int, error: str, node_logs: Mapping[str, Any] | None = None) -> bool:
