@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 from sqlalchemy import select
+from sweep_db import run_stored, store_sweep
 
 from edgelab.analysis import group_records, load_records
 from edgelab.catalog import Catalog
@@ -27,9 +28,6 @@ from edgelab.engines.dllama.synthetic import SyntheticShape, write_synthetic_mod
 from edgelab.models import LinkStat, Run, Sweep
 from edgelab.models.db import session_scope, upgrade
 from edgelab.settings import Settings
-from edgelab.sweeps import control, expand, parse_spec
-from edgelab.sweeps.spec import group_by_topology
-from edgelab.tasks.runner import run_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_nodes")]
 
@@ -84,17 +82,9 @@ def run_sweep(
 ) -> tuple[int, list[list[int]]]:
     """Create the sweep and execute each topology group as a group task would."""
     catalog = catalog or Catalog(settings)
-    spec = parse_spec(data, max_cells=100)
-    cells = expand(spec, catalog)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, cells).id
-    with session_scope(settings.database_url) as s:
-        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.id)))
-    by_index = dict(zip(range(len(cells)), ids, strict=True))
-    groups = [[by_index[c.index] for c in group] for group in group_by_topology(cells)]
-    for group in groups:
-        run_group(settings, r, group, sweep_id=sweep_id, catalog=catalog)
-    return sweep_id, groups
+    sweep = store_sweep(settings, data, catalog)
+    run_stored(settings, r, sweep, catalog)
+    return sweep.id, sweep.groups
 
 
 def runs_of(settings: Settings, sweep_id: int) -> list[Run]:

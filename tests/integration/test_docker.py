@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from sqlalchemy import select
+from sweep_db import store_sweep
 
 from edgelab.catalog import Catalog
 from edgelab.cluster.dockerapi import (
@@ -30,14 +30,11 @@ from edgelab.cluster.dockerapi import (
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
-from edgelab.models import Run
 from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run, execute_run
 from edgelab.runs.views import run_detail
 from edgelab.settings import Settings
-from edgelab.sweeps import control, expand, parse_spec
-from edgelab.sweeps.spec import group_by_topology
 from edgelab.tasks.runner import run_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -174,25 +171,18 @@ def test_a_container_the_engine_refuses_to_start_fails_the_whole_group_and_leave
 ) -> None:
     settings = settings.with_overrides(worker_image=unstartable_worker_image)
     catalog = Catalog(settings)
-    spec = parse_spec(
-        {
-            "name": "refused",
-            "nodes": 2,
-            "threads": 1,
-            "backend": "docker",
-            "latency": ["0ms", "5ms"],  # two cells, one topology: one group, one start
-            "max_tokens": 4,
-            "prompts": [PROMPT],
-        },
-        max_cells=10,
-    )
-    cells = expand(spec, catalog)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, cells).id
-    with session_scope(settings.database_url) as s:
-        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.id)))
-    assert len(group_by_topology(cells)) == 1
-    result = run_group(settings, test_redis, ids, sweep_id=sweep_id, catalog=catalog)
+    spec = {
+        "name": "refused",
+        "nodes": 2,
+        "threads": 1,
+        "backend": "docker",
+        "latency": ["0ms", "5ms"],  # two cells, one topology: one group, one start
+        "max_tokens": 4,
+        "prompts": [PROMPT],
+    }
+    sweep = store_sweep(settings, spec, catalog, max_cells=10)
+    (ids,) = sweep.groups
+    result = run_group(settings, test_redis, ids, sweep_id=sweep.id, catalog=catalog)
 
     assert result.model_loads == 0
     for run_id in ids:

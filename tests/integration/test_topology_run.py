@@ -15,21 +15,18 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
+from sweep_db import run_stored, store_sweep
 
 from edgelab.analysis import group_records, load_records
 from edgelab.catalog import Catalog
 from edgelab.cluster.dockerapi import DockerAPI, DockerUnavailable
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
-from edgelab.models import Run, Sweep
+from edgelab.models import Sweep
 from edgelab.models.db import session_scope
 from edgelab.runs.config import parse_config
 from edgelab.runs.executor import create_run, execute_run
 from edgelab.runs.views import run_detail
 from edgelab.settings import Settings
-from edgelab.sweeps import control, expand, parse_spec
-from edgelab.sweeps.spec import group_by_topology
-from edgelab.tasks.runner import run_group
 from edgelab.topology.cgroups import CGROUP_ROOT, PREFIX, cpu_quota_problem
 from edgelab.topology.netns import netns_problem
 
@@ -139,27 +136,18 @@ def test_sweep_over_topologies_loads_once_per_topology(
     if cpu_quota_problem() is not None:
         pytest.skip(f"local CPU quotas need root and writable cgroups: {cpu_quota_problem()}")
     catalog = Catalog(settings)
-    spec = parse_spec(
-        {
-            "name": "topologies",
-            "nodes": 3,
-            "devices": ["uniform", "one-slow-worker"],
-            "latency": ["0ms", "10ms"],
-            "max_tokens": 4,
-            "prompts": [PROMPT],
-        },
-        max_cells=10,
-    )
-    cells = expand(spec, catalog)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, cells).id
-    with session_scope(settings.database_url) as s:
-        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.id)))
-    index_to_id = dict(zip(range(len(cells)), ids, strict=True))
-    groups = [[index_to_id[c.index] for c in g] for g in group_by_topology(cells)]
-    assert len(groups) == 2
-    for group in groups:
-        run_group(settings, test_redis, group, sweep_id=sweep_id, catalog=catalog)
+    spec = {
+        "name": "topologies",
+        "nodes": 3,
+        "devices": ["uniform", "one-slow-worker"],
+        "latency": ["0ms", "10ms"],
+        "max_tokens": 4,
+        "prompts": [PROMPT],
+    }
+    sweep = store_sweep(settings, spec, catalog, max_cells=10)
+    assert len(sweep.groups) == 2
+    run_stored(settings, test_redis, sweep, catalog)
+    sweep_id = sweep.id
     with session_scope(settings.database_url) as s:
         assert s.get_one(Sweep, sweep_id).model_loads == 2
         records = load_records(s, sweep_id=sweep_id)
