@@ -203,7 +203,7 @@ def _detail_or_404(sweep_id: int) -> dict[str, Any]:
 class SweepPage:
     """What the sweep page embeds: the cell list and the analysis, already serialised."""
 
-    detail: dict[str, Any]
+    detail: dict[str, Any]  # the sweep detail without its cells (in detail_json)
     detail_json: Markup
     analysis_json: Markup
 
@@ -263,7 +263,10 @@ def sweep_page_data(sweep_id: int) -> SweepPage:
             return found
     detail = _detail_or_404(sweep_id)
     data = analysis.sweep_analysis_dict(db.session, sweep_id)
-    page = SweepPage(detail, _tojson(detail), _tojson(data))
+    # The template reads the sweep's own fields; its 1,000 cell dicts (~1 MB of Python
+    # objects) are kept only as the JSON text.
+    head = {k: v for k, v in detail.items() if k != "cells"}
+    page = SweepPage(head, _tojson(detail), _tojson(data))
     with _pages_lock:
         _pages[key] = page
         while len(_pages) > PAGE_CACHE_SIZE:
