@@ -27,6 +27,7 @@ from edgelab.cluster.dockerapi import (
     LABEL_OWNER_START,
     LABEL_RUN,
     DockerAPI,
+    DockerAPIError,
     owner_labels,
 )
 from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
@@ -196,6 +197,31 @@ def test_a_container_the_engine_refuses_to_start_fails_the_whole_group_and_leave
         assert "-worker1 failed" in error
         assert "/no/such/entrypoint" in error
     # The container the engine created but would not start is removed too.
+    assert _mine(docker_api) == ([], [])
+
+
+@pytest.mark.usefixtures("smollm2")
+def test_a_container_the_engine_refuses_to_create_fails_the_start_naming_it(
+    settings: Settings, docker_api: DockerAPI
+) -> None:
+    """Below Docker's 6 MB floor the engine refuses the create itself. Validation
+    refuses such a run first (tests/unit/test_run_config.py); a cluster spec made by
+    hand bypasses it, so the Docker API error path runs for real."""
+    from edgelab.cluster.docker import DockerCluster
+    from edgelab.cluster.spec import ClusterSpec
+    from edgelab.netem.profile import LatencyProfile
+
+    model = Catalog(settings).get("smollm2-135m")
+    spec = ClusterSpec(
+        model="smollm2-135m", nodes=2, threads=1, latency=LatencyProfile.parse("0ms"),
+        backend="docker", options={"mem": "5m"},
+    )  # fmt: skip
+    cluster = DockerCluster(spec, settings.data_dir / "cluster", model.path)
+    with pytest.raises(DockerAPIError) as info:
+        cluster.start()
+    message = str(info.value)
+    assert message.startswith(f"creating container {cluster.network_name}-worker1 failed: ")
+    assert "Minimum memory limit allowed is 6MB" in message
     assert _mine(docker_api) == ([], [])
 
 
