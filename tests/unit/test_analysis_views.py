@@ -211,6 +211,7 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     change the analysis does not read (a run moving queued -> running) and a change
     of the sweep's own row must still show on the next view."""
     from edgelab.models import Sweep
+    from edgelab.service.web import sweeps as sweeps_web
     from edgelab.service.web.sweeps import clear_page_cache
 
     sweep_id = sweep(db_settings, nodes=(2,), latencies_ms=(0.0,), repetitions=3, noise=0.0)
@@ -241,6 +242,9 @@ def test_remembered_sweep_page_follows_runs_and_sweep(
     third = client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
     assert _embedded(third, "sweep-data")["status"] == "cancelled"
     assert '<span id="model-loads">7</span>' in third
+    # One remembered page per sweep: its latest version.
+    mine = [k for k in sweeps_web._pages if k[0] == db_settings.database_url]
+    assert [k[1] for k in mine] == [sweep_id]
     # The same bytes as a page built from nothing.
     clear_page_cache()
     assert client.get(f"/sweeps/{sweep_id}").get_data(as_text=True) == third

@@ -208,7 +208,8 @@ class SweepPage:
     analysis_json: Markup
 
 
-#: Sweep pages kept per process (:func:`sweep_page_data`); 0.5-1 MB each at 1,000 runs.
+#: Sweep pages kept per process (:func:`sweep_page_data`), the latest version of each
+#: sweep only; 0.5-1 MB each at 1,000 runs.
 PAGE_CACHE_SIZE = 16
 _pages: OrderedDict[tuple[Any, ...], SweepPage] = OrderedDict()
 _pages_lock = threading.Lock()
@@ -268,6 +269,8 @@ def sweep_page_data(sweep_id: int) -> SweepPage:
     head = {k: v for k, v in detail.items() if k != "cells"}
     page = SweepPage(head, _tojson(detail), _tojson(data))
     with _pages_lock:
+        for older in [k for k in _pages if k[:2] == key[:2]]:  # a running sweep's past
+            del _pages[older]
         _pages[key] = page
         while len(_pages) > PAGE_CACHE_SIZE:
             _pages.popitem(last=False)
