@@ -250,7 +250,8 @@ def analyze_sweep(session: Session, sweep_id: int) -> SweepAnalysis:
     return analyze(load_records(session, sweep_id=sweep_id))
 
 
-#: Sweep analyses kept per process (:func:`sweep_analysis_dict`); ~0.1-0.4 MB each.
+#: Sweep analyses kept per process (:func:`sweep_analysis_dict`), the latest version of
+#: each sweep only; ~0.1-0.4 MB each.
 CACHE_SIZE = 32
 _cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -302,6 +303,8 @@ def sweep_analysis_dict(session: Session, sweep_id: int) -> dict[str, Any]:
             return found
     data = analyze_sweep(session, sweep_id).to_dict()
     with _cache_lock:
+        for older in [k for k in _cache if k[:2] == key[:2]]:  # a running sweep's past
+            del _cache[older]
         _cache[key] = data
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
