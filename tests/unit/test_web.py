@@ -801,6 +801,24 @@ def test_token_protects_pages_and_data(web_settings: Settings) -> None:
     assert client.get("/runs").status_code == 302
 
 
+def test_a_login_with_a_refused_form_token_says_so(web_settings: Settings) -> None:
+    """CSRF on, as in production: the login page said nothing at all before."""
+    client = create_app(
+        web_settings.with_overrides(api_token="s3cret"), {"TESTING": True}
+    ).test_client()
+    resp = client.post("/login", data={"token": "s3cret", "next": "/runs"})
+    assert resp.status_code == 400
+    assert form_error(text(resp)) == (
+        "Not logged in: the form arrived without its security token, so it was not sent "
+        "by this page. Type the token again: the form has a fresh token."
+    )
+    again = client.post(
+        "/login", data={"token": "s3cret", "next": "/runs", "csrf_token": csrf_token_of(text(resp))}
+    )
+    assert again.status_code == 302
+    assert again.headers["Location"] == "/runs"
+
+
 def test_login_refuses_open_redirects(web_settings: Settings) -> None:
     settings = web_settings.with_overrides(api_token="s3cret")
     client = create_app(settings, {"TESTING": True, "WTF_CSRF_ENABLED": False}).test_client()

@@ -36,7 +36,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from edgelab.service.extensions import current_settings
 from edgelab.service.web import web
 from edgelab.service.web.format import register_filters
-from edgelab.service.web.forms import LoginForm
+from edgelab.service.web.forms import LoginForm, csrf_problem
 from edgelab.settings import Settings
 
 SESSION_KEY = "edgelab_auth"
@@ -137,7 +137,14 @@ def login() -> Any:
         return redirect(next_url)
     if request.method == "POST":
         if not form.validate():
-            return render_template("login.html", form=form, next=next_url), 400
+            why = csrf_problem(form)
+            # The token field is a password: it is never sent back, so it is typed again.
+            refused = (
+                f"Not logged in: {why}. Type the token again: the form has a fresh token."
+                if why is not None
+                else None
+            )
+            return render_template("login.html", form=form, next=next_url, refused=refused), 400
         if hmac.compare_digest(form.token.data.encode(), settings.api_token.encode()):
             session.clear()
             session[SESSION_KEY] = _token_digest(settings.api_token)
