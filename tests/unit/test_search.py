@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-from edgelab.catalog import Catalog, ModelInfo
+from edgelab.catalog import Catalog
 from edgelab.models import Run, Sweep
-from edgelab.models.db import session_scope, upgrade
+from edgelab.models.db import session_scope
 from edgelab.settings import Settings
 from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, parse_spec
@@ -116,30 +115,6 @@ def test_one_repetition_compares_means() -> None:
 # --- through the database ---------------------------------------------------------------
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Catalog:
-    catalog = Catalog(path=tmp_path / "catalog.json", models_dir=tmp_path)
-    catalog.register(
-        ModelInfo(
-            name="tiny",
-            path=tmp_path / "tiny.gguf",
-            size_bytes=1,
-            sha256="0" * 64,
-            architecture="llama",
-            n_layers=4,
-            quantization="Q4_1",
-        )
-    )
-    return catalog
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path)
-    upgrade(s.database_url)
-    return s
-
-
 SPEC = {
     "name": "be",
     "search": "break_even",
@@ -166,10 +141,10 @@ def _finish_queued(settings: Settings, sweep_id: int) -> int:
 
 
 def test_a_search_sweep_creates_its_cells_as_results_arrive_and_resumes(
-    settings: Settings, catalog: Catalog
+    tiny_settings: Settings, tiny_catalog: Catalog
 ) -> None:
     spec = parse_spec(SPEC, max_cells=1000)
-    cells = expand(spec, catalog)
+    cells = expand(spec, tiny_catalog)
     assert {(c.config.nodes, c.config.latency.label) for c in cells} == {
         (1, "0ms"),
         (2, "0ms"),
@@ -177,23 +152,23 @@ def test_a_search_sweep_creates_its_cells_as_results_arrive_and_resumes(
         (3, "0ms"),
         (3, "40ms"),
     }
-    with session_scope(settings.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         sweep = control.create_sweep(s, spec, cells)
         sweep_id = sweep.id
         assert sweep.total_cells == (1 + 2 * (2 + 3)) * 2  # the bound the limit applies to
-    store = Store(settings.database_url)
+    store = Store(tiny_settings.database_url)
     rounds = 0
     while True:
-        assert _finish_queued(settings, sweep_id) > 0
+        assert _finish_queued(tiny_settings, sweep_id) > 0
         status = store.refresh_sweep(sweep_id)
-        new = advance(store, sweep_id, catalog)
+        new = advance(store, sweep_id, tiny_catalog)
         rounds += 1
         if not new:
             break
         assert status == "running"  # never "succeeded" while probes are still wanted
         assert len(new) == 2 * 2  # one midpoint per node count, 2 repetitions each
     assert store.refresh_sweep(sweep_id) == "succeeded"
-    with session_scope(settings.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         state = state_of(s, sweep_id, parse_spec(s.get_one(Sweep, sweep_id).spec, max_cells=10**6))
         detail = control.sweep_detail(s, sweep_id)
     assert rounds == 1 + 3  # the ends, then ceil(log2(40 / 5)) midpoints
@@ -204,23 +179,25 @@ def test_a_search_sweep_creates_its_cells_as_results_arrive_and_resumes(
     assert detail["progress"]["total"] == (1 + 2 * 5) * 2
 
     # A failed probe is re-created by resume; nothing else is.
-    with session_scope(settings.database_url) as s:
+    with session_scope(tiny_settings.database_url) as s:
         victim = s.scalars(select(Run).where(Run.sweep_id == sweep_id, Run.nodes == 3)).first()
         assert victim is not None
         s.execute(update(Run).where(Run.id == victim.id).values(status="failed"))
-    result = control.resume(store, sweep_id, catalog, settings)
+    result = control.resume(store, sweep_id, tiny_catalog, tiny_settings)
     assert len(result.created) == 1
 
 
-def test_a_cancelled_search_creates_no_more_cells(settings: Settings, catalog: Catalog) -> None:
+def test_a_cancelled_search_creates_no_more_cells(
+    tiny_settings: Settings, tiny_catalog: Catalog
+) -> None:
     spec = parse_spec(SPEC, max_cells=1000)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, expand(spec, catalog)).id
-    store = Store(settings.database_url)
-    _finish_queued(settings, sweep_id)
+    with session_scope(tiny_settings.database_url) as s:
+        sweep_id = control.create_sweep(s, spec, expand(spec, tiny_catalog)).id
+    store = Store(tiny_settings.database_url)
+    _finish_queued(tiny_settings, sweep_id)
     store.cancel_sweep(sweep_id)
 
-    assert advance(store, sweep_id, catalog) == []
+    assert advance(store, sweep_id, tiny_catalog) == []
 
 
 @pytest.mark.parametrize(
