@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -279,6 +280,7 @@ def main() -> int:
         return 0
     finally:
         embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
