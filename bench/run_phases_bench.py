@@ -127,6 +127,8 @@ DETAIL = (
     "edgelab.metrics.linktiming:compute",
     "edgelab.store.store:Store.succeed_run",
     "edgelab.tasks.locks:RunLeases.release",
+    "sqlalchemy.orm.session:Session.commit",  # every commit of the group, any caller
+    "edgelab.store.store:Store.add_token_events",
     "edgelab.cluster.local:LocalCluster.close",
     "edgelab.cluster.local:_Node.stop",
     "edgelab.netem.proxy:LinkProxy.close",
