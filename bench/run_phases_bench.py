@@ -127,6 +127,10 @@ DETAIL = (
     "edgelab.metrics.linktiming:compute",
     "edgelab.store.store:Store.succeed_run",
     "edgelab.tasks.locks:RunLeases.release",
+    "edgelab.tasks.events:RunPublisher.__call__",  # every live event (Redis pipeline)
+    "edgelab.tasks.events:cancel_check",
+    "edgelab.metrics.host:HostMonitor.start",
+    "edgelab.metrics.host:HostMonitor.stop",
     "sqlalchemy.orm.session:Session.commit",  # every commit of the group, any caller
     "edgelab.store.store:Store.add_token_events",
     "edgelab.cluster.local:LocalCluster.close",
