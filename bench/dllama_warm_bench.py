@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -200,6 +201,7 @@ def main() -> None:
             print(f"  {label:30s} {share:.3f}")
     finally:
         embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # stand-in, models, database, work dirs
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -243,6 +244,7 @@ def measure(args: argparse.Namespace, tree: Path) -> dict[str, Any]:
             run.id: (run.status, run.e2el_ms or 0.0, run.output_tokens or 0)
             for run in s.scalars(select(Run).where(Run.id.in_(ids)))
         }
+    shutil.rmtree(tmp, ignore_errors=True)  # database, models, cluster work dirs
     rows = []
     for i, (rid, m) in enumerate(zip(ids, marks.runs, strict=False)):
         status, e2el_ms, tokens = e2el[rid]
@@ -356,7 +358,8 @@ def main() -> None:
         sys.path.insert(0, str(BENCH_REPO))
         from edgelab.embedded import EmbeddedRedis
 
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="edgelab-phases-redis-")))
+        embedded_dir = Path(tempfile.mkdtemp(prefix="edgelab-phases-redis-"))
+        embedded = EmbeddedRedis(embedded_dir)
         embedded.start()
         args.redis_url = embedded.url
     trees = [("this tree", BENCH_REPO)]
@@ -385,6 +388,7 @@ def main() -> None:
     finally:
         if embedded is not None:
             embedded.stop()
+            shutil.rmtree(embedded_dir, ignore_errors=True)
         if old is not None:
             subprocess.run(
                 ["git", "-C", str(BENCH_REPO), "worktree", "remove", "--force", str(old)],

@@ -14,6 +14,7 @@ checkout (e.g. ``git worktree add --detach /tmp/old 6f9bcd1``) with this script.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -122,6 +123,7 @@ def measure(size: int, runs: int) -> dict[str, float]:
             if not call():
                 raise SystemExit(f"{step} of run {rid} refused")
             cpu[step] += time.thread_time() - t
+    shutil.rmtree(tmp, ignore_errors=True)
     return {k: v / runs * 1000 for k, v in cpu.items()}
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def main() -> None:
         worker.wait(timeout=30)
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # database, worker log, cluster work dirs
 
     statuses = [r[0] for r in rows]
     gen_s = sum(r[1] for r in rows) / 1000
