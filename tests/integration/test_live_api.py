@@ -8,7 +8,8 @@ deleting the data directory afterwards removes every trace.
 * schemathesis over the whole OpenAPI document, at least 20 examples per
   operation, with the checks that make "0 server errors and 0 schema violations";
 * 100 open event streams while ``/api/health`` keeps answering fast;
-* the per-client stream cap (429 with Retry-After).
+* the per-client stream cap (429 with Retry-After);
+* ``/api/health`` answering while a submit waits for a model's vocabulary to be read.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from edgelab.catalog import Catalog, ModelInfo
@@ -85,6 +87,20 @@ class LiveApp:
     settings: Settings
     redis_url: str
     log: Path
+    #: The gunicorn master's pid (its children are the web workers).
+    pid: int
+
+    def workers(self) -> list[psutil.Process]:
+        return psutil.Process(self.pid).children()
+
+    def worker_serving(self, client_port: int) -> int | None:
+        """The pid of the web worker holding the connection from ``client_port``."""
+        for worker in self.workers():
+            for conn in worker.net_connections(kind="tcp"):
+                ours = conn.laddr and conn.laddr.port == self.settings.bind_port
+                if ours and conn.raddr and conn.raddr.port == client_port:
+                    return int(worker.pid)
+        return None
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, object]]:
@@ -102,11 +118,22 @@ def _gthread(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator[LiveApp]:
+def serve(
+    tmp: Path,
+    *,
+    stream_idle_s: float,
+    gthread: bool = False,
+    workers: int = 1,
+    max_streams: int = STREAMS,
+    prepare: Callable[[Settings], None] | None = None,
+    code: Path | None = None,
+) -> Iterator[LiveApp]:
     """``edgelab serve``'s gunicorn on its own Redis and SQLite database, no worker.
 
     ``gthread``: the worker class ``edgelab serve`` used before issue 13 (16 threads),
-    for bench/streams_bench.py's side-by-side figure.
+    for bench/streams_bench.py's side-by-side figure. ``prepare`` runs once the catalog
+    exists, before the server starts (to add models). ``code``: a checkout of another
+    revision of edgelab to serve instead of this one (bench/streams_bench.py's "before").
     """
     redis_port, web_port = _free_port(), _free_port()
     redis_proc = subprocess.Popen(
@@ -122,7 +149,7 @@ def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator
         models_dir=tmp / "models",
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
         bind=f"127.0.0.1:{web_port}",
-        max_streams_per_client=STREAMS,
+        max_streams_per_client=max_streams,
         stream_idle_s=stream_idle_s,
     )
     settings.models_dir.mkdir(parents=True)
@@ -138,6 +165,8 @@ def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator
             quantization="Q4_1",
         )
     )
+    if prepare is not None:
+        prepare(settings)
     upgrade(settings.database_url)
     env = {
         **os.environ,
@@ -146,15 +175,19 @@ def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator
         "EDGELAB_DATABASE_URL": settings.database_url,
         "EDGELAB_REDIS_URL": settings.redis_url,
         "EDGELAB_BIND": settings.bind,
-        "EDGELAB_MAX_STREAMS_PER_CLIENT": str(STREAMS),
+        "EDGELAB_MAX_STREAMS_PER_CLIENT": str(max_streams),
         "EDGELAB_STREAM_IDLE_S": str(stream_idle_s),
     }
     env.pop("EDGELAB_API_TOKEN", None)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # ahead of this checkout's editable install
     log = tmp / "web.log"
     with log.open("wb") as out:
+        argv = serve_argv(settings, workers)
         web = subprocess.Popen(
-            _gthread(serve_argv(settings)) if gthread else serve_argv(settings),
+            _gthread(argv) if gthread else argv,
             env=env,
+            cwd=code,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -162,7 +195,9 @@ def serve(tmp: Path, *, stream_idle_s: float, gthread: bool = False) -> Iterator
     base = f"http://{settings.bind}"
     try:
         _wait(lambda: _get(base + "/api/health")[0] in (200, 503), 60, "the web app")
-        yield LiveApp(base=base, settings=settings, redis_url=settings.redis_url, log=log)
+        yield LiveApp(
+            base=base, settings=settings, redis_url=settings.redis_url, log=log, pid=web.pid
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(web.pid, signal.SIGTERM)
@@ -204,6 +239,11 @@ def _queued_run(live: LiveApp) -> int:
 class Stream:
     sock: socket.socket
     status: int
+
+    @property
+    def port(self) -> int:
+        """The client's local port (what the server sees as the peer's)."""
+        return int(self.sock.getsockname()[1])
 
     def close(self) -> None:
         self.sock.close()
@@ -254,6 +294,78 @@ def test_health_answers_fast_with_100_open_event_streams(live: LiveApp) -> None:
     finally:
         for s in streams:
             s.close()
+
+
+def _vocabulary_on_a_stuck_share(settings: Settings) -> None:
+    """A catalog model whose GGUF is a named pipe: llama.cpp's read of its vocabulary
+    blocks until the test writes (or closes) the other end. That stands in for a
+    cold read from a slow disk or a hung network share, made deterministic: no timing
+    decides whether the server was still inside the read when health was asked.
+    Named after ``tiny`` so that it is not the model the workers warm at start."""
+    fifo = settings.models_dir / "vocab-stuck.gguf"
+    os.mkfifo(fifo)
+    Catalog(settings).register(
+        ModelInfo(
+            name="vocab-stuck",
+            path=fifo.resolve(),
+            size_bytes=1,
+            sha256="0" * 64,
+            architecture="llama",
+            n_layers=4,
+            quantization="Q4_1",
+        )
+    )
+
+
+def _wait_until_inside_the_read(worker: psutil.Process, timeout_s: float) -> None:
+    """Until a thread of ``worker`` waits in the kernel for the pipe's writer: llama.cpp's
+    open of the "GGUF" (``wait_for_partner`` is where Linux parks a FIFO's reader)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for tid in os.listdir(f"/proc/{worker.pid}/task"):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{worker.pid}/task/{tid}/wchan").read_text() == "wait_for_partner":
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"web worker {worker.pid} did not open the pipe within {timeout_s} s")
+
+
+def test_health_answers_while_a_cold_vocabulary_is_read(tmp_path: Path) -> None:
+    """A submit waits for the model's vocabulary (in llama.cpp, C code gevent cannot
+    switch out of); meanwhile the same (only) web worker still answers /api/health."""
+    import threading
+
+    with serve(tmp_path, stream_idle_s=120, prepare=_vocabulary_on_a_stuck_share) as live:
+        fifo = live.settings.models_dir / "vocab-stuck.gguf"
+        assert len(live.workers()) == 1
+        submitted: dict[str, Any] = {}
+
+        def submit() -> None:
+            body = json.dumps({"prompt": "hi", "model": "vocab-stuck", "nodes": 1}).encode()
+            req = urllib.request.Request(
+                live.base + "/api/runs", data=body, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    submitted["status"] = resp.status
+            except urllib.error.HTTPError as exc:
+                submitted["status"] = exc.code
+                submitted["body"] = exc.read()
+
+        thread = threading.Thread(target=submit, daemon=True)
+        thread.start()
+        try:
+            _wait_until_inside_the_read(live.workers()[0], 60)
+            code, body = _get(live.base + "/api/health", timeout=30)
+            assert code == 200, body
+            assert thread.is_alive()  # the submit is still waiting for its vocabulary
+        finally:
+            # A writer opens and closes the pipe: llama.cpp gets no GGUF and gives up.
+            with contextlib.suppress(OSError):  # ENXIO: nobody is reading it
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+        # An unreadable vocabulary leaves the prompt unchecked here; the run reports it.
+        assert submitted.get("status") == 202, submitted
 
 
 def test_idle_streams_are_closed_by_the_server(fuzz_live: LiveApp) -> None:

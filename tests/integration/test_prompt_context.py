@@ -13,7 +13,14 @@ import pytest
 from edgelab.catalog import ModelInfo
 from edgelab.service import create_app
 from edgelab.settings import Settings
-from edgelab.validation.context import CONTEXT_TOKENS, TEMPLATE_MARGIN, count_tokens
+from edgelab.validation import context
+from edgelab.validation.context import (
+    CONTEXT_TOKENS,
+    TEMPLATE_MARGIN,
+    count_tokens,
+    default_model,
+    warm,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +41,18 @@ def test_a_prompt_over_the_context_is_a_400_at_submit_time(
     # What fits goes on to the queue (here: no broker configured, so 503).
     ok = client.post("/api/runs", json={"prompt": "word " * 1500, "model": smollm2.name})
     assert ok.status_code == 503
+
+
+def test_a_web_worker_warms_the_default_models_vocabulary(
+    settings: Settings, smollm2: ModelInfo
+) -> None:
+    """What edgelab/service/wsgi.py does as a worker starts (here without gevent, so it
+    loads before returning): the model a run gets by default, and only that one."""
+    assert default_model(settings) == smollm2
+    context._vocab.cache_clear()
+    warm(default_model(settings))
+    assert context._vocab.cache_info().currsize == 1
+    warm(None)  # no catalogued default: nothing to do
+    assert context._vocab.cache_info().currsize == 1
+    assert count_tokens(smollm2, "word " * 10) == 11
+    assert context._vocab.cache_info().hits >= 1  # the count used the warm vocabulary
