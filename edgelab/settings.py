@@ -95,7 +95,8 @@ class Settings:
     #: Empty means the default: the loopback names plus the bind address (see
     #: :func:`default_allowed_hosts`); ``*`` allows any (only behind a proxy that checks).
     allowed_hosts: tuple[str, ...] = ()
-    #: Live event streams one client (IP address) may hold open per web worker process.
+    #: Live event streams one client (IP address) may hold open on the whole server, all
+    #: web worker processes together (counted in Redis: edgelab/service/streams.py).
     max_streams_per_client: int = 20
     #: A live event stream that carried only keep-alive pings this long is closed (the
     #: browser reconnects and replays): a forgotten tab does not hold a connection forever.

@@ -8,6 +8,7 @@ API, the CLI and exports agree. :mod:`edgelab.service.openapi` documents it all.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -40,9 +41,9 @@ from edgelab.service.extensions import (
     db,
 )
 from edgelab.service.history import parse_history, parse_paging
-from edgelab.service.streams import RETRY_AFTER_S, StreamSlots, sse
+from edgelab.service.streams import RETRY_AFTER_S, StreamSlots, every, sse
 from edgelab.store import RUN_OPEN_ORDER, InvalidTransition, StoreError
-from edgelab.store.actions import NO_BROKER, BrokerError
+from edgelab.store.actions import NO_BROKER, BrokerError, BrokerUnreachable
 from edgelab.store.store import Store
 from edgelab.sweeps import SpecError, control, expand, load_spec_text, parse_spec
 from edgelab.tasks.events import stream_run_events
@@ -54,7 +55,6 @@ api = Blueprint("api", __name__)
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-_streams = StreamSlots()
 
 
 def _invalid(errors: dict[str, str], status: int = 400) -> tuple[Response, int]:
@@ -172,19 +172,36 @@ def event_stream(run_id: int) -> Any:
     except StoreError as exc:
         return _refused(exc)
     client = request.remote_addr or "unknown"
-    if not _streams.acquire(client, settings.max_streams_per_client):
+    slots = StreamSlots(r)
+    try:
+        slot = slots.acquire(client, settings.max_streams_per_client)
+    except redis.RedisError as exc:
+        return _refused(BrokerUnreachable(f"broker unreachable: {exc}"))
+    if slot is None:
         resp = jsonify(
             error=f"too many open event streams from {client}: at most "
-            f"{settings.max_streams_per_client} (EDGELAB_MAX_STREAMS_PER_CLIENT); close some "
-            "pages or retry later"
+            f"{settings.max_streams_per_client} (EDGELAB_MAX_STREAMS_PER_CLIENT) on this "
+            "server; close some pages or retry later"
         )
         resp.headers["Retry-After"] = str(RETRY_AFTER_S)
         return resp, 429
+
+    def refresh() -> None:
+        # A missed refresh is retried at the next one; the slot lives SLOT_TTL_S.
+        with contextlib.suppress(redis.RedisError):
+            slots.refresh(client, slot)
+
     # Pings often enough that an idle stream is noticed within a tenth of its timeout.
     ping_s = min(15.0, settings.stream_idle_s / 10)
     events = stream_run_events(settings.database_url, r, run_id, idle_s=ping_s)
     resp = Response(
-        stream_with_context(sse(events, idle_timeout_s=settings.stream_idle_s)),
+        stream_with_context(
+            sse(
+                events,
+                idle_timeout_s=settings.stream_idle_s,
+                on_event=every(slots.ttl_s / 3, refresh),
+            )
+        ),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -192,9 +209,11 @@ def event_stream(run_id: int) -> Any:
 
     def release() -> None:
         # The WSGI server closes every response, also one whose stream never started.
+        # If the broker is gone now, the slot expires by itself within SLOT_TTL_S.
         if not released.is_set():
             released.set()
-            _streams.release(client)
+            with contextlib.suppress(redis.RedisError):
+                slots.release(client, slot)
 
     resp.call_on_close(release)
     return resp

@@ -363,7 +363,7 @@ def document() -> dict[str, Any]:
                             "429": _json(
                                 _ref("Error"),
                                 "This client already holds EDGELAB_MAX_STREAMS_PER_CLIENT streams "
-                                "(Retry-After says when to try again)",
+                                "on this server (Retry-After says when to try again)",
                             ),
                             **BROKER,
                         },

@@ -8,7 +8,7 @@ deleting the data directory afterwards removes every trace.
 * schemathesis over the whole OpenAPI document, at least 20 examples per
   operation, with the checks that make "0 server errors and 0 schema violations";
 * 100 open event streams while ``/api/health`` keeps answering fast;
-* the per-client stream cap (429 with Retry-After);
+* the per-client stream cap (429 with Retry-After), across two web workers too;
 * ``/api/health`` answering while a submit waits for a model's vocabulary to be read.
 """
 
@@ -32,10 +32,12 @@ from typing import Any
 
 import psutil
 import pytest
+import redis
 
 from edgelab.catalog import Catalog, ModelInfo
 from edgelab.models.db import upgrade
 from edgelab.service.cli import serve_argv
+from edgelab.service.streams import StreamSlots
 from edgelab.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -291,6 +293,65 @@ def test_health_answers_fast_with_100_open_event_streams(live: LiveApp) -> None:
         assert statistics.median(times) < 0.2, times
         code, _ = _get(live.base + "/api/runs?per_page=1")
         assert code == 200
+    finally:
+        for s in streams:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """``edgelab serve --workers 2`` with the default cap of 20 streams per client; pings
+    every 3 s (idle timeout 30 s), so a closed stream is noticed within seconds."""
+    with serve(
+        tmp_path_factory.mktemp("workers"),
+        stream_idle_s=30,
+        workers=2,
+        max_streams=Settings.max_streams_per_client,
+    ) as app:
+        _wait(lambda: len(app.workers()) == 2, 30, "two web workers")
+        yield app
+
+
+def test_the_stream_cap_holds_across_web_workers(two_workers: LiveApp) -> None:
+    """20 streams spread over both workers, then the 21st is a 429 from either of them;
+    closing one frees its slot (and only one)."""
+    live = two_workers
+    cap = live.settings.max_streams_per_client
+    assert cap == 20
+    slots = StreamSlots(redis.Redis.from_url(live.redis_url))
+    run_id = _queued_run(live)
+    streams = [_open_stream(live, run_id) for _ in range(cap)]
+    try:
+        assert [s.status for s in streams] == [200] * cap
+        assert slots.count("127.0.0.1") == cap
+        holders = {live.worker_serving(s.port) for s in streams}
+        # Each worker holds fewer than 20: a count per process would take the 21st.
+        assert holders == {w.pid for w in live.workers()}, holders
+        refused_by: set[int | None] = set()
+        for _ in range(30):  # bounded: until both workers have refused one
+            extra = _open_stream(live, run_id)
+            try:
+                assert extra.status == 429
+                refused_by.add(live.worker_serving(extra.port))  # kept alive after the 429
+            finally:
+                extra.close()
+            if len(refused_by - {None}) == 2:
+                break
+        assert refused_by - {None} == holders
+        # Close one stream: the server notices at its next ping (3 s) and frees the slot.
+        streams.pop().close()
+        deadline = time.monotonic() + 60
+        reopened = _open_stream(live, run_id)
+        while reopened.status == 429 and time.monotonic() < deadline:
+            reopened.close()
+            time.sleep(1)
+            reopened = _open_stream(live, run_id)
+        streams.append(reopened)
+        assert reopened.status == 200
+        assert slots.count("127.0.0.1") == cap
+        again = _open_stream(live, run_id)
+        again.close()
+        assert again.status == 429
     finally:
         for s in streams:
             s.close()
