@@ -35,6 +35,13 @@ from edgelab.analysis.stats import Summary, summarize
 MIN_RUNS = 3
 #: Metrics whose CV decides the ``noisy`` flag (ITL percentiles are noisy by nature).
 NOISE_METRICS: tuple[str, ...] = ("ttft_ms", "tpot_ms", "decode_tps", "e2el_ms")
+#: How the ``noisy`` flag names its metrics where it is shown as text.
+NOISE_TITLES: dict[str, str] = {
+    "ttft_ms": "TTFT",
+    "tpot_ms": "TPOT",
+    "decode_tps": "decode",
+    "e2el_ms": "E2EL",
+}
 GROUP_FLAGS: tuple[str, ...] = ("too few", "noisy", "contended", "oversubscribed")
 
 
@@ -146,6 +153,18 @@ class Group:
     @property
     def n(self) -> int:
         return len(self.run_ids)
+
+    @property
+    def flag_labels(self) -> tuple[str, ...]:
+        """The flags as shown in text: ``noisy`` names the metrics whose CV is over 5 %.
+
+        Tables put TPOT's CV beside the flags, so a row with a small TPOT CV can still
+        be noisy in TTFT or E2EL; without the names the flag would look wrong.
+        """
+        names = ", ".join(NOISE_TITLES.get(m, m) for m in self.noisy_metrics)
+        return tuple(
+            f"noisy ({names})" if flag == "noisy" and names else flag for flag in self.flags
+        )
 
     @property
     def label(self) -> str:

@@ -460,7 +460,7 @@ def compare_text(result: Any) -> str:
             _pm(g.stats["ttft_ms"], "ms"),
             _pm(g.stats["tpot_ms"], "ms"),
             _pm(g.stats["decode_tps"], "tok/s"),
-            ", ".join(g.flags) or "-",
+            ", ".join(g.flag_labels) or "-",
         ]
         for g in result.groups
     ]

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from edgelab.analysis.groups import NOISE_TITLES
 from edgelab.cli import main
 from edgelab.models import LinkStat, Sweep, TokenEvent
 from edgelab.models.db import session_scope, upgrade
@@ -273,6 +274,12 @@ def test_report_flags_and_left_out_runs(db_settings: Settings) -> None:
     flags = {row[0]: int(row[1]) for row in hygiene}
     assert flags["too few"] == 6  # 2 runs each; 1 node merges its 3 latencies (6 runs)
     assert "(1 left out)" in html
+    # A noisy configuration names the metrics over 5 % (the CV column is TPOT's only).
+    results = _row_cells(html, "results-table")
+    for group, row in zip(data.analysis.groups, results, strict=True):
+        if "noisy" in group.flags:
+            titles = ", ".join(NOISE_TITLES[m] for m in group.noisy_metrics)
+            assert f"noisy ({titles})" in row[-1]
 
 
 def test_report_of_a_sweep_without_results(db_settings: Settings) -> None:
