@@ -67,7 +67,7 @@ from edgelab.engines.base import ContainerFile, Engine, EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import Reading, SampleSource
 from edgelab.netem.control import ControlClient, ControlError
-from edgelab.netem.loss import apply_loss, loss_problem, retransmits, retransmits_to
+from edgelab.netem.loss import LinkRetransmits, apply_loss, loss_problem
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
@@ -224,6 +224,9 @@ class DockerCluster(Cluster):
         self.settings = settings or Settings()
         self.engine = engine or get_engine(spec.engine, options=spec.options)
         self._files: list[ContainerFile] = []
+        #: Per worker: its link's retransmission counter (kept so that the root's
+        #: sockets that closed stay counted; see :class:`LinkRetransmits`).
+        self._retransmits: dict[str, LinkRetransmits] = {}
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id
         # The server's images (Settings), never a request's: options cannot name one.
@@ -566,17 +569,19 @@ class DockerCluster(Cluster):
                 self.check_alive()
                 raise ClusterError(str(exc)) from exc
             if node.pid:
-                # Both ends of the link: the worker's namespace, and the root's
-                # sockets to this worker (the root's namespace serves every link).
-                worker_side = retransmits(node.pid)
-                root = self._root
-                root_side = (
-                    retransmits_to(root.pid, node.ip)
-                    if root is not None and root.pid and node.ip
-                    else 0
-                )
-                if worker_side is not None:
-                    stats[name].retransmits = worker_side + (root_side or 0)
+                # Both ends of the link: the worker's namespace, and the root's sockets
+                # to this worker's proxy (the root's namespace serves every link).
+                counter = self._retransmits.get(name)
+                if counter is None or counter.worker_pid != node.pid:
+                    root = self._root
+                    peer = (
+                        (root.pid, node.ip, PROXY_PORT)
+                        if root is not None and root.pid and node.ip
+                        else None
+                    )
+                    counter = LinkRetransmits(node.pid, peer)
+                    self._retransmits[name] = counter
+                stats[name].retransmits = counter.read()
         return stats
 
     def root_clients(self) -> set[str]:

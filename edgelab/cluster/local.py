@@ -46,7 +46,7 @@ from edgelab.engines import Engine, get_engine
 from edgelab.engines.base import EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
-from edgelab.netem.loss import retransmits, retransmits_to
+from edgelab.netem.loss import LinkRetransmits
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.replay import DelayTrace, load_delay_trace
@@ -209,6 +209,9 @@ class LocalCluster(Cluster):
         self._proxies: dict[str, LinkProxy] = {}
         self._groups: dict[str, NodeGroup] = {}
         self._netns: dict[str, NodeNamespace] = {}
+        #: Per worker in a namespace: its link's retransmission counter (made when the
+        #: worker starts, kept so closed sockets stay counted; read once it is inside).
+        self._retransmits: dict[str, LinkRetransmits] = {}
         self._closed = False
         self._watch: Watch = lambda: None
         self._id = uuid.uuid4().hex[:8]
@@ -332,6 +335,12 @@ class LocalCluster(Cluster):
             say(f"starting {name} on {node.address}{where} ({self._describe(name)})")
             node.start(launch.argv, self._node_group(name, say), netns)
             node.ready_marker = launch.ready_marker
+            if netns is not None and node.proc is not None:
+                # Before the link's proxy connects: sockets to this address now are
+                # an earlier cluster's (same subnet), not this link's.
+                counter = LinkRetransmits(node.proc.pid, (None, host, port))
+                counter.ignore_existing()
+                self._retransmits[name] = counter
             self._workers.append(node)
         for i, node in enumerate(self._workers, start=1):
             self._wait_listening(node, node.ready_marker, WORKER_START_TIMEOUT_S)
@@ -474,12 +483,14 @@ class LocalCluster(Cluster):
             if not netns.holds(node.proc.pid):
                 continue  # not in it yet (still starting) or gone: nothing to read
             # Both ends of the link's lossy hop: everything the worker's namespace sent
-            # again (it holds nothing else), and what the proxy (this process, in the
-            # host's namespace) sent again to the worker's address.
-            worker_side = retransmits(node.proc.pid)
-            proxy_side = retransmits_to(None, netns.node_ip)
-            if worker_side is not None:
-                st.retransmits = worker_side + (proxy_side or 0)
+            # again (it holds nothing else), and what the proxy's upstream sockets (this
+            # process, in the host's namespace) sent again to the worker's port.
+            counter = self._retransmits.get(node.name)
+            if counter is None or counter.worker_pid != node.proc.pid:
+                host, port = node.address.rsplit(":", 1)
+                counter = LinkRetransmits(node.proc.pid, (None, host, int(port)))
+                self._retransmits[node.name] = counter
+            st.retransmits = counter.read()
         return stats
 
     def root_clients(self) -> set[str]:

@@ -3,8 +3,10 @@
 nftables drops 2 % of worker1's link packets inside its node's network namespace
 (a Docker worker's container; a local worker's own namespace, see
 :mod:`edgelab.topology.netns`); the run must still succeed and record
-retransmissions on that link only. Docker needs the engine, the images, root and
-``nft``; local needs root, ``ip`` and ``nft`` (each skips saying why).
+retransmissions on that link, more than on the lossless one (whose few, if any, are
+spurious resends no DSACK cancelled: :class:`edgelab.netem.loss.LinkRetransmits`).
+Docker needs the engine, the images, root and ``nft``; local needs root, ``ip`` and
+``nft`` (each skips saying why).
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ def _run_with_loss(settings: Settings, backend: str) -> dict[str, Any]:
     assert result.status == "succeeded", result.error
     run = run_detail(settings.database_url, run_id)
     links = {link["link"]: link for link in run["links"]}
-    assert links["root<->worker1"]["retransmits"] > 0
-    assert links["root<->worker2"]["retransmits"] == 0
+    lossy, lossless = (links[f"root<->{w}"]["retransmits"] for w in ("worker1", "worker2"))
+    assert lossy > 0
+    # Not 0: a lossless veth link resends a few segments under load that no DSACK
+    # cancels (measured: LinkRetransmits); the lossy link's repairs are many more.
+    assert lossless < lossy, (lossy, lossless)
     return run
 
 
