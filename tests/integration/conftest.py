@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from available import CHROMIUM, CHROMIUM_ARGS
 
 from edgelab.models.db import upgrade
 from edgelab.settings import Settings
@@ -76,6 +77,21 @@ def docker_leftovers(api: Any) -> list[str]:
     owner = owner_labels()[LABEL_OWNER]
     containers, networks = api.labelled(LABEL_CLUSTER)
     return [r["name"] for r in containers + networks if r["labels"].get(LABEL_OWNER) == owner]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright, one per test module (or a skip)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture

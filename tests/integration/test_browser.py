@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 import pytest
+from available import CHROMIUM
 
 from edgelab.models.db import upgrade
 from edgelab.settings import Settings
@@ -43,15 +44,6 @@ from edgelab.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BROWSER_REDIS_URL = os.environ.get("EDGELAB_TEST_BROWSER_REDIS_URL", "redis://127.0.0.1:6379/7")
 PG_SERVER = os.environ.get("EDGELAB_TEST_PG_SERVER", "postgresql://postgres@127.0.0.1:5432")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -227,20 +219,6 @@ def browser_stack(
             time.sleep(0.5)
         left = _nodes_under(settings.data_dir)
         assert not left, f"node processes left behind: {[p.pid for p in left]}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from edgelab.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 TRUTH = TrueModel(base_ms=8.0, compute_ms=20.0, per_worker_ms=1.0, delay_factor=1.0)
 
@@ -73,22 +72,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

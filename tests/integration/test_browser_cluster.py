@@ -33,7 +33,6 @@ from edgelab.topology.presets import EXAMPLE_PRESETS
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 #: Per link: bytes up, bytes down, decode round trips (what the run measured).
 MEASURED = {
@@ -119,22 +118,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_run_page_draws_the_heterogeneous_cluster(browser: Any, site: dict[str, Any]) -> None:

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from available import docker_problem
 
 from edgelab.catalog import Catalog
 from edgelab.cluster.docker import DockerCluster
-from edgelab.cluster.dockerapi import DockerAPI, DockerUnavailable
-from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.models.db import session_scope
 from edgelab.netem.replay import DelayTrace, load_delay_trace
 from edgelab.netem.trace import UP
@@ -44,18 +43,6 @@ COARSE_S = 0.0002
 FINE_S = 0.000002
 
 
-def _docker_problem() -> str | None:
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        return f"no Docker engine: {exc}"
-    try:
-        missing = [i for i in (ROOT_IMAGE, WORKER_IMAGE) if api.image_id(i) is None]
-    finally:
-        api.close()
-    return f"Docker images {', '.join(missing)} missing" if missing else None
-
-
 def _matches(trace: DelayTrace, start_s: float, arrival: Any, delay: Any, origins: Any) -> Any:
     """Per candidate origin, how many chunks got the trace's delay at their arrival."""
     offsets = np.array(trace.offsets)
@@ -67,7 +54,7 @@ def _matches(trace: DelayTrace, start_s: float, arrival: Any, delay: Any, origin
 
 @pytest.mark.docker
 def test_a_docker_workers_link_follows_its_trace(settings: Settings, tmp_path: Path) -> None:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem is not None:
         pytest.skip(problem)
     path = tmp_path / "wifi.csv"

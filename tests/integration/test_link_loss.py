@@ -18,10 +18,9 @@ import time
 from typing import Any
 
 import pytest
+from available import docker_problem
 
 from edgelab.catalog import Catalog
-from edgelab.cluster.dockerapi import DockerAPI, DockerUnavailable
-from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.models.db import session_scope
 from edgelab.netem.loss import loss_problem
 from edgelab.runs.config import parse_config
@@ -31,18 +30,6 @@ from edgelab.settings import Settings
 from edgelab.topology.netns import netns_problem, owned_namespaces, reap_namespaces
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_nodes", "smollm2")]
-
-
-def _docker_ready() -> str | None:
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        return f"no Docker engine: {exc}"
-    try:
-        missing = [i for i in (ROOT_IMAGE, WORKER_IMAGE) if api.image_id(i) is None]
-    finally:
-        api.close()
-    return f"Docker images {', '.join(missing)} missing" if missing else None
 
 
 def _run_with_loss(settings: Settings, backend: str) -> dict[str, Any]:
@@ -69,7 +56,7 @@ def _run_with_loss(settings: Settings, backend: str) -> dict[str, Any]:
 def test_two_percent_loss_on_one_link_shows_retransmissions_there_only(
     settings: Settings,
 ) -> None:
-    problem = _docker_ready() or loss_problem()
+    problem = docker_problem() or loss_problem()
     if problem is not None:
         pytest.skip(problem)
     _run_with_loss(settings, "docker")

@@ -14,11 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from available import docker_problem
 from sqlalchemy import select
 
 from edgelab.catalog import Catalog
-from edgelab.cluster.dockerapi import DockerAPI, DockerUnavailable
-from edgelab.cluster.images import ROOT_IMAGE, WORKER_IMAGE
 from edgelab.models import LinkStat, Run, Sweep
 from edgelab.models.db import session_scope
 from edgelab.netem.loss import loss_problem
@@ -29,18 +28,6 @@ from edgelab.tasks.runner import run_group
 from edgelab.topology.netns import netns_problem
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_nodes", "smollm2")]
-
-
-def _docker_problem() -> str | None:
-    try:
-        api = DockerAPI.connect(timeout_s=10)
-    except DockerUnavailable as exc:
-        return f"no Docker engine: {exc}"
-    try:
-        missing = [i for i in (ROOT_IMAGE, WORKER_IMAGE) if api.image_id(i) is None]
-    finally:
-        api.close()
-    return f"Docker images {', '.join(missing)} missing" if missing else None
 
 
 def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict[str, Any]]:
@@ -80,7 +67,7 @@ def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict
 
 
 def test_docker_loss_sweep_shares_one_warm_cluster(settings: Settings, test_redis: Any) -> None:
-    problem = _docker_problem() or loss_problem()
+    problem = docker_problem() or loss_problem()
     if problem is not None:
         pytest.skip(problem)
     loads, runs = _sweep(settings, test_redis, "docker")
