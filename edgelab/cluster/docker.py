@@ -67,7 +67,7 @@ from edgelab.engines.base import ContainerFile, Engine, EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import Reading, SampleSource
 from edgelab.netem.control import ControlClient, ControlError
-from edgelab.netem.loss import LinkRetransmits, apply_loss, loss_problem
+from edgelab.netem.loss import LinkDrops, LinkRetransmits, apply_loss, loss_problem
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkStats
 from edgelab.netem.trace import ChunkTrace
@@ -227,6 +227,9 @@ class DockerCluster(Cluster):
         #: Per worker: its link's retransmission counter (kept so that the root's
         #: sockets that closed stay counted; see :class:`LinkRetransmits`).
         self._retransmits: dict[str, LinkRetransmits] = {}
+        #: Per worker: what its link's loss rules dropped, made once the cluster has
+        #: loss on any link (a lossless cluster runs no nft per read).
+        self._drops: dict[str, LinkDrops] = {}
         self.cluster_id = f"{uuid.uuid4().hex[:10]}"
         self.run = run or self.cluster_id
         # The server's images (Settings), never a request's: options cannot name one.
@@ -582,7 +585,18 @@ class DockerCluster(Cluster):
                     counter = LinkRetransmits(node.pid, peer)
                     self._retransmits[name] = counter
                 stats[name].retransmits = counter.read()
+                drops = self._drops.get(name)
+                if drops is None or drops.namespace != node.pid:
+                    if not (self._drops or self._lossy()):
+                        continue
+                    drops = self._drops[name] = LinkDrops(node.pid)
+                stats[name].dropped_packets = drops.read()
         return stats
+
+    def _lossy(self) -> bool:
+        """Whether any link of the cluster has loss (then every link's drops are read:
+        a link without rules dropped 0)."""
+        return any(self.spec.link(i).loss_pct for i in range(1, self.spec.nodes))
 
     def root_clients(self) -> set[str]:
         # Each node is a container with its own address on the cluster network.

@@ -46,7 +46,7 @@ from edgelab.engines import Engine, get_engine
 from edgelab.engines.base import EngineError
 from edgelab.engines.client import RootClient
 from edgelab.metrics.sampler import ProcessSource, SampleSource
-from edgelab.netem.loss import LinkRetransmits
+from edgelab.netem.loss import LinkDrops, LinkRetransmits
 from edgelab.netem.profile import LatencyProfile
 from edgelab.netem.proxy import LinkProxy, LinkStats
 from edgelab.netem.replay import DelayTrace, load_delay_trace
@@ -212,6 +212,8 @@ class LocalCluster(Cluster):
         #: Per worker in a namespace: its link's retransmission counter (made when the
         #: worker starts, kept so closed sockets stay counted; read once it is inside).
         self._retransmits: dict[str, LinkRetransmits] = {}
+        #: Per worker in a namespace: what its link's loss rules dropped.
+        self._drops: dict[str, LinkDrops] = {}
         self._closed = False
         self._watch: Watch = lambda: None
         self._id = uuid.uuid4().hex[:8]
@@ -491,6 +493,12 @@ class LocalCluster(Cluster):
                 counter = LinkRetransmits(node.proc.pid, (None, host, int(port)))
                 self._retransmits[node.name] = counter
             st.retransmits = counter.read()
+            # Workers have namespaces only in a lossy cluster: a link without rules
+            # dropped 0 (read as such: its namespace has no loss table).
+            drops = self._drops.get(node.name)
+            if drops is None:
+                drops = self._drops[node.name] = LinkDrops(str(netns.path))
+            st.dropped_packets = drops.read()
         return stats
 
     def root_clients(self) -> set[str]:

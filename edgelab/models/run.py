@@ -195,6 +195,10 @@ class LinkStat(Base):
     # TCP retransmissions on this link during the run (the node's network namespace
     # counters); None when the backend could not read them.
     retransmits: Mapped[int | None] = mapped_column(Integer)
+    # Packets the link's loss rules dropped during the run (their nftables counters):
+    # exact, where retransmits can count a lossless link's spurious resends too. 0 for a
+    # lossless link of a lossy cluster; None when not read (no loss anywhere, or before).
+    dropped_packets: Mapped[int | None] = mapped_column(Integer)
     # From the proxy's chunk trace (edgelab.metrics.linktiming); None when the
     # backend had no trace. Bytes and round trips by phase:
     bytes_load: Mapped[int | None] = mapped_column(BigInteger)

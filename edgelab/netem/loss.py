@@ -9,6 +9,9 @@ both directions (input: root -> worker, output: worker -> root), so the link's
 control endpoint stays loss-free. Applied from the host with ``nsenter`` (needs
 root and the ``nft`` binary); :func:`loss_problem` says why it cannot be done.
 
+Each drop rule has a ``counter``: :class:`LinkDrops` reads how many packets the
+rules dropped (exact, unlike retransmissions, which a lossless link can show too).
+
 Retransmissions are read from the namespace's TCP counters (``RetransSegs`` in
 ``/proc/<pid>/net/snmp``, which shows the namespace of that process): segments
 the worker side sent again, less those the receiver had already (DSACKed).
@@ -16,6 +19,7 @@ the worker side sent again, less those the receiver had already (DSACKed).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -52,9 +56,9 @@ def ruleset(loss_pct: float, port: int) -> str:
     return replace + (
         f"table inet {TABLE} {{\n"
         f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-        f"    tcp sport {port} numgen random mod {SCALE} < {n} drop\n  }}\n"
+        f"    tcp sport {port} numgen random mod {SCALE} < {n} counter drop\n  }}\n"
         f"  chain in {{ type filter hook input priority 0; policy accept;\n"
-        f"    tcp dport {port} numgen random mod {SCALE} < {n} drop\n  }}\n"
+        f"    tcp dport {port} numgen random mod {SCALE} < {n} counter drop\n  }}\n"
         "}\n"
     )
 
@@ -86,6 +90,84 @@ def apply_loss(namespace: int | str, loss_pct: float, port: int) -> None:
             f"nft refused the loss rules in namespace {namespace}: "
             f"{(done.stderr or done.stdout).strip()}"
         )
+
+
+def parse_dropped(nft_json: str) -> tuple[int | None, int]:
+    """From ``nft -j list table inet edgelab_loss``: the table's handle (``None``: no
+    table in the output) and the packets its rules' counters hold, both chains summed.
+
+    The handle tells one table from the next: replacing the rules (:func:`ruleset`)
+    makes a new table with a new handle and counters from 0.
+    """
+    handle = None
+    packets = 0
+    for item in json.loads(nft_json).get("nftables", []):
+        if "table" in item and item["table"].get("name") == TABLE:
+            handle = int(item["table"]["handle"])
+        rule = item.get("rule")
+        if rule is None or rule.get("table") != TABLE:
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                packets += int(expr["counter"]["packets"])
+    return handle, packets
+
+
+def read_dropped(namespace: int | str) -> tuple[int | None, int] | None:
+    """The loss table's handle and dropped packets in ``namespace`` (a host pid or a
+    namespace path): ``(None, 0)`` when it has no table (no rule, nothing dropped),
+    ``None`` when it cannot be read."""
+    try:
+        done = subprocess.run(
+            [*_enter(namespace), "nft", "-j", "list", "table", "inet", TABLE],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        # nft's answer for a table that does not exist; nsenter's own errors (a
+        # namespace gone, no nft) say "nsenter:" and are unreadable, like anything else.
+        missing = "No such file or directory" in done.stderr
+        return (None, 0) if missing and not done.stderr.startswith("nsenter") else None
+    try:
+        return parse_dropped(done.stdout)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class LinkDrops:
+    """Packets a link's loss rules dropped, as a counter that only grows: the total
+    over every table the link's namespace has had.
+
+    The rules' own counters restart when a warm cluster changes the link's loss
+    (:func:`ruleset` replaces the table), so a new table handle adds its count from 0
+    rather than differencing it against the old table's. Packets the old table dropped
+    after the last read are not counted: the rules change between runs, with no run
+    on the link, and every run reads before and after itself.
+    """
+
+    def __init__(self, namespace: int | str) -> None:
+        self.namespace = namespace
+        self._handle: int | None = None
+        self._last = 0
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def read(self) -> int | None:
+        """The count now (``None``: unreadable). Thread-safe."""
+        found = read_dropped(self.namespace)
+        if found is None:
+            return None
+        handle, packets = found
+        with self._lock:
+            if handle != self._handle:
+                self._handle, self._last = handle, 0
+            self._total += max(0, packets - self._last)
+            self._last = packets
+            return self._total
 
 
 def _counter(path: str, prefix: str, name: str) -> int | None:

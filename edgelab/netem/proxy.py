@@ -135,6 +135,9 @@ class LinkStats:
     # TCP retransmissions in the worker node's network namespace, set by a backend
     # that can read them (see edgelab.netem.loss); None: not read.
     retransmits: int | None = None
+    # Packets the link's loss rules dropped (their nftables counters: exact), set by a
+    # backend with loss; 0 for a lossless link of a lossy cluster; None: not read.
+    dropped_packets: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +150,7 @@ class LinkStats:
             "connect_errors": self.connect_errors,
             "realtime": self.realtime,
             "retransmits": self.retransmits,
+            "dropped_packets": self.dropped_packets,
         }
 
     def link_stat_fields(self) -> dict[str, Any]:
@@ -165,6 +169,7 @@ class LinkStats:
             "pushback_ms_up": self.up.pushback_s * 1000.0,
             "pushback_ms_down": self.down.pushback_s * 1000.0,
             "retransmits": self.retransmits,
+            "dropped_packets": self.dropped_packets,
         }
 
 

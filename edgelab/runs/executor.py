@@ -101,6 +101,11 @@ def _link_delta(before: LinkStats | None, after: LinkStats) -> dict[str, float |
         if key not in ("link", *_RUNNING_MAXIMA)
     }
     row.update({key: a[key] for key in _RUNNING_MAXIMA})
+    drops, drops_before = a["dropped_packets"], b.get("dropped_packets")
+    if drops is not None and drops_before is not None and drops < drops_before:
+        # The drop counter started again (a node restarted with a new namespace):
+        # everything it counted since is this run's.
+        row["dropped_packets"] = drops
     return row
 
 

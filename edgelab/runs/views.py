@@ -69,6 +69,7 @@ LINK_FIELDS = (
     "pushback_ms_up",
     "pushback_ms_down",
     "retransmits",
+    "dropped_packets",
     "bytes_load",
     "bytes_prefill",
     "bytes_decode",

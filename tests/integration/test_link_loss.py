@@ -4,7 +4,8 @@ nftables drops 2 % of worker1's link packets inside its node's network namespace
 (a Docker worker's container; a local worker's own namespace, see
 :mod:`edgelab.topology.netns`); the run must still succeed and record
 retransmissions on that link, more than on the lossless one (whose few, if any, are
-spurious resends no DSACK cancelled: :class:`edgelab.netem.loss.LinkRetransmits`).
+spurious resends no DSACK cancelled: :class:`edgelab.netem.loss.LinkRetransmits`),
+and packets dropped by its rules on that link only (none on the other: exact).
 Docker needs the engine, the images, root and ``nft``; local needs root, ``ip`` and
 ``nft`` (each skips saying why).
 """
@@ -49,6 +50,11 @@ def _run_with_loss(settings: Settings, backend: str) -> dict[str, Any]:
     # Not 0: a lossless veth link resends a few segments under load that no DSACK
     # cancels (measured: LinkRetransmits); the lossy link's repairs are many more.
     assert lossless < lossy, (lossy, lossless)
+    # What the loss rules dropped is exact: worker1's rules dropped packets, worker2's
+    # link has none and dropped none.
+    dropped = [links[f"root<->{w}"]["dropped_packets"] for w in ("worker1", "worker2")]
+    assert dropped[0] > 0, dropped
+    assert dropped[1] == 0, dropped
     return run
 
 
