@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_node
 
 def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict[str, Any]]:
     """Run the loss sweep group by group; the model loads and, per loss, its run's
-    status and root<->worker1 retransmissions."""
+    status, root<->worker1 retransmissions and packets its loss rules dropped."""
     catalog = Catalog(settings)
     spec = parse_spec(
         {
@@ -62,7 +62,9 @@ def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict
         for cell in cells:
             run = s.get_one(Run, by_index[cell.index])
             link = s.scalars(select(LinkStat).where(LinkStat.run_id == run.id)).one()
-            out[f"{cell.config.topology.loss_pct:g}%"] = (run.status, run.error, link.retransmits)
+            out[f"{cell.config.topology.loss_pct:g}%"] = (
+                run.status, run.error, link.retransmits, link.dropped_packets,
+            )  # fmt: skip
     return loads, {"groups": len(groups), **out}
 
 
@@ -72,12 +74,17 @@ def test_docker_loss_sweep_shares_one_warm_cluster(settings: Settings, test_redi
         pytest.skip(problem)
     loads, runs = _sweep(settings, test_redis, "docker")
     assert (runs.pop("groups"), loads) == (1, 1)
-    assert {loss: status for loss, (status, _, _) in runs.items()} == {
+    assert {loss: status for loss, (status, *_) in runs.items()} == {
         "10%": "succeeded", "5%": "succeeded", "0%": "succeeded",
     }, runs  # fmt: skip
     assert runs["10%"][2] > 0
     assert runs["5%"][2] > 0
     assert runs["0%"][2] == 0  # the warm worker's rules went with the loss
+    # The 5 % run's rules are a new table, counting from 0: its own drops, not 10 %'s
+    # less; at 0 % nothing is left to drop.
+    assert runs["10%"][3] > 0
+    assert runs["5%"][3] > 0
+    assert runs["0%"][3] == 0
 
 
 def test_local_loss_sweep_keeps_lossless_cells_apart(settings: Settings, test_redis: Any) -> None:
@@ -86,9 +93,12 @@ def test_local_loss_sweep_keeps_lossless_cells_apart(settings: Settings, test_re
         pytest.skip(f"local packet loss needs a namespace per node: {problem}")
     loads, runs = _sweep(settings, test_redis, "local")
     assert (runs.pop("groups"), loads) == (2, 2)
-    assert {loss: status for loss, (status, _, _) in runs.items()} == {
+    assert {loss: status for loss, (status, *_) in runs.items()} == {
         "10%": "succeeded", "5%": "succeeded", "0%": "succeeded",
     }, runs  # fmt: skip
     assert runs["10%"][2] > 0
     assert runs["5%"][2] > 0  # changed on the warm cluster, still dropping
     assert runs["0%"][2] is None  # its own lossless cluster: the host's loopback
+    assert runs["10%"][3] > 0
+    assert runs["5%"][3] > 0
+    assert runs["0%"][3] is None  # no loss anywhere on that cluster: not read

@@ -143,7 +143,7 @@ def test_loss_changes_on_a_warm_cluster_local_keeps_lossless_apart() -> None:
 def test_the_rules_replace_the_namespace_s_loss_in_one_transaction() -> None:
     two = ruleset(2.0, 50052)
     assert two.startswith("table inet edgelab_loss\ndelete table inet edgelab_loss\n")
-    assert "tcp dport 50052 numgen random mod 10000 < 200 drop" in two
+    assert "tcp dport 50052 numgen random mod 10000 < 200 counter drop" in two
     assert ruleset(0.0, 50052) == "table inet edgelab_loss\ndelete table inet edgelab_loss\n"
 
 
