@@ -11,8 +11,6 @@ significance verdict for every pair. Both return frozen dataclasses with a
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +24,7 @@ from edgelab.analysis.config_breakdown import (
     config_breakdowns,
 )
 from edgelab.analysis.groups import ConfigKey, Group, group_records
+from edgelab.analysis.memo import SweepMemo
 from edgelab.analysis.model import ModelFit, fit_models
 from edgelab.analysis.records import METRICS, RunRecord, load_records
 from edgelab.analysis.scaling import ScalingSeries, scaling
@@ -253,8 +252,7 @@ def analyze_sweep(session: Session, sweep_id: int) -> SweepAnalysis:
 #: Sweep analyses kept per process (:func:`sweep_analysis_dict`), the latest version of
 #: each sweep only; ~0.1-0.4 MB each.
 CACHE_SIZE = 32
-_cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
-_cache_lock = threading.Lock()
+_cache: SweepMemo[dict[str, Any]] = SweepMemo(CACHE_SIZE)
 
 
 def runs_version_columns() -> list[Any]:
@@ -296,25 +294,17 @@ def sweep_analysis_dict(session: Session, sweep_id: int) -> dict[str, Any]:
     """
     bind = session.get_bind()
     key = (str(bind.engine.url), sweep_id, _runs_version(session, sweep_id))
-    with _cache_lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-            return found
+    found = _cache.get(key)
+    if found is not None:
+        return found
     data = analyze_sweep(session, sweep_id).to_dict()
-    with _cache_lock:
-        for older in [k for k in _cache if k[:2] == key[:2]]:  # a running sweep's past
-            del _cache[older]
-        _cache[key] = data
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
+    _cache.put(key, data)
     return data
 
 
 def clear_cache() -> None:
     """Forget every remembered sweep analysis (tests and benchmarks time cold requests)."""
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def sweep_breakdowns(session: Session, sweep_id: int) -> list[ConfigBreakdown]:

@@ -71,6 +71,14 @@ def _enter(namespace: int | str) -> list[str]:
     return ["nsenter", f"--net={namespace}"]
 
 
+def _read(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    """Run a short reading command (nft, ss); ``None`` when it cannot be run at all."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def apply_loss(namespace: int | str, loss_pct: float, port: int) -> None:
     """Install (or replace; at 0 % remove) the loss rules in ``namespace`` (a host pid
     or a namespace path).
@@ -117,15 +125,8 @@ def read_dropped(namespace: int | str) -> tuple[int | None, int] | None:
     """The loss table's handle and dropped packets in ``namespace`` (a host pid or a
     namespace path): ``(None, 0)`` when it has no table (no rule, nothing dropped),
     ``None`` when it cannot be read."""
-    try:
-        done = subprocess.run(
-            [*_enter(namespace), "nft", "-j", "list", "table", "inet", TABLE],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+    done = _read([*_enter(namespace), "nft", "-j", "list", "table", "inet", TABLE])
+    if done is None:
         return None
     if done.returncode != 0:
         # nft's answer for a table that does not exist; nsenter's own errors (a
@@ -233,17 +234,8 @@ def _ss(pid: int | None, *filter_: str) -> str | None:
     if shutil.which("ss") is None or (pid is not None and shutil.which("nsenter") is None):
         return None
     enter = [] if pid is None else _enter(pid)
-    try:
-        done = subprocess.run(
-            [*enter, "ss", "-tineH", *filter_],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
+    done = _read([*enter, "ss", "-tineH", *filter_])
+    return done.stdout if done is not None and done.returncode == 0 else None
 
 
 class LinkRetransmits:

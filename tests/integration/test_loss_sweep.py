@@ -16,15 +16,13 @@ from typing import Any
 import pytest
 from available import docker_problem
 from sqlalchemy import select
+from sweep_db import run_stored, store_sweep
 
 from edgelab.catalog import Catalog
 from edgelab.models import LinkStat, Run, Sweep
 from edgelab.models.db import session_scope
 from edgelab.netem.loss import loss_problem
 from edgelab.settings import Settings
-from edgelab.sweeps import control, expand, parse_spec
-from edgelab.sweeps.spec import group_by_topology
-from edgelab.tasks.runner import run_group
 from edgelab.topology.netns import netns_problem
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftover_nodes", "smollm2")]
@@ -34,7 +32,8 @@ def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict
     """Run the loss sweep group by group; the model loads and, per loss, its run's
     status, root<->worker1 retransmissions and packets its loss rules dropped."""
     catalog = Catalog(settings)
-    spec = parse_spec(
+    stored = store_sweep(
+        settings,
         {
             "name": "loss",
             "nodes": 2,
@@ -45,17 +44,11 @@ def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict
             "max_tokens": 16,
             "prompts": ["Name three planets."],
         },
+        catalog,
         max_cells=10,
     )
-    cells = expand(spec, catalog)
-    with session_scope(settings.database_url) as s:
-        sweep_id = control.create_sweep(s, spec, cells).id
-    with session_scope(settings.database_url) as s:
-        ids = list(s.scalars(select(Run.id).where(Run.sweep_id == sweep_id).order_by(Run.id)))
-    by_index = dict(zip(range(len(cells)), ids, strict=True))
-    groups = [[by_index[c.index] for c in g] for g in group_by_topology(cells)]
-    for group in groups:
-        run_group(settings, test_redis, group, sweep_id=sweep_id, catalog=catalog)
+    run_stored(settings, test_redis, stored, catalog)
+    cells, by_index, sweep_id = stored.cells, stored.run_ids, stored.id
     out: dict[str, Any] = {}
     with session_scope(settings.database_url) as s:
         loads = s.get_one(Sweep, sweep_id).model_loads
@@ -65,7 +58,7 @@ def _sweep(settings: Settings, test_redis: Any, backend: str) -> tuple[int, dict
             out[f"{cell.config.topology.loss_pct:g}%"] = (
                 run.status, run.error, link.retransmits, link.dropped_packets,
             )  # fmt: skip
-    return loads, {"groups": len(groups), **out}
+    return loads, {"groups": len(stored.groups), **out}
 
 
 def test_docker_loss_sweep_shares_one_warm_cluster(settings: Settings, test_redis: Any) -> None:

@@ -8,8 +8,6 @@ the same code the API and the CLI call.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +26,7 @@ from markupsafe import Markup
 from sqlalchemy import case, func, select
 
 from edgelab import analysis
+from edgelab.analysis.memo import SweepMemo
 from edgelab.catalog import Catalog
 from edgelab.models import Run, Sweep
 from edgelab.service.extensions import current_actions, current_settings, db
@@ -211,8 +210,7 @@ class SweepPage:
 #: Sweep pages kept per process (:func:`sweep_page_data`), the latest version of each
 #: sweep only; 0.5-1 MB each at 1,000 runs.
 PAGE_CACHE_SIZE = 16
-_pages: OrderedDict[tuple[Any, ...], SweepPage] = OrderedDict()
-_pages_lock = threading.Lock()
+_pages: SweepMemo[SweepPage] = SweepMemo(PAGE_CACHE_SIZE)
 
 
 def page_version(sweep_id: int) -> tuple[Any, ...] | None:
@@ -257,31 +255,22 @@ def sweep_page_data(sweep_id: int) -> SweepPage:
     if version is None:
         abort(404, f"sweep {sweep_id} not found")
     key = (str(db.session.get_bind().engine.url), sweep_id, version)
-    with _pages_lock:
-        found = _pages.get(key)
-        if found is not None:
-            _pages.move_to_end(key)
-            return found
+    found = _pages.get(key)
+    if found is not None:
+        return found
     detail = _detail_or_404(sweep_id)
     data = analysis.sweep_analysis_dict(db.session, sweep_id)
     # The template reads the sweep's own fields; its 1,000 cell dicts (~1 MB of Python
     # objects) are kept only as the JSON text.
     head = {k: v for k, v in detail.items() if k != "cells"}
     page = SweepPage(head, _tojson(detail), _tojson(data))
-    with _pages_lock:
-        for older in [k for k in _pages if k[:2] == key[:2]]:  # a running sweep's past
-            del _pages[older]
-        _pages[key] = page
-        while len(_pages) > PAGE_CACHE_SIZE:
-            _pages.popitem(last=False)
+    _pages.put(key, page)
     return page
 
 
 def clear_page_cache(sweep_id: int | None = None) -> None:
     """Forget the remembered pages of one sweep, or of all (benchmarks time cold views)."""
-    with _pages_lock:
-        for key in [k for k in _pages if sweep_id is None or k[1] == sweep_id]:
-            del _pages[key]
+    _pages.clear(sweep_id)
 
 
 @web.get("/sweeps/<int:sweep_id>")
