@@ -32,6 +32,7 @@ from typing import IO, Any
 import psutil
 
 from edgelab.cluster.base import (
+    Activity,
     Cluster,
     ClusterError,
     NodeActivity,
@@ -477,7 +478,7 @@ class LocalCluster(Cluster):
                 raise ClusterError(f"{node.name}: cannot apply packet loss: {exc}") from exc
 
     def link_stats(self) -> dict[str, LinkStats]:
-        stats = {name: proxy.stats() for name, proxy in self._proxies.items()}
+        stats = self._proxy_stats()
         for st, node in zip(stats.values(), self._workers, strict=False):
             netns = self._netns.get(node.name)
             if netns is None or node.proc is None:
@@ -544,6 +545,16 @@ class LocalCluster(Cluster):
                 with contextlib.suppress(Exception):
                     sources.append(ProcessSource(node.name, node.role, node.proc.pid))
         return sources
+
+    def _proxy_stats(self) -> dict[str, LinkStats]:
+        return {name: proxy.stats() for name, proxy in self._proxies.items()}
+
+    def activity(self) -> Activity:
+        """Like the base, with the proxies' counters only: the stall watchdog looks at
+        traffic, and the loss counters :meth:`link_stats` adds in a lossy cluster cost
+        an ``ss`` and an ``nft`` process per link at every poll (as Docker's own
+        ``activity`` reads its proxies alone)."""
+        return Activity(self.node_activity(), self._proxy_stats(), {})
 
     def node_activity(self) -> dict[str, NodeActivity]:
         return {n.name: n.activity() for n in self._all_nodes() if n.proc is not None}
