@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -180,17 +181,17 @@ def parse_config(
         except TopologyError as exc:
             errors.update(exc.errors)
             book = DeviceBook(catalog.devices_path)
+        resolve = functools.partial(
+            resolve_topology,
+            nodes=values["nodes"],
+            threads=values["threads"],
+            latency=latency,
+            presets=book.presets,
+            topologies=book.topologies,
+            loss=loss,
+        )
         try:
-            topology = resolve_topology(
-                devices=devices_raw,
-                links=links_raw,
-                nodes=values["nodes"],
-                threads=values["threads"],
-                latency=latency,
-                presets=book.presets,
-                topologies=book.topologies,
-                loss=loss,
-            )
+            topology = resolve(devices=devices_raw, links=links_raw)
         except TopologyError as exc:
             errors.update({k: str(v)[:300] for k, v in exc.errors.items()})
             # Every problem at once: what the backend cannot apply of the part that parsed.
@@ -198,15 +199,9 @@ def parse_config(
                 if part in exc.errors:
                     continue
                 try:
-                    alone = resolve_topology(
+                    alone = resolve(
                         devices=devices_raw if part == "devices" else None,
                         links=links_raw if part == "links" else None,
-                        nodes=values["nodes"],
-                        threads=values["threads"],
-                        latency=latency,
-                        presets=book.presets,
-                        topologies=book.topologies,
-                        loss=loss,
                     )
                 except TopologyError:
                     continue
