@@ -195,12 +195,15 @@ class Settings:
                 f"EDGELAB_MAX_SWEEP_CELLS must be a positive integer, got {cells!r}"
             )
 
-        def positive(name: str, default: float, unit: str = "seconds") -> float:
+        def number(name: str, default: float) -> tuple[str, float]:
             raw = get(name, f"{default:g}")
             try:
-                value = float(raw)
+                return raw, float(raw)
             except ValueError:
-                value = float("nan")
+                return raw, float("nan")  # refused by every bound below
+
+        def positive(name: str, default: float, unit: str = "seconds") -> float:
+            raw, value = number(name, default)
             if not value > 0 or value == float("inf"):
                 raise SettingsError(f"EDGELAB_{name} must be a number of {unit} > 0, got {raw!r}")
             return value
@@ -208,11 +211,7 @@ class Settings:
         def at_least(name: str, default: float, minimum: float) -> float:
             # A floor, not just > 0: a lease renewed every ttl/3 or a reconciler pass
             # every few ms would only load the broker.
-            raw = get(name, f"{default:g}")
-            try:
-                value = float(raw)
-            except ValueError:
-                value = float("nan")
+            raw, value = number(name, default)
             if not value >= minimum or value == float("inf"):
                 raise SettingsError(
                     f"EDGELAB_{name} must be a number of seconds >= {minimum:g}, got {raw[:60]!r}"
