@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from bench.phases import overhead_line  # noqa: E402
+from bench.phases import install_standin, overhead_line  # noqa: E402
 from edgelab.catalog import Catalog  # noqa: E402
 from edgelab.embedded import EmbeddedRedis  # noqa: E402
 from edgelab.engines.dllama.synthetic import SyntheticShape, write_synthetic_model  # noqa: E402
@@ -57,21 +57,9 @@ from edgelab.sweeps import control, expand, parse_spec  # noqa: E402
 from edgelab.sweeps.spec import group_by_topology  # noqa: E402
 from edgelab.tasks.runner import run_group  # noqa: E402
 
-STANDIN = REPO / "tests" / "standins" / "dllama_standin.py"
 # 4 KV heads (splits over 4 nodes); ~38 MB of F32 "weights", ~9.5 MB per worker.
 SHAPE = SyntheticShape(dim=512, hidden_dim=1024, n_layers=4, n_heads=8, n_kv_heads=4)
 PROMPT = "Write a short story about a robot who learns to paint."
-
-
-def install_standin(directory: Path) -> Path:
-    """The stand-in as ``dllama`` and ``dllama-api`` (see tests/integration/conftest.py)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rest = STANDIN.read_text().split("\n", 1)[1]
-    for name in ("dllama-api", "dllama"):
-        path = directory / name
-        path.write_text(f"#!{sys.executable}\n{rest}")
-        path.chmod(0o755)
-    return directory / "dllama"
 
 
 def run_sweep(

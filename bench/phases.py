@@ -17,8 +17,12 @@ bench/run_phases_bench.py splits the same time finer (wall and CPU per phase).
 from __future__ import annotations
 
 import statistics
+import sys
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
+
+STANDIN = Path(__file__).resolve().parent.parent / "tests" / "standins" / "dllama_standin.py"
 
 
 def _median(values: list[float]) -> float | None:
@@ -52,3 +56,15 @@ def overhead_line(wall_s: float, gen_s: float, startup_s: float, runs: list[Any]
         f"cluster start) / {n} runs = {per_run_ms:.0f} ms; median in a run, not generating "
         f"{ms(phases['inside'])}, between runs {ms(phases['between'])}"
     )
+
+
+def install_standin(directory: Path) -> Path:
+    """The dllama stand-in as ``dllama`` and ``dllama-api`` in ``directory`` (as
+    tests/integration/conftest.py installs it), run by this interpreter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rest = STANDIN.read_text().split("\n", 1)[1]
+    for name in ("dllama-api", "dllama"):
+        path = directory / name
+        path.write_text(f"#!{sys.executable}\n{rest}")
+        path.chmod(0o755)
+    return directory / "dllama"

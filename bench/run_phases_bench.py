@@ -44,21 +44,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+# bench/ is this script's folder, first on sys.path before --tree puts a checkout there.
+from phases import install_standin
+
 BENCH_REPO = Path(__file__).resolve().parent.parent
-STANDIN = BENCH_REPO / "tests" / "standins" / "dllama_standin.py"
 PROMPT = "Write a short story about a robot who learns to paint."
 PHASES = ("before", "gen+", "after", "between")
-
-
-def _install_standin(directory: Path) -> Path:
-    """The stand-in as ``dllama`` and ``dllama-api`` (as tests/integration/conftest.py)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rest = STANDIN.read_text().split("\n", 1)[1]
-    for name in ("dllama-api", "dllama"):
-        path = directory / name
-        path.write_text(f"#!{sys.executable}\n{rest}")
-        path.chmod(0o755)
-    return directory / "dllama"
 
 
 class Marks:
@@ -201,7 +192,7 @@ def measure(args: argparse.Namespace, tree: Path) -> dict[str, Any]:
     if args.engine == "dllama":
         from edgelab.engines.dllama.synthetic import SyntheticShape, write_synthetic_model
 
-        os.environ["EDGELAB_DLLAMA_BIN"] = str(_install_standin(tmp / "bin"))
+        os.environ["EDGELAB_DLLAMA_BIN"] = str(install_standin(tmp / "bin"))
         os.environ.pop("EDGELAB_DLLAMA_API_BIN", None)
         shape = SyntheticShape(dim=512, hidden_dim=1024, n_layers=4, n_heads=8, n_kv_heads=4)
         model, _ = write_synthetic_model(settings.models_dir, shape)
